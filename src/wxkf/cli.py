@@ -1,0 +1,74 @@
+"""The `wxkf` command line."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from wxkf import __version__
+from wxkf.config import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="wxkf — 微信客服 AI 客服 / AI customer service on WeChat Customer Service", no_args_is_help=True
+)
+db_app = typer.Typer(help="数据库 / database", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings_or_exit() -> Settings:
+    """Load settings; print the problems (never the secrets) and exit 2 when they are invalid."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        err_console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def version() -> None:
+    """打印版本 / print the version."""
+    console.print(__version__)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="listen port")] = 8000,
+) -> None:
+    """启动服务 / run the HTTP server (callbacks, health, console)."""
+    import uvicorn
+
+    from wxkf.web.app import create_app
+
+    settings = settings_or_exit()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """应用数据库迁移 / apply the database migrations."""
+    from wxkf.db.engine import Database, DatabaseError, describe
+
+    settings = settings_or_exit()
+
+    async def run() -> str:
+        database = await Database.open(settings, migrate=True)
+        await database.close()
+        return describe(database.conninfo)
+
+    try:
+        where = asyncio.run(run())
+    except DatabaseError as exc:
+        err_console.print(str(exc), highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"✅ 数据库已是最新 / database up to date: {where}", highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

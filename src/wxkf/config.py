@@ -1,0 +1,128 @@
+"""Settings: one validated object, read from the environment and `.env`.
+
+Every error names the variable and the fix (Chinese first, English beside it). Secrets are held as
+`SecretStr`, so they never appear in `repr`, logs, errors or CLI output.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
+
+DEEPSEEK_BASE_URL = "https://api.deepseek.com"
+
+
+class SettingsError(Exception):
+    """The settings are invalid; `problems` holds one readable line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("配置错误 / invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Settings(BaseSettings):
+    """All of wxkf's configuration. Build it with `load_settings()` to get readable errors."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # WeCom (企业微信)
+    wecom_corp_id: str = ""
+    wecom_kf_secret: SecretStr | None = None
+    wecom_contact_secret: SecretStr | None = None
+    wecom_agent_id: int | None = None
+    wecom_agent_secret: SecretStr | None = None
+    wecom_token: SecretStr | None = None
+    wecom_aes_key: SecretStr | None = None
+    wecom_api_base: str = "https://qyapi.weixin.qq.com"
+
+    # Storage
+    database_url: SecretStr | None = None
+    wxkf_data_dir: Path = Path("./var")
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_content: bool = False
+
+    # LLM (OpenAI-compatible; DeepSeek by default)
+    llm_base_url: str = DEEPSEEK_BASE_URL
+    llm_api_key: SecretStr | None = Field(default=None)
+    deepseek_api_key: SecretStr | None = None
+    llm_model: str = "deepseek-chat"
+    llm_timeout_seconds: float = 30.0
+    llm_max_retries: int = 2
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("wecom_aes_key")
+    @classmethod
+    def _check_aes_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not _AES_KEY_RE.match(value.get_secret_value()):
+            raise ValueError(
+                "WECOM_AES_KEY 必须是 43 个字母或数字（企业微信后台「接收消息」的 EncodingAESKey）/ "
+                "must be exactly 43 letters or digits: copy EncodingAESKey from the callback settings"
+            )
+        return value
+
+    @field_validator("wecom_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not _TOKEN_RE.match(value.get_secret_value()):
+            raise ValueError(
+                "WECOM_TOKEN 最多 32 个字母或数字（回调配置中的 Token）/ "
+                "must be 1-32 letters or digits: copy Token from the callback settings"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _corp_id_with_secrets(self) -> Settings:
+        has_secret = any(
+            s is not None and s.get_secret_value()
+            for s in (self.wecom_kf_secret, self.wecom_contact_secret, self.wecom_agent_secret)
+        )
+        if has_secret and not self.wecom_corp_id:
+            raise ValueError(
+                "配置了 secret 但缺少 WECOM_CORP_ID（企业微信后台「我的企业」→ 企业ID）/ "
+                "WECOM_CORP_ID is required when a secret is set: copy it from 我的企业 → 企业ID"
+            )
+        if self.wecom_agent_secret is not None and self.wecom_agent_id is None:
+            raise ValueError(
+                "配置了 WECOM_AGENT_SECRET 但缺少 WECOM_AGENT_ID（应用的 AgentId）/ "
+                "WECOM_AGENT_ID is required with WECOM_AGENT_SECRET"
+            )
+        return self
+
+    # Derived values -------------------------------------------------------------------------
+
+    @property
+    def llm_key(self) -> SecretStr | None:
+        """The LLM key: `LLM_API_KEY`, or `DEEPSEEK_API_KEY` as the brief's deployments name it."""
+        return self.llm_api_key or self.deepseek_api_key
+
+    @property
+    def callback_configured(self) -> bool:
+        return bool(self.wecom_corp_id and self.wecom_token and self.wecom_aes_key)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, turning pydantic's errors into `SettingsError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = "/".join(str(p) for p in err["loc"]).upper()
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{loc}: {msg}" if loc else msg)
+        raise SettingsError(problems) from None

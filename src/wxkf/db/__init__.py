@@ -1,0 +1,1 @@
+"""Storage: PostgreSQL (+ pgvector) everywhere, embedded by default; migrations; the ORM base."""

@@ -1,0 +1,140 @@
+"""Connect to PostgreSQL: the server in `DATABASE_URL`, or a private embedded one from `pgserver`.
+
+The embedded server lives in `WXKF_DATA_DIR/pg`, survives restarts, and is stopped when the last
+process using it exits (pgserver counts references). pgvector ≥ 0.5 is required either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from wxkf.config import Settings
+
+MIN_PGVECTOR = (0, 5)
+EMBEDDED_DBNAME = "wxkf"
+
+
+class DatabaseError(Exception):
+    """The database cannot be used; the message says why and what to do."""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+def to_conninfo(url: str) -> str:
+    """A libpq URI for psycopg/procrastinate from any `postgresql[+driver]://` URL."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
+
+
+def to_sqlalchemy_url(url: str) -> str:
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", url)
+
+
+def describe(url: str) -> str:
+    """The URL without its password, safe to print."""
+    parts = urlsplit(to_conninfo(url))
+    host = parts.hostname or parse_qs(parts.query).get("host", ["local socket"])[0]
+    return (
+        f"postgresql://{parts.username or ''}@{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    )
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or join) the private PostgreSQL in `data_dir/pg`; return a URI for database `wxkf`."""
+    from pgserver.postgres_server import get_server  # lazily: only the embedded default needs it
+
+    pgdata = (data_dir / "pg").resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        server = get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        raise DatabaseError(
+            f"内置 PostgreSQL 启动失败（{pgdata}）：{exc}。可删除该目录下的 postmaster.pid 后重试，"
+            f"或设置 DATABASE_URL 使用自己的 PostgreSQL / the embedded PostgreSQL failed to start"
+        ) from exc
+    _KEEP.append(server)
+    uri: str = server.get_uri()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{EMBEDDED_DBNAME}"')
+    return str(server.get_uri(EMBEDDED_DBNAME))
+
+
+_KEEP: list[Any] = []  # the embedded server handle lives as long as the process
+
+
+def ensure_pgvector(conninfo: str) -> str:
+    """Create the `vector` extension if needed; fail clearly when pgvector is missing or too old."""
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+            ).fetchone()
+            if row is None:
+                raise DatabaseError(
+                    "数据库缺少 pgvector 扩展：在数据库服务器上安装 pgvector（如 apt install "
+                    "postgresql-16-pgvector）后执行 CREATE EXTENSION vector; / pgvector is not installed "
+                    "on this PostgreSQL server: install it, or unset DATABASE_URL to use the embedded one"
+                )
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            (installed,) = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            ).fetchone() or ("0",)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(
+            f"无法连接数据库 {describe(conninfo)}：检查 DATABASE_URL、服务是否运行、用户权限 / "
+            f"cannot connect to the database: {str(exc).strip().splitlines()[0]}"
+        ) from exc
+    if _version_tuple(installed) < MIN_PGVECTOR:
+        raise DatabaseError(
+            f"pgvector 版本 {installed} 过旧，需要 ≥ 0.5（ALTER EXTENSION vector UPDATE;）/ "
+            f"pgvector {installed} is too old; 0.5 or later is needed"
+        )
+    return str(installed)
+
+
+@dataclass
+class Database:
+    """An open database: the async SQLAlchemy engine plus the libpq conninfo for procrastinate."""
+
+    conninfo: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, migrate: bool = True) -> Database:
+        conninfo = await asyncio.to_thread(resolve_conninfo, settings)
+        await asyncio.to_thread(ensure_pgvector, conninfo)
+        if migrate:
+            from wxkf.db.migrate import upgrade
+
+            await asyncio.to_thread(upgrade, conninfo)
+        engine = create_async_engine(
+            to_sqlalchemy_url(conninfo), pool_size=10, max_overflow=10, pool_pre_ping=True
+        )
+        return cls(conninfo=conninfo, engine=engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({describe(self.conninfo)})"
+
+
+def resolve_conninfo(settings: Settings) -> str:
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        return to_conninfo(settings.database_url.get_secret_value())
+    return start_embedded(settings.wxkf_data_dir)

@@ -1,0 +1,1 @@
+"""HTTP surfaces: the app factory, routes, the staff console."""

@@ -1,0 +1,84 @@
+"""Shared fixtures: one embedded PostgreSQL per test session, a fresh database per test.
+
+The migrated schema is built once into a template database; each test that needs a database gets
+`CREATE DATABASE … TEMPLATE`, which takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from wxkf.config import Settings
+
+# Settings must come from the tests, not from a developer's environment or .env.
+for _name in list(os.environ):
+    if _name.startswith(("WECOM_", "LLM_", "DEEPSEEK_", "EMBEDDING_", "WXKF_")) or _name == "DATABASE_URL":
+        del os.environ[_name]
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+
+TEMPLATE_DB = "wxkf_template"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_uri() -> Iterator[str]:
+    """A private PostgreSQL for the whole session, with the migrated template database."""
+    from pgserver.postgres_server import get_server
+
+    from wxkf.db.engine import ensure_pgvector
+    from wxkf.db.migrate import upgrade
+
+    pgdata = Path(tempfile.mkdtemp(prefix="wxkf-pg-"))
+    server = get_server(pgdata, cleanup_mode="delete")
+    admin: str = server.get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    template_uri: str = server.get_uri(TEMPLATE_DB)
+    ensure_pgvector(template_uri)
+    upgrade(template_uri)
+    yield admin
+    server.cleanup()
+
+
+def fresh_database(admin_uri: str) -> str:
+    """Create a new database from the migrated template; return its URI."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    with psycopg.connect(admin_uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    return admin_uri.replace("/postgres?", f"/{name}?", 1)
+
+
+@pytest.fixture
+def database_url(pg_admin_uri: str) -> str:
+    return fresh_database(pg_admin_uri)
+
+
+@pytest.fixture
+def settings_factory(database_url: str, tmp_path: Path) -> Any:
+    """Build Settings for a test: a fresh database, a temp data dir, no .env."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"database_url": database_url, "wxkf_data_dir": tmp_path / "var"}
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+async def database(database_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    from wxkf.db.engine import Database
+
+    db = await Database.open(
+        Settings(_env_file=None, database_url=database_url, wxkf_data_dir=tmp_path / "var"), migrate=False
+    )
+    yield db
+    await db.close()

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from wxkf.config import SettingsError, load_settings
+
+GOOD_KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+
+
+def test_defaults_need_nothing_configured() -> None:
+    settings = load_settings(_env_file=None)
+    assert settings.wecom_api_base == "https://qyapi.weixin.qq.com"
+    assert settings.llm_model == "deepseek-chat"
+    assert not settings.callback_configured
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        ({"wecom_aes_key": "short"}, "WECOM_AES_KEY"),
+        ({"wecom_token": "x" * 33}, "WECOM_TOKEN"),
+        ({"wecom_kf_secret": "s3cret-value"}, "WECOM_CORP_ID"),
+        ({"log_level": "LOUD"}, "LOG_LEVEL"),
+    ],
+)
+def test_invalid_settings_name_the_variable(overrides: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(_env_file=None, **overrides)
+    assert variable in str(info.value)
+
+
+def test_secrets_never_in_repr_or_errors() -> None:
+    secret = "TopSecretKfValue123"
+    settings = load_settings(
+        _env_file=None, wecom_corp_id="ww1", wecom_kf_secret=secret, wecom_aes_key=GOOD_KEY
+    )
+    assert secret not in repr(settings)
+    assert GOOD_KEY not in repr(settings)
+    with pytest.raises(SettingsError) as info:
+        load_settings(_env_file=None, wecom_kf_secret=secret, wecom_token="bad token!")
+    assert secret not in str(info.value)
+    assert "bad token!" not in str(info.value)
+
+
+def test_deepseek_key_is_accepted_as_llm_key() -> None:
+    settings = load_settings(_env_file=None, deepseek_api_key="sk-abc")
+    assert settings.llm_key is not None
+    assert settings.llm_key.get_secret_value() == "sk-abc"
