@@ -1,0 +1,1 @@
+"""The brain: responders (offline and LLM), memory, tools, and the knowledge base."""

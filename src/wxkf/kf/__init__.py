@@ -1,0 +1,1 @@
+"""The conversation pipeline: callback → sync → ledger → state policy → budget → responder → outbox."""

@@ -1,0 +1,65 @@
+"""The responder seam: what the pipeline asks for a reply, and what it gets back.
+
+The pipeline owns everything WeCom imposes (order, state, the 48 h / 5 budget, splitting, sending);
+a responder only decides *what* to say. Implementations: the offline FAQ/knowledge-base responder,
+the LLM responder (`wxkf.agent`), and scripted ones in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One customer of one kf account."""
+
+    open_kfid: str
+    external_userid: str
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A customer message as the responder sees it.
+
+    `content` is the WeCom body for `msgtype` (spec §3, e.g. {"content": …} for text,
+    {"latitude": …, "name": …} for location); `text` is a readable rendering for any msgtype
+    (e.g. "[位置] 上海市… (31.2, 121.4)"), so a text-only responder can still answer.
+    """
+
+    msgid: str
+    msgtype: str
+    content: dict[str, Any]
+    text: str
+    send_time: datetime
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    """Everything a responder may use to answer one batch of customer messages."""
+
+    conversation: Conversation
+    messages: list[InboundMessage]
+    remaining_budget: int  # messages WeCom still allows in this 48 h window (spec §4), ≥ 1
+    max_text_bytes: int = 2048  # spec §4: one text message is at most 2048 bytes
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to send. `text` may be long: the pipeline splits it within the budget.
+
+    An empty `text` means "say nothing". `handoff` asks the pipeline to hand the customer to a
+    human (service_state/trans → 2, or → 3 with `handoff_servicer`).
+    """
+
+    text: str
+    handoff: bool = False
+    handoff_servicer: str | None = None
+    sources: list[str] = field(default_factory=list)
+
+
+class Responder(Protocol):
+    async def respond(self, request: ReplyRequest) -> Reply: ...
