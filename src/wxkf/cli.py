@@ -50,6 +50,14 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
 
 
+@app.command()
+def demo() -> None:
+    """演示 / the one-minute demo on the built-in simulator, nothing configured."""
+    from wxkf.demo import run_demo
+
+    run_demo(settings_or_exit(), console)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """应用数据库迁移 / apply the database migrations."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,10 @@ def start_embedded(data_dir: Path) -> str:
     pgdata = (data_dir / "pg").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     try:
-        server = get_server(pgdata, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); its /tmp fallback is fine.
+            warnings.simplefilter("ignore")
+            server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise DatabaseError(
             f"内置 PostgreSQL 启动失败（{pgdata}）：{exc}。可删除该目录下的 postmaster.pid 后重试，"
