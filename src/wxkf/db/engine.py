@@ -51,7 +51,6 @@ def describe(url: str) -> str:
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or join) the private PostgreSQL in `data_dir/pg`; return a URI for database `wxkf`."""
-    from pgserver.postgres_server import get_server  # lazily: only the embedded default needs it
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -59,6 +58,8 @@ def start_embedded(data_dir: Path) -> str:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); its /tmp fallback is fine.
             warnings.simplefilter("ignore")
+            from pgserver.postgres_server import get_server  # lazily: only the embedded default needs it
+
             server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise DatabaseError(
