@@ -44,10 +44,13 @@ def serve(
     """启动服务 / run the HTTP server (callbacks, health, console)."""
     import uvicorn
 
+    from wxkf.ops.logging import configure_logging
     from wxkf.web.app import create_app
 
     settings = settings_or_exit()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    configure_logging(settings)
+    # log_config=None: uvicorn's lines go through wxkf's handlers (JSON, files, redaction).
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Operations: structured logs, doctor, health, readiness and metrics."""
