@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     wxkf_data_dir: Path = Path("./var")
 
+    # The public base URL WeCom reaches this service at (e.g. https://kf.example.com); the callback
+    # is `<it>/wecom/callback`. Optional: `wxkf doctor` uses it to send a signed URL verification.
+    wxkf_public_url: str = ""
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_content: bool = False
@@ -74,6 +78,16 @@ class Settings(BaseSettings):
                 "must be exactly 43 letters or digits: copy EncodingAESKey from the callback settings"
             )
         return value
+
+    @field_validator("wxkf_public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(
+                "WXKF_PUBLIC_URL 必须以 http:// 或 https:// 开头（如 https://kf.example.com）/ "
+                "must be an http(s) URL such as https://kf.example.com"
+            )
+        return value.rstrip("/")
 
     @field_validator("wecom_token")
     @classmethod
