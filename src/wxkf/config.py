@@ -63,6 +63,33 @@ class Settings(BaseSettings):
     llm_model: str = "deepseek-chat"
     llm_timeout_seconds: float = 30.0
     llm_max_retries: int = 2
+    llm_persona: str = ""  # empty: the default persona in wxkf.agent.prompts
+    llm_max_tokens: int = 1024
+    llm_memory_tokens: int = 1500  # budget for the conversation's recent turns in the prompt
+
+    # Customer contact (客户联系, wecom-api §9). WeCom caps how many group messages each customer
+    # receives; the rule changed by revision and the admin can pick one in 群发助手-设置群发规则
+    # (当月天数 per month / 7 per week / 1 per day). The default, 1 per natural day, fits inside every
+    # current rule, so a send this check allows is never refused by WeCom with status 3.
+    contact_receive_cap_period: Literal["day", "week", "month"] = "day"
+    contact_receive_cap_count: int = Field(default=1, ge=0)  # 0 with "month" = 当月天数 (days in month)
+    contact_timezone: str = "Asia/Shanghai"  # WeCom counts natural days in China time
+    contact_staff_userids: str = ""  # comma-separated members offered the sending tools
+    contact_customer_cache_ttl_seconds: int = Field(default=3600, ge=0)
+    contact_confirmation_ttl_seconds: int = Field(default=900, gt=0)
+
+    # Conversation pipeline (wxkf.kf). wecom-api §4/§6: what the bot does when a human serves.
+    kf_session_policy: Literal["respect", "end"] = "respect"
+    kf_pause_minutes: float = Field(default=30.0, ge=0)  # bot stays quiet after a servicer wrote
+    kf_debounce_seconds: float = Field(default=1.5, ge=0)  # a burst in this window is answered together
+    kf_history_max_age_minutes: float = Field(default=10.0, ge=0)  # first sync skips older messages
+    kf_welcome_text: str = "您好，我是智能客服，请问有什么可以帮您？"  # empty: no welcome message
+    kf_closing_hint: str = "如需继续咨询，请再给我们发一条消息。"  # empty: no hint on the budget's last message
+    kf_state_cache_seconds: float = Field(default=10.0, ge=0)
+    kf_accounts: str = ""  # comma-separated open_kfids served; empty: every account that calls back
+    kf_faq_file: Path | None = None  # the default FAQ responder's file (JSON or "Q: / A:" text)
+    kf_worker_concurrency: int = Field(default=16, ge=1)
+    kf_poll_interval_seconds: float = Field(default=0.1, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -99,6 +126,28 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("contact_timezone")
+    @classmethod
+    def _check_contact_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"CONTACT_TIMEZONE 不是有效的时区名（如 Asia/Shanghai）/ unknown time zone {value!r}"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_receive_cap(self) -> Settings:
+        if self.contact_receive_cap_count == 0 and self.contact_receive_cap_period != "month":
+            raise ValueError(
+                "CONTACT_RECEIVE_CAP_COUNT=0（当月天数）只能与 CONTACT_RECEIVE_CAP_PERIOD=month 同用 / "
+                "a count of 0 (days in the month) is only valid with period month"
+            )
+        return self
+
     @model_validator(mode="after")
     def _corp_id_with_secrets(self) -> Settings:
         has_secret = any(
@@ -123,6 +172,11 @@ class Settings(BaseSettings):
     def llm_key(self) -> SecretStr | None:
         """The LLM key: `LLM_API_KEY`, or `DEEPSEEK_API_KEY` as the brief's deployments name it."""
         return self.llm_api_key or self.deepseek_api_key
+
+    @property
+    def contact_staff(self) -> frozenset[str]:
+        """Members whose conversations may use the customer-contact sending tools."""
+        return frozenset(u.strip() for u in self.contact_staff_userids.split(",") if u.strip())
 
     @property
     def callback_configured(self) -> bool:

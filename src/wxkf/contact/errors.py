@@ -1,0 +1,73 @@
+"""Errors of customer contact (客户联系). Messages are Chinese first with English beside them.
+
+    ContactError                    anything the contact service refuses or cannot do
+    ├── NotConfiguredError              WECOM_CONTACT_SECRET (or the app secret) is missing
+    ├── InvalidMessageError             the message breaks a wecom-api §9 limit (bytes, attachments, …)
+    ├── ReceiveCapError                 every requested customer is at the receive cap (`capped`)
+    ├── ReminderLimitError              3 reminders in 24 h already (`next_at`)
+    └── ConfirmationError               a confirmation token is unknown, expired, used or not yours
+
+WeCom's own errors arrive as `wxkf.wecom.errors.APIError` and are passed through unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class ContactError(Exception):
+    """The contact service refused the request; the message says why and what to do."""
+
+
+class NotConfiguredError(ContactError):
+    pass
+
+
+class InvalidMessageError(ContactError):
+    pass
+
+
+@dataclass(frozen=True)
+class CappedCustomer:
+    """A customer who already received the configured number of messages in this period."""
+
+    external_userid: str
+    received: int
+    next_at: datetime  # the start of the next period, when they can receive again
+
+    def describe(self) -> str:
+        when = self.next_at.strftime("%Y-%m-%d %H:%M %Z")
+        return (
+            f"客户 {self.external_userid} 本周期已接收 {self.received} 条，{when} 起可再接收 / "
+            f"customer {self.external_userid} already received {self.received} in this period; "
+            f"can receive again from {when}"
+        )
+
+
+class ReceiveCapError(ContactError):
+    def __init__(self, capped: list[CappedCustomer], rule: str) -> None:
+        self.capped = capped
+        self.rule = rule
+        lines = "\n".join(f"  - {c.describe()}" for c in capped[:20])
+        more = f"\n  … 另有 {len(capped) - 20} 位 / {len(capped) - 20} more" if len(capped) > 20 else ""
+        super().__init__(
+            f"超过客户接收上限（{rule}，wecom-api §9），未创建群发任务 / receive cap reached, no task "
+            f"created:\n{lines}{more}"
+        )
+
+
+class ReminderLimitError(ContactError):
+    def __init__(self, msgid: str, next_at: datetime | None) -> None:
+        self.msgid = msgid
+        self.next_at = next_at
+        when = f"，{next_at.strftime('%Y-%m-%d %H:%M %Z')} 后可再提醒" if next_at else ""
+        when_en = f"; next reminder possible after {next_at.isoformat()}" if next_at else ""
+        super().__init__(
+            f"群发任务 {msgid} 24 小时内已提醒 3 次{when} / task {msgid} was already reminded 3 times "
+            f"in 24 h{when_en}"
+        )
+
+
+class ConfirmationError(ContactError):
+    pass
