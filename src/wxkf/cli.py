@@ -10,12 +10,14 @@ from rich.console import Console
 
 from wxkf import __version__
 from wxkf.config import Settings, SettingsError, load_settings
+from wxkf.ops.cli import doctor as doctor_command
 
 app = typer.Typer(
     help="wxkf — 微信客服 AI 客服 / AI customer service on WeChat Customer Service", no_args_is_help=True
 )
 db_app = typer.Typer(help="数据库 / database", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.command("doctor")(doctor_command)
 
 console = Console()
 err_console = Console(stderr=True)

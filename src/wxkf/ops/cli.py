@@ -1,0 +1,43 @@
+"""`wxkf doctor`: the checks of `wxkf.ops.doctor` as a rich table, or JSON for machines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wxkf.ops.doctor import DoctorReport, run_doctor
+
+
+def render(report: DoctorReport, console: Console) -> None:
+    table = Table(title="wxkf doctor", show_lines=True)
+    table.add_column("", no_wrap=True)
+    table.add_column("检查 / check", no_wrap=True)
+    table.add_column("结果 / result", overflow="fold")
+    table.add_column("解决方法 / fix", overflow="fold")
+    for result in report.results:
+        fix = result.fix + (f"\n→ docs/troubleshooting.md#{result.see}" if result.see else "")
+        table.add_row(result.icon, result.title, result.detail, fix)
+    console.print(table)
+    if report.ok:
+        console.print("✅ 全部通过 / all checks passed", highlight=False)
+    else:
+        failed = sum(1 for r in report.results if r.status == "fail")
+        console.print(f"❌ {failed} 项未通过 / {failed} check(s) failed", highlight=False)
+
+
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON / print JSON for machines")] = False,
+) -> None:
+    """检查部署并给出修复方法 / check the deployment and say how to fix what is wrong."""
+    report = asyncio.run(run_doctor())
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        render(report, Console(width=160))
+    if not report.ok:
+        raise typer.Exit(1)
