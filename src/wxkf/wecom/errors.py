@@ -7,7 +7,9 @@
     │   ├── InvalidAESKeyError          the EncodingAESKey is not 43 characters (-40004)
     │   ├── CorpIdMismatchError         receiveid differs from the configured corp id (-40005)
     │   ├── DecryptError                base64/AES/PKCS#7/length framing is wrong (-40007/-40008/-40010)
-    ├── TransportError              no valid answer reached us (timeout, connection, non-JSON, HTML)
+    ├── InvalidArgumentError        a request breaks a documented limit; refused before it is sent
+    ├── TransportError              no valid answer reached us (timeout, connection, 5xx)
+    │   └── MalformedResponseError      the answer is not WeCom JSON (HTML, truncated) or lacks fields
     └── APIError                    WeCom answered with errcode != 0
         ├── TokenError                  40001 / 40014 / 42001 / 40013 / 41001: credentials or token
         ├── RateLimitedError            45009 / 45033 / -1: retried with backoff, then raised
@@ -26,6 +28,12 @@ from __future__ import annotations
 import re
 
 _FROM_IP_RE = re.compile(r"from ip:\s*([0-9a-fA-F:.]+)")
+
+
+def reported_ip(errmsg: str) -> str | None:
+    """The caller IP WeCom names in an errmsg (`…, from ip: 1.2.3.4, …`), used for 60020."""
+    match = _FROM_IP_RE.search(errmsg)
+    return match.group(1) if match else None
 
 
 class WeComError(Exception):
@@ -62,13 +70,40 @@ class DecryptError(CallbackCryptoError):
     code = -40007
 
 
+class InvalidArgumentError(WeComError, ValueError):
+    """A request breaks a limit the spec documents (length, count, format); nothing was sent."""
+
+    def __init__(self, api: str, field: str, message: str) -> None:
+        super().__init__(f"{api}: {field}: {message}")
+        self.api = api
+        self.field = field
+        self.message = message
+
+
 class TransportError(WeComError):
-    """WeCom could not be reached, or answered with something that is not WeCom JSON."""
+    """WeCom could not be reached, or answered with something that is not WeCom JSON.
+
+    `retryable` is False when trying again cannot help (a JSON answer missing documented fields).
+    """
+
+    retryable = True
 
     def __init__(self, api: str, message: str) -> None:
         super().__init__(f"{api}: {message}")
         self.api = api
         self.message = message
+
+
+class MalformedResponseError(TransportError):
+    """WeCom (or something in between) answered with a body the client cannot use.
+
+    `excerpt` is the start of the body, with tokens and secrets already removed.
+    """
+
+    def __init__(self, api: str, message: str, excerpt: str, *, retryable: bool) -> None:
+        super().__init__(api, f"{message}: {excerpt!r}")
+        self.excerpt = excerpt
+        self.retryable = retryable
 
 
 class APIError(WeComError):
@@ -79,8 +114,7 @@ class APIError(WeComError):
         self.errcode = errcode
         self.errmsg = errmsg
         self.hint = hint
-        match = _FROM_IP_RE.search(errmsg)
-        self.from_ip: str | None = match.group(1) if match else None
+        self.from_ip = reported_ip(errmsg)
         text = f"{api} errcode={errcode} errmsg={errmsg}"
         if hint:
             text += f"\n{hint}"
