@@ -11,6 +11,8 @@ from rich.console import Console
 from wxkf import __version__
 from wxkf.config import Settings, SettingsError, load_settings
 from wxkf.ops.cli import doctor as doctor_command
+from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
+from wxkf.ops.explain import explain as explain_command
 
 app = typer.Typer(
     help="wxkf — 微信客服 AI 客服 / AI customer service on WeChat Customer Service", no_args_is_help=True
@@ -18,6 +20,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="数据库 / database", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.command("doctor")(doctor_command)
+app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 
 console = Console()
 err_console = Console(stderr=True)
