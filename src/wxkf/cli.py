@@ -10,6 +10,7 @@ from rich.console import Console
 
 from wxkf import __version__
 from wxkf.config import Settings, SettingsError, load_settings
+from wxkf.contact.cli import contact_app
 from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
 from wxkf.ops.explain import explain as explain_command
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="数据库 / database", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(contact_app, name="contact")
 app.command("doctor")(doctor_command)
 app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 

@@ -9,13 +9,14 @@ import pytest
 from wxkf.config import SettingsError, load_settings
 from wxkf.contact.cap import ReceiveCap
 from wxkf.contact.content import (
-    MAX_RECIPIENTS,
-    Attachment,
     MessageContent,
-    validate_content,
+    attachment,
+    build_request,
+    check_content,
     validate_recipients,
 )
 from wxkf.contact.errors import InvalidMessageError
+from wxkf.wecom.models import TEMPLATE_MAX_EXTERNAL_USERIDS
 
 SH = "Asia/Shanghai"
 
@@ -55,37 +56,38 @@ def test_default_cap_is_one_per_day_and_zero_needs_month() -> None:
 
 
 def test_text_limit_is_4000_bytes_not_characters() -> None:
-    validate_content(MessageContent(text="好" * 1333))  # 3999 bytes
+    check_content(MessageContent(text="好" * 1333))  # 3999 bytes
     with pytest.raises(InvalidMessageError, match="4000"):
-        validate_content(MessageContent(text="好" * 1334))
+        check_content(MessageContent(text="好" * 1334))
 
 
 def test_attachments_limits_and_required_fields() -> None:
-    image = Attachment("image", {"media_id": "M"})
-    validate_content(MessageContent(attachments=(image,) * 9))
+    image = attachment("image", media_id="M")
+    check_content(MessageContent(attachments=(image,) * 9))
     with pytest.raises(InvalidMessageError, match="9"):
-        validate_content(MessageContent(text="x", attachments=(image,) * 10))
+        check_content(MessageContent(text="x", attachments=(image,) * 10))
     with pytest.raises(InvalidMessageError, match="url"):
-        validate_content(MessageContent(attachments=(Attachment("link", {"title": "t"}),)))
+        attachment("link", title="t")
     with pytest.raises(InvalidMessageError, match="media_id"):
-        validate_content(MessageContent(attachments=(Attachment("image", {}),)))
+        check_content(MessageContent(attachments=(attachment("image"),)))
     with pytest.raises(InvalidMessageError, match="128"):
-        validate_content(MessageContent(attachments=(Attachment("link", {"title": "标" * 43, "url": "u"}),)))
+        check_content(MessageContent(attachments=(attachment("link", title="标" * 43, url="u"),)))
     with pytest.raises(InvalidMessageError, match="voice"):
-        validate_content(MessageContent(attachments=(Attachment("voice", {"media_id": "M"}),)))
+        attachment("voice", media_id="M")
     with pytest.raises(InvalidMessageError, match="空"):
-        validate_content(MessageContent(text="  "))
-    body = MessageContent("hi", (Attachment("link", {"title": "t", "url": "https://x"}),)).to_wecom()
-    assert body == {
-        "text": {"content": "hi"},
-        "attachments": [{"msgtype": "link", "link": {"title": "t", "url": "https://x"}}],
-    }
+        check_content(MessageContent(text="  "))
+    content = MessageContent("hi", (attachment("link", title="标题", url="https://x"),))
+    request = build_request("zhangsan", ["wmA"], content)
+    assert request.model_dump(exclude_none=True)["attachments"] == [
+        {"msgtype": "link", "link": {"title": "标题", "url": "https://x"}}
+    ]
+    assert content.describe() == "hi\n[link] 标题"
 
 
 def test_recipients_are_deduplicated_and_capped_at_ten_thousand() -> None:
     assert validate_recipients(["a", "b", "a", " ", "c"]) == ["a", "b", "c"]
-    validate_recipients([f"w{i}" for i in range(MAX_RECIPIENTS)])
+    validate_recipients([f"w{i}" for i in range(TEMPLATE_MAX_EXTERNAL_USERIDS)])
     with pytest.raises(InvalidMessageError, match="10000"):
-        validate_recipients([f"w{i}" for i in range(MAX_RECIPIENTS + 1)])
+        validate_recipients([f"w{i}" for i in range(TEMPLATE_MAX_EXTERNAL_USERIDS + 1)])
     with pytest.raises(InvalidMessageError):
         validate_recipients([])

@@ -1,117 +1,95 @@
-"""What a customer-contact message may contain, checked before WeCom sees it (wecom-api §9).
+"""What a customer-contact message contains, checked before WeCom sees it (wecom-api §9).
 
-add_msg_template takes text (≤ 4000 bytes) and up to 9 attachments of type image, link,
-miniprogram, video or file, and up to 10,000 external_userid per task.
+The limits themselves (text ≤ 4000 bytes, ≤ 9 attachments, ≤ 10,000 customers, field sizes) live in
+the protocol models (`wxkf.wecom.models.AddMsgTemplateRequest.check`); this module turns what a
+member or the LLM typed into those models and their refusals into `InvalidMessageError`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from pydantic import ValidationError
 
 from wxkf.contact.errors import InvalidMessageError
+from wxkf.wecom.errors import InvalidArgumentError
+from wxkf.wecom.models import (
+    TEMPLATE_MAX_EXTERNAL_USERIDS,
+    AddMsgTemplateRequest,
+    TemplateAttachment,
+    Text,
+)
 
-MAX_TEXT_BYTES = 4000  # wecom-api §9: text.content 最多4000字节
-MAX_ATTACHMENTS = 9  # wecom-api §9: attachments 最多9个
-MAX_RECIPIENTS = 10_000  # wecom-api §9: external_userid 最多1万个
-
-# wecom-api §9: per attachment type, the required fields and byte limits of each field.
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "image": (),  # media_id or pic_url, checked below
-    "link": ("title", "url"),
-    "miniprogram": ("title", "pic_media_id", "appid", "page"),
-    "video": ("media_id",),
-    "file": ("media_id",),
-}
-_MAX_BYTES: dict[str, dict[str, int]] = {
-    "link": {"title": 128, "picurl": 2048, "desc": 512, "url": 2048},
-    "miniprogram": {"title": 64},
-}
+API = "externalcontact/add_msg_template"
+ATTACHMENT_TYPES = ("image", "link", "miniprogram", "video", "file")
 
 
-@dataclass(frozen=True)
-class Attachment:
-    msgtype: str
-    body: dict[str, str]
-
-    def to_wecom(self) -> dict[str, Any]:
-        return {"msgtype": self.msgtype, self.msgtype: dict(self.body)}
-
-    def describe(self) -> str:
-        b = self.body
-        label = b.get("title") or b.get("media_id") or b.get("pic_url") or ""
-        return f"[{self.msgtype}] {label}".rstrip()
+def attachment(msgtype: str, **fields: str) -> TemplateAttachment:
+    """One attachment, e.g. `attachment("link", title=…, url=…)`; refuses unknown types and missing fields."""
+    if msgtype not in ATTACHMENT_TYPES:
+        raise InvalidMessageError(
+            f"不支持的附件类型 {msgtype!r}（可用 {'/'.join(ATTACHMENT_TYPES)}）/ "
+            f"unsupported attachment type {msgtype!r}"
+        )
+    try:
+        return TemplateAttachment.model_validate({"msgtype": msgtype, msgtype: fields})
+    except ValidationError as exc:
+        missing = sorted({str(e["loc"][-1]) for e in exc.errors()})
+        raise InvalidMessageError(
+            f"{msgtype} 附件缺少或写错字段 {', '.join(missing)} / {msgtype} attachment: check "
+            f"{', '.join(missing)}"
+        ) from None
 
 
 @dataclass(frozen=True)
 class MessageContent:
     text: str = ""
-    attachments: tuple[Attachment, ...] = field(default_factory=tuple)
-
-    def to_wecom(self) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        if self.text:
-            body["text"] = {"content": self.text}
-        if self.attachments:
-            body["attachments"] = [a.to_wecom() for a in self.attachments]
-        return body
+    attachments: tuple[TemplateAttachment, ...] = field(default_factory=tuple)
 
     def describe(self) -> str:
-        parts = [self.text] if self.text else []
-        parts += [a.describe() for a in self.attachments]
-        return "\n".join(parts)
-
-
-def _nbytes(value: str) -> int:
-    return len(value.encode("utf-8"))
-
-
-def validate_content(content: MessageContent) -> MessageContent:
-    """Return `content` if WeCom would accept it; otherwise raise `InvalidMessageError` saying why."""
-    if not content.text.strip() and not content.attachments:
-        raise InvalidMessageError(
-            "消息内容为空：文字和附件不能同时为空 / text and attachments cannot both be empty"
-        )
-    if _nbytes(content.text) > MAX_TEXT_BYTES:
-        raise InvalidMessageError(
-            f"文字 {_nbytes(content.text)} 字节，超过上限 {MAX_TEXT_BYTES} 字节（约 1333 个汉字）/ "
-            f"text is {_nbytes(content.text)} bytes; the limit is {MAX_TEXT_BYTES}"
-        )
-    if len(content.attachments) > MAX_ATTACHMENTS:
-        raise InvalidMessageError(
-            f"附件 {len(content.attachments)} 个，最多 {MAX_ATTACHMENTS} 个 / "
-            f"{len(content.attachments)} attachments; at most {MAX_ATTACHMENTS}"
-        )
-    for a in content.attachments:
-        if a.msgtype not in _REQUIRED:
-            raise InvalidMessageError(
-                f"不支持的附件类型 {a.msgtype!r}（可用 image/link/miniprogram/video/file）/ "
-                f"unsupported attachment type {a.msgtype!r}"
+        """A readable preview: the text, then one line per attachment."""
+        lines = [self.text] if self.text.strip() else []
+        for a in self.attachments:
+            body = getattr(a, a.msgtype)
+            label = (
+                getattr(body, "title", None)
+                or getattr(body, "media_id", None)
+                or getattr(body, "pic_url", "")
             )
-        missing = [f for f in _REQUIRED[a.msgtype] if not a.body.get(f)]
-        if a.msgtype == "image" and not (a.body.get("media_id") or a.body.get("pic_url")):
-            missing.append("media_id|pic_url")
-        if missing:
-            raise InvalidMessageError(
-                f"{a.msgtype} 附件缺少字段 {', '.join(missing)} / {a.msgtype} attachment needs "
-                f"{', '.join(missing)}"
-            )
-        for name, limit in _MAX_BYTES.get(a.msgtype, {}).items():
-            if _nbytes(a.body.get(name, "")) > limit:
-                raise InvalidMessageError(
-                    f"{a.msgtype}.{name} 超过 {limit} 字节 / {a.msgtype}.{name} exceeds {limit} bytes"
-                )
-    return content
+            lines.append(f"[{a.msgtype}] {label or ''}".rstrip())
+        return "\n".join(lines)
 
 
 def validate_recipients(external_userids: list[str]) -> list[str]:
-    """Deduplicate (keeping order) and check the count against the per-task limit."""
+    """Deduplicate (keeping order) and check the count against the per-task limit (wecom-api §9)."""
     unique = list(dict.fromkeys(u.strip() for u in external_userids if u.strip()))
     if not unique:
         raise InvalidMessageError("没有指定客户 / no customers given")
-    if len(unique) > MAX_RECIPIENTS:
+    if len(unique) > TEMPLATE_MAX_EXTERNAL_USERIDS:
         raise InvalidMessageError(
-            f"一个群发任务最多 {MAX_RECIPIENTS} 位客户，本次 {len(unique)} 位：请分批发送 / "
-            f"at most {MAX_RECIPIENTS} customers per task, got {len(unique)}: split the list"
+            f"一个群发任务最多 {TEMPLATE_MAX_EXTERNAL_USERIDS} 位客户，本次 {len(unique)} 位：请分批发送 / "
+            f"at most {TEMPLATE_MAX_EXTERNAL_USERIDS} customers per task, got {len(unique)}: split the list"
         )
     return unique
+
+
+def build_request(sender: str, external_userids: list[str], content: MessageContent) -> AddMsgTemplateRequest:
+    """The add_msg_template request for these customers, checked against every documented limit."""
+    request = AddMsgTemplateRequest(
+        chat_type="single",
+        sender=sender,
+        external_userid=external_userids,
+        text=Text(content=content.text) if content.text.strip() else None,
+        attachments=list(content.attachments),
+    )
+    try:
+        request.check(API)
+    except InvalidArgumentError as exc:
+        raise InvalidMessageError(f"消息不符合企业微信限制 / message refused before sending: {exc}") from exc
+    return request
+
+
+def check_content(content: MessageContent) -> MessageContent:
+    """Refuse content WeCom would refuse, before any customer is looked at."""
+    build_request("-", ["-"], content)
+    return content

@@ -1,4 +1,4 @@
-"""contact: customer cache, tasks, the receive ledger, reminders, confirmations and the tool audit.
+"""contact: customer cache, tasks, the receive ledger, reminders and confirmations.
 
 Revision ID: contact_0001
 Revises: 0001_core
@@ -91,6 +91,7 @@ def upgrade() -> None:
     )
     op.execute("CREATE INDEX ix_contact_reminders_msgid ON contact_reminders (msgid, reminded_at)")
     # A sending tool's first call stores its preview here; the second call presents the token.
+    # (Every tool call itself is audited by the agent's registry in agent_tool_calls.)
     op.execute(
         """
         CREATE TABLE contact_confirmations (
@@ -106,24 +107,10 @@ def upgrade() -> None:
         )
         """
     )
-    op.execute(
-        """
-        CREATE TABLE contact_audit (
-            id            bigserial   PRIMARY KEY,
-            at            timestamptz NOT NULL DEFAULT now(),
-            member_userid text        NOT NULL,
-            tool          text        NOT NULL,
-            arguments     jsonb       NOT NULL,
-            outcome       text        NOT NULL,
-            detail        text        NOT NULL DEFAULT ''
-        )
-        """
-    )
 
 
 def downgrade() -> None:
     for table in (
-        "contact_audit",
         "contact_confirmations",
         "contact_reminders",
         "contact_receipts",

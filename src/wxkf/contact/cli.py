@@ -1,0 +1,259 @@
+"""`wxkf contact …`: a member's customers, messages to them, and what became of each task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wxkf.contact.content import MessageContent, attachment
+from wxkf.contact.errors import ContactError
+from wxkf.contact.service import (
+    CUSTOMER_STATUS,
+    ContactService,
+    TaskCreated,
+    TaskStatus,
+    open_contact_service,
+)
+from wxkf.db.engine import Database, DatabaseError
+from wxkf.wecom.errors import WeComError
+from wxkf.wecom.models import TemplateAttachment
+
+contact_app = typer.Typer(
+    help="客户联系：员工发消息给客户 / customer contact: staff → customer messages", no_args_is_help=True
+)
+console = Console(width=160)
+err_console = Console(stderr=True, width=160)
+
+T = TypeVar("T")
+
+
+def _run(action: Callable[[ContactService], Awaitable[T]]) -> T:
+    """Open settings, database and service; turn every known failure into a message and exit 1."""
+    from wxkf.cli import settings_or_exit  # lazily: wxkf.cli imports this module to register it
+
+    settings = settings_or_exit()
+
+    async def go() -> T:
+        database = await Database.open(settings)
+        try:
+            async with open_contact_service(settings, database) as service:
+                return await action(service)
+        finally:
+            await database.close()
+
+    try:
+        return asyncio.run(go())
+    except (ContactError, WeComError, DatabaseError) as exc:
+        err_console.print(f"❌ {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+
+
+def _attachments(
+    image: list[str], link: list[str], miniprogram: list[str], video: list[str], file: list[str]
+) -> tuple[TemplateAttachment, ...]:
+    out: list[TemplateAttachment] = []
+    for value in image:
+        key = "pic_url" if value.startswith(("http://", "https://")) else "media_id"
+        out.append(attachment("image", **{key: value}))
+    for value in link:
+        parts = value.split("|")
+        fields = dict(zip(("title", "url", "desc", "picurl"), parts, strict=False))
+        out.append(attachment("link", **{k: v for k, v in fields.items() if v}))
+    for value in miniprogram:
+        parts = value.split("|")
+        out.append(
+            attachment(
+                "miniprogram", **dict(zip(("title", "appid", "page", "pic_media_id"), parts, strict=False))
+            )
+        )
+    out += [attachment("video", media_id=v) for v in video]
+    out += [attachment("file", media_id=v) for v in file]
+    return tuple(out)
+
+
+ImageOpt = Annotated[
+    list[str],
+    typer.Option("--image", help="图片 media_id 或图片链接 / image media_id or pic_url (repeatable)"),
+]
+LinkOpt = Annotated[
+    list[str], typer.Option("--link", help="链接 'title|url[|desc|picurl]' / a link (repeatable)")
+]
+MiniOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--miniprogram", help="小程序 'title|appid|page|pic_media_id' / a mini-program (repeatable)"
+    ),
+]
+VideoOpt = Annotated[list[str], typer.Option("--video", help="视频 media_id / video media_id (repeatable)")]
+FileOpt = Annotated[list[str], typer.Option("--file", help="文件 media_id / file media_id (repeatable)")]
+
+
+def _print_created(created: TaskCreated) -> None:
+    console.print(
+        f"✅ 已创建群发任务 / task created: {created.msgid}（{len(created.recipients)} 位客户 / customers）",
+        highlight=False,
+    )
+    console.print(
+        "   成员需在企业微信「客户联系 → 群发助手」确认后才会发送 / the member must confirm it in WeCom "
+        "before anything is sent",
+        highlight=False,
+    )
+    if created.notified:
+        console.print(f"   已通知成员 {created.sender} / member notified", highlight=False)
+    elif created.notify_error:
+        console.print(f"   ⚠ {created.notify_error}", highlight=False)
+    if created.fail_list:
+        console.print(
+            f"⚠ 企业微信无法发送给 {len(created.fail_list)} 位（不是该成员的客户或 ID 无效）/ WeCom cannot send "
+            f"to these (not the member's customers, or invalid): {', '.join(created.fail_list)}",
+            highlight=False,
+        )
+    for capped in created.capped:
+        console.print(f"⚠ 已跳过 / skipped: {capped.describe()}", highlight=False)
+
+
+@contact_app.command()
+def customers(
+    member: Annotated[str, typer.Argument(help="成员 userid / member userid")],
+    page: Annotated[int, typer.Option(help="页码 / page number")] = 1,
+    page_size: Annotated[int, typer.Option(help="每页条数 (≤100) / rows per page")] = 20,
+    refresh: Annotated[bool, typer.Option(help="忽略缓存 / bypass the cache")] = False,
+) -> None:
+    """列出成员的客户 / list a member's customers (externalcontact/list + get, cached)."""
+    result = _run(lambda s: s.customers(member, page=page, page_size=page_size, refresh=refresh))
+    table = Table(
+        title=f"{member} 的客户 / customers — 第 {result.page}/{result.pages} 页, 共 {result.total}"
+    )
+    for column in ("external_userid", "名称 / name", "备注 / remark", "企业 / corp", "添加时间 / added"):
+        table.add_column(column, overflow="fold")
+    for c in result.customers:
+        added = c.added_at.strftime("%Y-%m-%d") if c.added_at else ""
+        table.add_row(c.external_userid, c.name, c.remark, c.corp_name, added)
+    console.print(table)
+
+
+@contact_app.command()
+def send(
+    member: Annotated[str, typer.Argument(help="发送成员 userid / sending member")],
+    external_userid: Annotated[str, typer.Argument(help="客户 external_userid / the customer")],
+    text: Annotated[str, typer.Argument(help="文字（≤4000 字节）/ text, at most 4000 bytes")] = "",
+    image: ImageOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    link: LinkOpt = [],  # noqa: B006
+    miniprogram: MiniOpt = [],  # noqa: B006
+    video: VideoOpt = [],  # noqa: B006
+    file: FileOpt = [],  # noqa: B006
+) -> None:
+    """发消息给一位客户（需成员确认）/ send one customer a message (the member confirms it)."""
+
+    async def go(service: ContactService) -> TaskCreated:
+        content = MessageContent(text, _attachments(image, link, miniprogram, video, file))
+        return await service.send(member, external_userid, content)
+
+    _print_created(_run(go))
+
+
+@contact_app.command()
+def broadcast(
+    member: Annotated[str, typer.Argument(help="发送成员 userid / sending member")],
+    text: Annotated[str, typer.Argument(help="文字（≤4000 字节）/ text, at most 4000 bytes")] = "",
+    to: Annotated[
+        list[str],
+        typer.Option("--to", help="客户 external_userid，可重复或逗号分隔 / customers (repeatable)"),
+    ] = [],  # noqa: B006
+    all_customers: Annotated[
+        bool, typer.Option("--all", help="该成员的全部客户 / all the member's customers")
+    ] = False,
+    image: ImageOpt = [],  # noqa: B006
+    link: LinkOpt = [],  # noqa: B006
+    miniprogram: MiniOpt = [],  # noqa: B006
+    video: VideoOpt = [],  # noqa: B006
+    file: FileOpt = [],  # noqa: B006
+) -> None:
+    """群发给多位客户（≤10000，需成员确认）/ send many customers a message (the member confirms it)."""
+    ids = [u for value in to for u in value.split(",") if u.strip()]
+    if all_customers == bool(ids):
+        err_console.print("❌ 请给出 --to 或 --all 之一 / give either --to or --all", highlight=False)
+        raise typer.Exit(2)
+
+    async def go(service: ContactService) -> TaskCreated:
+        content = MessageContent(text, _attachments(image, link, miniprogram, video, file))
+        return await service.broadcast(member, None if all_customers else ids, content)
+
+    _print_created(_run(go))
+
+
+def print_status(status: TaskStatus) -> None:
+    console.print(
+        f"群发任务 / task {status.msgid}" + ("（已取消 / cancelled）" if status.cancelled else ""),
+        highlight=False,
+    )
+    for m in status.members:
+        when = f" {m.send_time:%Y-%m-%d %H:%M}" if m.send_time else ""
+        console.print(f"  成员 / member {m.userid}: {m.explanation}{when}", highlight=False)
+    table = Table(show_header=True)
+    table.add_column("状态 / status")
+    table.add_column("客户数 / customers", justify="right")
+    for code, count in sorted(status.counts().items()):
+        table.add_row(f"{code} {CUSTOMER_STATUS.get(code, '?')}", str(count))
+    console.print(table)
+    for failure in status.failures:
+        console.print(f"  ✗ {failure.external_userid}: {failure.explanation}", highlight=False)
+
+
+@contact_app.command()
+def status(msgid: Annotated[str, typer.Argument(help="群发任务 msgid / task msgid")]) -> None:
+    """查看群发任务的发送结果 / show who received a task and who did not."""
+    print_status(_run(lambda s: s.status(msgid)))
+
+
+@contact_app.command()
+def remind(msgid: Annotated[str, typer.Argument(help="群发任务 msgid / task msgid")]) -> None:
+    """提醒成员发送（24 小时内最多 3 次）/ remind the member to send (3 times per 24 h)."""
+    left = _run(lambda s: s.remind(msgid))
+    console.print(f"✅ 已提醒 / reminded; 24 小时内还可提醒 {left} 次 / {left} more today", highlight=False)
+
+
+@contact_app.command()
+def cancel(msgid: Annotated[str, typer.Argument(help="群发任务 msgid / task msgid")]) -> None:
+    """停止群发任务 / cancel a task members have not sent yet."""
+    freed = _run(lambda s: s.cancel(msgid))
+    console.print(
+        f"✅ 已取消 / cancelled {msgid}; {freed} 位未发送客户不再计入接收上限 / {freed} unsent customers freed",
+        highlight=False,
+    )
+
+
+@contact_app.command()
+def tasks(
+    days: Annotated[int, typer.Option(help="最近几天（≤31）/ look back this many days")] = 30,
+    creator: Annotated[str | None, typer.Option(help="只看此成员创建的 / only this creator")] = None,
+) -> None:
+    """列出过去的群发任务 / list past tasks (get_groupmsg_list_v2)."""
+    now = datetime.now(UTC)
+    found = _run(lambda s: s.tasks(start=now - timedelta(days=days), end=now, creator=creator))
+    table = Table(title="群发任务 / tasks")
+    for column in (
+        "msgid",
+        "创建者 / creator",
+        "时间 / created",
+        "内容 / text",
+        "附件 / att.",
+        "本服务 / local",
+    ):
+        table.add_column(column, overflow="fold")
+    for t in found:
+        table.add_row(
+            t.msgid,
+            t.creator,
+            f"{t.created_at:%Y-%m-%d %H:%M}",
+            t.text[:60],
+            str(t.attachments),
+            "✓" if t.local else "",
+        )
+    console.print(table)

@@ -1,0 +1,580 @@
+"""The customer-contact service: a member's customers, tasks to them, and what became of each.
+
+WeCom has no server API for instant one-to-one chat with a member's WeChat customers; a message is a
+task created with `externalcontact/add_msg_template` that the member confirms and sends in WeCom
+(wecom-api §9). The service checks the message and the receive cap first (`ReceiveLedger`), creates
+the task, tells the member by app message that it awaits confirmation, and reads back per-customer
+outcomes. The CLI and the LLM tools are thin layers over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from wxkf.config import Settings
+from wxkf.contact.cap import ReceiveCap
+from wxkf.contact.content import MessageContent, build_request, validate_recipients
+from wxkf.contact.errors import (
+    CappedCustomer,
+    ContactError,
+    NotConfiguredError,
+    ReceiveCapError,
+    ReminderLimitError,
+)
+from wxkf.contact.ledger import ReceiveLedger, SendResult, utc_now
+from wxkf.db.engine import Database
+from wxkf.wecom.client import WeComClient
+from wxkf.wecom.errors import APIError, WeComError
+from wxkf.wecom.models import GetGroupMsgListV2Request
+from wxkf.wecom.tokens import PostgresTokenStore
+
+REMINDERS_PER_DAY = 3  # wecom-api §9: 24小时内每个群发最多触发三次提醒
+REMINDER_WINDOW = timedelta(hours=24)
+ERR_REMIND_LIMIT = 41094  # wecom-api §9: 群发提醒超过频率限制
+DETAIL_CONCURRENCY = 4  # externalcontact/get calls in flight while filling one page of customers
+
+# wecom-api §9 get_groupmsg_send_result / get_groupmsg_task statuses, explained for people.
+CUSTOMER_STATUS = {
+    0: "未发送（成员尚未确认）/ not sent yet: the member has not confirmed",
+    1: "已发送 / sent",
+    2: "发送失败：客户不是该成员的好友 / failed: the customer is not (or no longer) the member's contact",
+    3: "发送失败：客户已收到其他群发消息（接收上限）/ failed: the customer already received another "
+    "group message (receive cap)",
+}
+MEMBER_STATUS = {0: "未发送 / not sent", 2: "已发送 / sent"}
+
+
+@dataclass(frozen=True)
+class Customer:
+    external_userid: str
+    name: str
+    remark: str
+    corp_name: str
+    contact_type: int  # 1 微信用户 2 企业微信用户 (0: details not fetched)
+    added_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    member: str
+    customers: list[Customer]
+    page: int
+    page_size: int
+    total: int
+    fetched_at: datetime
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.page_size))
+
+
+@dataclass(frozen=True)
+class TaskCreated:
+    msgid: str
+    sender: str
+    recipients: list[str]  # the customers WeCom accepted into the task
+    fail_list: list[str]  # wecom-api §9: 无效或无法发送的external_userid
+    capped: list[CappedCustomer]  # skipped locally: at the receive cap
+    notified: bool  # the member got an app message asking them to confirm
+    notify_error: str = ""
+
+
+@dataclass(frozen=True)
+class CustomerOutcome:
+    external_userid: str
+    sender: str
+    status: int
+    send_time: datetime | None
+
+    @property
+    def explanation(self) -> str:
+        return CUSTOMER_STATUS.get(self.status, f"未知状态 {self.status} / unknown status")
+
+
+@dataclass(frozen=True)
+class MemberOutcome:
+    userid: str
+    status: int
+    send_time: datetime | None
+
+    @property
+    def explanation(self) -> str:
+        return MEMBER_STATUS.get(self.status, f"未知状态 {self.status} / unknown status")
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    msgid: str
+    members: list[MemberOutcome]
+    customers: list[CustomerOutcome]
+    cancelled: bool = False
+
+    def counts(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for c in self.customers:
+            out[c.status] = out.get(c.status, 0) + 1
+        return out
+
+    @property
+    def failures(self) -> list[CustomerOutcome]:
+        return [c for c in self.customers if c.status in (2, 3)]
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    msgid: str
+    creator: str
+    created_at: datetime
+    create_type: int  # 0 企业发表 1 个人发表
+    text: str
+    attachments: int
+    local: bool  # created through this service
+
+
+@dataclass
+class ContactService:
+    settings: Settings
+    database: Database
+    contact: WeComClient
+    app: WeComClient | None = None  # for message/send; None when WECOM_AGENT_* are not set
+    clock: Callable[[], datetime] = utc_now
+    ledger: ReceiveLedger = field(init=False)
+
+    def __post_init__(self) -> None:
+        cap = ReceiveCap(
+            self.settings.contact_receive_cap_period,
+            self.settings.contact_receive_cap_count,
+            self.settings.contact_timezone,
+        )
+        self.ledger = ReceiveLedger(self.database, cap, self.clock)
+
+    # --- customers --------------------------------------------------------------------------------
+
+    async def customers(
+        self, member: str, *, page: int = 1, page_size: int = 20, refresh: bool = False
+    ) -> CustomerPage:
+        """One page of a member's customers, from the cache while it is younger than the TTL."""
+        page, page_size = max(1, page), min(max(1, page_size), 100)
+        ttl = timedelta(seconds=self.settings.contact_customer_cache_ttl_seconds)
+        now = self.clock()
+        async with self.database.engine.connect() as conn:
+            listed = (
+                await conn.execute(
+                    text("SELECT fetched_at FROM contact_customer_lists WHERE member_userid = :m"),
+                    {"m": member},
+                )
+            ).scalar()
+        if refresh or listed is None or listed + ttl <= now:
+            await self._refresh_list(member, now)
+            listed = now
+        async with self.database.engine.connect() as conn:
+            total = int(
+                (
+                    await conn.execute(
+                        text("SELECT count(*) FROM contact_customers WHERE member_userid = :m"),
+                        {"m": member},
+                    )
+                ).scalar_one()
+            )
+            stale = [
+                r[0]
+                for r in await conn.execute(
+                    text(
+                        """
+                        SELECT external_userid FROM contact_customers
+                        WHERE member_userid = :m AND (fetched_at <= :cutoff OR :refresh)
+                        ORDER BY position LIMIT :n OFFSET :o
+                        """
+                    ),
+                    {
+                        "m": member,
+                        "cutoff": now - ttl,
+                        "refresh": refresh,
+                        "n": page_size,
+                        "o": (page - 1) * page_size,
+                    },
+                )
+            ]
+        if stale:
+            await self._refresh_details(member, stale, now)
+        async with self.database.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    """
+                    SELECT external_userid, name, remark, corp_name, contact_type, added_at
+                    FROM contact_customers WHERE member_userid = :m
+                    ORDER BY position LIMIT :n OFFSET :o
+                    """
+                ),
+                {"m": member, "n": page_size, "o": (page - 1) * page_size},
+            )
+            customers = [Customer(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        return CustomerPage(member, customers, page, page_size, total, listed)
+
+    async def customer_ids(self, member: str, *, refresh: bool = False) -> list[str]:
+        """All of a member's external_userid (externalcontact/list), through the cache."""
+        await self.customers(member, page=1, page_size=1, refresh=refresh)
+        async with self.database.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT external_userid FROM contact_customers WHERE member_userid = :m ORDER BY position"
+                ),
+                {"m": member},
+            )
+            return [r[0] for r in rows]
+
+    async def _refresh_list(self, member: str, now: datetime) -> None:
+        ids = list(dict.fromkeys((await self.contact.list_external_contacts(member)).external_userid))
+        async with self.database.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "DELETE FROM contact_customers WHERE member_userid = :m AND NOT (external_userid = ANY(:ids))"
+                ),
+                {"m": member, "ids": ids},
+            )
+            # New customers get details on first display ('-infinity' = never fetched).
+            await conn.execute(
+                text(
+                    """
+                    INSERT INTO contact_customers (member_userid, external_userid, position, fetched_at)
+                    SELECT :m, u, p, '-infinity' FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS t(u, p)
+                    ON CONFLICT (member_userid, external_userid) DO UPDATE SET position = EXCLUDED.position
+                    """
+                ),
+                {"m": member, "ids": ids},
+            )
+            await conn.execute(
+                text(
+                    """
+                    INSERT INTO contact_customer_lists (member_userid, fetched_at) VALUES (:m, :now)
+                    ON CONFLICT (member_userid) DO UPDATE SET fetched_at = EXCLUDED.fetched_at
+                    """
+                ),
+                {"m": member, "now": now},
+            )
+
+    async def _refresh_details(self, member: str, external_userids: Sequence[str], now: datetime) -> None:
+        gate = asyncio.Semaphore(DETAIL_CONCURRENCY)
+
+        async def one(external_userid: str) -> dict[str, Any]:
+            async with gate:
+                got = await self.contact.get_external_contact(external_userid)
+            follow = next((f for f in got.follow_user if f.userid == member), None)
+            return {
+                "m": member,
+                "u": external_userid,
+                "name": got.external_contact.name,
+                "remark": follow.remark if follow else "",
+                "corp": got.external_contact.corp_name,
+                "type": got.external_contact.type,
+                "added": datetime.fromtimestamp(follow.createtime, UTC)
+                if follow and follow.createtime
+                else None,
+                "detail": json.dumps(
+                    {
+                        "external_contact": got.external_contact.model_dump(mode="json"),
+                        "follow_user": follow.model_dump(mode="json") if follow else None,
+                    },
+                    ensure_ascii=False,
+                ),
+                "now": now,
+            }
+
+        rows = await asyncio.gather(*(one(u) for u in external_userids))
+        async with self.database.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    """
+                    UPDATE contact_customers SET name = :name, remark = :remark, corp_name = :corp,
+                        contact_type = :type, added_at = :added, detail = CAST(:detail AS jsonb),
+                        fetched_at = :now
+                    WHERE member_userid = :m AND external_userid = :u
+                    """
+                ),
+                rows,
+            )
+
+    # --- sending ----------------------------------------------------------------------------------
+
+    async def send(
+        self, member: str, external_userid: str, content: MessageContent, *, origin: str = "cli"
+    ) -> TaskCreated:
+        """A message to one customer: refused with `ReceiveCapError` when they are at the cap."""
+        return await self._create(member, validate_recipients([external_userid]), content, origin)
+
+    async def broadcast(
+        self,
+        member: str,
+        external_userids: Sequence[str] | None,
+        content: MessageContent,
+        *,
+        origin: str = "cli",
+    ) -> TaskCreated:
+        """A message to many customers (None: all of the member's). Capped customers are skipped
+        and reported; only when every one is capped is it refused.
+
+        "All" is resolved here rather than by sending `sender` alone (which WeCom reads as every
+        customer, wecom-api §9), so the receive cap can be checked per customer first.
+        """
+        ids = await self.customer_ids(member, refresh=True) if external_userids is None else external_userids
+        return await self._create(member, validate_recipients(list(ids)), content, origin)
+
+    async def _create(
+        self, member: str, external_userids: list[str], content: MessageContent, origin: str
+    ) -> TaskCreated:
+        build_request(member, external_userids, content)  # refuse a bad message before reserving
+        reservation = await self.ledger.reserve(member, external_userids)
+        if not reservation.allowed:
+            raise ReceiveCapError(reservation.capped, self.ledger.cap.describe())
+        try:
+            response = await self.contact.add_msg_template(
+                build_request(member, reservation.allowed, content)
+            )
+        except BaseException:
+            await self.ledger.release(reservation)
+            raise
+        await self.ledger.commit(reservation, response.msgid, response.fail_list)
+        accepted = [u for u in reservation.allowed if u not in set(response.fail_list)]
+        async with self.database.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    """
+                    INSERT INTO contact_tasks (msgid, sender, origin, text_content, attachments, recipients,
+                                               fail_list, capped, created_at)
+                    VALUES (:msgid, :sender, :origin, :text, CAST(:attachments AS jsonb), :n, :fail, :capped,
+                            :now)
+                    ON CONFLICT (msgid) DO NOTHING
+                    """
+                ),
+                {
+                    "msgid": response.msgid,
+                    "sender": member,
+                    "origin": origin,
+                    "text": content.text,
+                    "attachments": json.dumps(
+                        [a.model_dump(mode="json", exclude_none=True) for a in content.attachments],
+                        ensure_ascii=False,
+                    ),
+                    "n": len(accepted),
+                    "fail": list(response.fail_list),
+                    "capped": [c.external_userid for c in reservation.capped],
+                    "now": self.clock(),
+                },
+            )
+        notified, notify_error = await self._notify(member, len(accepted), content)
+        return TaskCreated(
+            response.msgid,
+            member,
+            accepted,
+            list(response.fail_list),
+            reservation.capped,
+            notified,
+            notify_error,
+        )
+
+    async def _notify(self, member: str, count: int, content: MessageContent) -> tuple[bool, str]:
+        """Tell the member a task awaits them. The task exists either way, so a failure is reported,
+        not raised."""
+        if self.app is None or self.settings.wecom_agent_id is None:
+            return False, "未配置 WECOM_AGENT_ID/WECOM_AGENT_SECRET，未通知成员 / app messages not configured"
+        preview = content.describe()
+        if len(preview) > 200:
+            preview = preview[:200] + "…"
+        message = (
+            f"【客户消息待确认】你有一条发给 {count} 位客户的消息待发送，请在企业微信「客户联系 → 群发助手」"
+            f"中确认发送。\n内容：{preview}\n"
+            f"A message to {count} customer(s) awaits your confirmation in WeCom (客户联系 → 群发助手)."
+        )
+        try:
+            await self.app.send_app_message(self.settings.wecom_agent_id, member, message)
+        except WeComError as exc:
+            code = getattr(exc, "errcode", type(exc).__name__)
+            return False, f"通知成员失败 / could not notify the member: {code}"
+        return True, ""
+
+    # --- tracking ---------------------------------------------------------------------------------
+
+    async def status(self, msgid: str) -> TaskStatus:
+        """Read a task's per-member and per-customer outcomes from WeCom and update the ledger."""
+        members: list[MemberOutcome] = []
+        cursor: str | None = None
+        while True:
+            page = await self.contact.get_groupmsg_task(msgid, limit=1000, cursor=cursor)
+            members += [MemberOutcome(t.userid, t.status, _when(t.send_time)) for t in page.task_list]
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
+        customers: list[CustomerOutcome] = []
+        for member in members:
+            cursor = None
+            while True:
+                result = await self.contact.get_groupmsg_send_result(
+                    msgid, member.userid, limit=1000, cursor=cursor
+                )
+                customers += [
+                    CustomerOutcome(r.external_userid, r.userid, r.status, _when(r.send_time))
+                    for r in result.send_list
+                    if r.external_userid
+                ]
+                if not result.next_cursor:
+                    break
+                cursor = result.next_cursor
+        await self.ledger.record_results(
+            msgid, [SendResult(c.external_userid, c.status, c.send_time) for c in customers]
+        )
+        async with self.database.engine.begin() as conn:
+            cancelled = (
+                await conn.execute(
+                    text(
+                        "UPDATE contact_tasks SET checked_at = :now WHERE msgid = :msgid "
+                        "RETURNING cancelled_at IS NOT NULL"
+                    ),
+                    {"now": self.clock(), "msgid": msgid},
+                )
+            ).scalar()
+        return TaskStatus(msgid, members, customers, bool(cancelled))
+
+    async def remind(self, msgid: str) -> int:
+        """Remind the member again; refuses locally at 3 per 24 h. Returns reminders left today."""
+        now = self.clock()
+        async with self.database.engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": msgid})
+            recent = [
+                r[0]
+                for r in await conn.execute(
+                    text(
+                        "SELECT reminded_at FROM contact_reminders WHERE msgid = :msgid AND reminded_at > :since "
+                        "ORDER BY reminded_at"
+                    ),
+                    {"msgid": msgid, "since": now - REMINDER_WINDOW},
+                )
+            ]
+            if len(recent) >= REMINDERS_PER_DAY:
+                raise ReminderLimitError(msgid, recent[0] + REMINDER_WINDOW)
+            try:
+                await self.contact.remind_groupmsg_send(msgid)
+            except APIError as exc:
+                if exc.errcode == ERR_REMIND_LIMIT:
+                    raise ReminderLimitError(msgid, None) from exc
+                raise
+            await conn.execute(
+                text("INSERT INTO contact_reminders (msgid, reminded_at) VALUES (:msgid, :now)"),
+                {"msgid": msgid, "now": now},
+            )
+        return REMINDERS_PER_DAY - len(recent) - 1
+
+    async def cancel(self, msgid: str) -> int:
+        """Stop a task at WeCom; its unsent customers stop counting against the cap. Returns how many."""
+        await self.contact.cancel_groupmsg_send(msgid)
+        freed = await self.ledger.cancel(msgid)
+        async with self.database.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE contact_tasks SET cancelled_at = :now WHERE msgid = :msgid"),
+                {"now": self.clock(), "msgid": msgid},
+            )
+        return freed
+
+    async def tasks(
+        self,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        creator: str | None = None,
+        limit: int = 100,
+    ) -> list[TaskSummary]:
+        """Past tasks from get_groupmsg_list_v2 (newest range first; the range is at most a month)."""
+        end = end or self.clock()
+        start = start or end - timedelta(days=30)
+        if end - start > timedelta(days=31):
+            raise ContactError("查询范围最多 1 个月（wecom-api §9）/ the range is at most one month")
+        found: list[TaskSummary] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            page = await self.contact.get_groupmsg_list_v2(
+                GetGroupMsgListV2Request(
+                    chat_type="single",
+                    start_time=int(start.timestamp()),
+                    end_time=int(end.timestamp()),
+                    creator=creator,
+                    limit=100,
+                    cursor=cursor,
+                )
+            )
+            msgids = [g.msgid for g in page.group_msg_list]
+            async with self.database.engine.connect() as conn:
+                local = {
+                    r[0]
+                    for r in await conn.execute(
+                        text("SELECT msgid FROM contact_tasks WHERE msgid = ANY(:ids)"), {"ids": msgids}
+                    )
+                }
+            found += [
+                TaskSummary(
+                    g.msgid,
+                    g.creator,
+                    datetime.fromtimestamp(g.create_time, UTC),
+                    g.create_type,
+                    g.text.content if g.text else "",
+                    len(g.attachments),
+                    g.msgid in local,
+                )
+                for g in page.group_msg_list
+            ]
+            if not page.next_cursor:
+                break
+            cursor = page.next_cursor
+        return found[:limit]
+
+
+def _when(timestamp: int | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp else None
+
+
+def require_contact_secret(settings: Settings) -> None:
+    if settings.wecom_contact_secret is None or not settings.wecom_contact_secret.get_secret_value():
+        raise NotConfiguredError(
+            "未配置 WECOM_CONTACT_SECRET：企业微信管理后台 → 客户联系 → 客户 → API → Secret（或把自建应用加入"
+            "「可调用应用」并填它的 Secret）/ WECOM_CONTACT_SECRET is not set: copy the 客户联系 secret"
+        )
+
+
+@asynccontextmanager
+async def open_contact_service(
+    settings: Settings, database: Database, *, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[ContactService]:
+    """The service with its two WeCom clients: the 客户联系 secret for externalcontact/*, and the
+    self-built app (if configured) for message/send. Each secret has its own token in the shared
+    PostgreSQL token cache (wecom-api §7.4: one token per app)."""
+    require_contact_secret(settings)
+    assert settings.wecom_contact_secret is not None
+    store = PostgresTokenStore(database.conninfo)
+    async with WeComClient(
+        settings.wecom_api_base,
+        settings.wecom_corp_id,
+        settings.wecom_contact_secret,
+        token_store=store,
+        transport=transport,
+    ) as contact:
+        app: WeComClient | None = None
+        if settings.wecom_agent_secret is not None and settings.wecom_agent_secret.get_secret_value():
+            app = WeComClient(
+                settings.wecom_api_base,
+                settings.wecom_corp_id,
+                settings.wecom_agent_secret,
+                token_store=store,
+                transport=transport,
+            )
+        try:
+            yield ContactService(settings, database, contact, app)
+        finally:
+            if app is not None:
+                await app.aclose()
