@@ -1,0 +1,96 @@
+"""What the agent says to the model, and the fixed texts it says to customers.
+
+The system prompt holds the persona (`LLM_PERSONA`), the rules (answer only from the passages, say so
+honestly when they do not cover the question, hand over to a person), the retrieved passages with
+their sources, and the message budget WeCom leaves for this reply (wecom-api §4: at most 5 messages
+of at most 2048 bytes each, per customer message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+DEFAULT_PERSONA = "你是本店的微信客服助手，语气亲切、专业、简洁，用中文回答（客户用其他语言时用客户的语言）。"
+
+# wecom-api §4: one text message is at most 2048 bytes; a Chinese character is 3 bytes in UTF-8,
+# and the pipeline splits at sentence ends, so promise a little less than 2048 / 3.
+CJK_CHARS_PER_MESSAGE = 600
+
+# The customer never sees an error: these are what they get instead (Chinese first, English beside).
+FALLBACK_TEXT = (
+    "抱歉，我这边暂时出了点问题，已为您转接人工客服，请稍候。\n"
+    "Sorry, something went wrong on our side; a colleague will help you shortly."
+)
+HANDOFF_TEXT = (
+    "这个问题我暂时无法确定答案，我会转给同事为您处理，请稍候。\n"
+    "I'm not sure about this one, so I'll pass it to a colleague who will get back to you."
+)
+
+
+class PassageLike(Protocol):
+    """A retrieved knowledge-base passage (`wxkf.agent.kb` returns these)."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def heading(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+
+def cite(passage: PassageLike) -> str:
+    """`source · heading`, the way a source is shown to the model and to customers."""
+    return f"{passage.source} · {passage.heading}" if passage.heading else passage.source
+
+
+def budget_rule(remaining_messages: int, max_text_bytes: int) -> str:
+    chars = max(1, max_text_bytes * CJK_CHARS_PER_MESSAGE // 2048)
+    return (
+        f"本次最多可以发送 {remaining_messages} 条消息，每条不超过 {max_text_bytes} 字节（约 {chars} 个汉字）。"
+        f"整个回答必须在 {remaining_messages * chars} 个汉字以内，尽量一条说完；不要用 Markdown 表格或标题，"
+        "微信里显示为纯文本。"
+    )
+
+
+def system_prompt(
+    *,
+    persona: str,
+    passages: Sequence[PassageLike],
+    remaining_messages: int,
+    max_text_bytes: int,
+    can_transfer: bool,
+) -> str:
+    handover = (
+        "调用 transfer_to_human 工具转人工，并告诉客户会有同事跟进"
+        if can_transfer
+        else "告诉客户会把问题转给同事"
+    )
+    lines = [
+        (persona.strip() or DEFAULT_PERSONA),
+        "",
+        "规则：",
+        "1. 只根据下面「资料」回答事实性问题（价格、政策、时效、规格等），不要编造资料里没有的信息。",
+        f"2. 资料没有覆盖客户的问题时，诚实地说不确定，然后{handover}。寒暄、感谢等无需资料，礼貌回应即可。",
+        f"3. 客户要求人工、投诉或情绪激动时，{handover}。",
+        "4. 引用资料时，可在句末用括号注明来源。",
+        f"5. {budget_rule(remaining_messages, max_text_bytes)}",
+        "",
+    ]
+    if passages:
+        lines.append("资料：")
+        for index, passage in enumerate(passages, 1):
+            lines.append(f"[{index}] 来源：{cite(passage)}\n{passage.text.strip()}")
+    else:
+        lines.append("资料：（知识库中没有找到与客户问题相关的内容）")
+    return "\n".join(lines)
+
+
+def offline_answer(passage: PassageLike) -> str:
+    """The offline responder's answer: the passage itself, with where it comes from."""
+    return f"{passage.text.strip()}\n（来源 / source：{cite(passage)}）"

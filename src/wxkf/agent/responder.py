@@ -1,0 +1,240 @@
+"""The agent's responders, behind the pipeline's seam (`wxkf.kf.responder.Responder`).
+
+- `LLMResponder`: retrieves passages, recalls the conversation, tells the model the message budget,
+  and lets it call tools (at most `MAX_TOOL_ROUNDS` rounds). When the LLM fails even after its
+  bounded retries, the customer gets a polite fallback and a person is asked to take over; the
+  failure goes to `agent_llm_failures`, a counter (`agent.llm_failure.<kind>`) and the log.
+- `OfflineResponder`: no LLM key. Answers with the best passage when it is relevant enough,
+  otherwise says a person will take over (`handoff=True`).
+
+`build_responder(settings, database, …)` picks the LLM when a key is configured, else offline.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+from openai.types.chat import ChatCompletionMessageParam
+from sqlalchemy import text
+
+from wxkf.agent.llm import LLMAuthError, LLMClient, LLMError
+from wxkf.agent.memory import ConversationMemory, MemorySource, PipelineMemory, Speaker, Turn
+from wxkf.agent.prompts import (
+    FALLBACK_TEXT,
+    HANDOFF_TEXT,
+    PassageLike,
+    cite,
+    offline_answer,
+    system_prompt,
+)
+from wxkf.agent.tools import Audience, ToolAudit, ToolContext, ToolRegistry
+from wxkf.agent.tools_kf import KfSessionApi, kf_tools
+from wxkf.config import Settings
+from wxkf.db.engine import Database
+from wxkf.kf.responder import Conversation, Reply, ReplyRequest
+
+log = logging.getLogger(__name__)
+
+MAX_TOOL_ROUNDS = 4  # a model stuck calling tools gets one last turn without them
+PASSAGES_PER_ANSWER = 4
+
+
+class Retriever(Protocol):
+    """The knowledge base as the responders use it (`wxkf.agent.kb.KnowledgeBase`)."""
+
+    async def search(self, query: str, k: int) -> Sequence[PassageLike]: ...
+
+
+def _query(request: ReplyRequest) -> str:
+    return "\n".join(m.text for m in request.messages if m.text.strip())
+
+
+class FailureLog:
+    """Records that a customer got the fallback instead of an answer: table, counter and log."""
+
+    def __init__(self, database: Database | None) -> None:
+        self.database = database
+        self.counts: Counter[str] = Counter()  # this process's view, for tests and `doctor`
+
+    async def record(self, error: LLMError, conversation: Conversation, model: str) -> None:
+        self.counts[error.kind] += 1
+        level = logging.ERROR if isinstance(error, LLMAuthError) else logging.WARNING
+        log.log(level, "LLM failed (%s): %s", error.kind, error.message)
+        if self.database is None:
+            return
+        async with self.database.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    """
+                    INSERT INTO agent_llm_failures
+                        (kind, status_code, open_kfid, external_userid, model, detail)
+                    VALUES (:kind, :status_code, :open_kfid, :external_userid, :model, :detail)
+                    """
+                ),
+                {
+                    "kind": error.kind,
+                    "status_code": error.status_code,
+                    "open_kfid": conversation.open_kfid,
+                    "external_userid": conversation.external_userid,
+                    "model": model,
+                    "detail": error.message[:1000],
+                },
+            )
+            # The pipeline's counters table is what the metrics export reads.
+            await conn.execute(
+                text(
+                    "INSERT INTO kf_counters (name, value) VALUES (:name, 1) "
+                    "ON CONFLICT (name) DO UPDATE SET value = kf_counters.value + 1"
+                ),
+                {"name": f"agent.llm_failure.{error.kind}"},
+            )
+
+
+class OfflineResponder:
+    """Answers from the knowledge base alone; hands everything else to a person."""
+
+    def __init__(self, retriever: Retriever | None) -> None:
+        self.retriever = retriever
+
+    async def respond(self, request: ReplyRequest) -> Reply:
+        query = _query(request)
+        if self.retriever is not None and query:
+            # The knowledge base returns nothing below its relevance threshold, so any passage will do.
+            passages = await self.retriever.search(query, 1)
+            if passages:
+                best = passages[0]
+                return Reply(text=offline_answer(best), sources=[cite(best)])
+        return Reply(text=HANDOFF_TEXT, handoff=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _turn_message(turn: Turn) -> ChatCompletionMessageParam:
+    if turn.speaker is Speaker.CUSTOMER:
+        return {"role": "user", "content": turn.text}
+    if turn.speaker is Speaker.SERVICER:
+        who = f"人工客服 {turn.servicer_userid}" if turn.servicer_userid else "人工客服"
+        return {"role": "assistant", "content": f"（{who}）{turn.text}"}
+    return {"role": "assistant", "content": turn.text}
+
+
+class LLMResponder:
+    """Grounded answers from an LLM, with memory and tools."""
+
+    def __init__(
+        self,
+        llm: LLMClient,
+        *,
+        retriever: Retriever | None,
+        memory: ConversationMemory | None,
+        tools: ToolRegistry,
+        failures: FailureLog,
+        persona: str = "",
+    ) -> None:
+        self.llm = llm
+        self.retriever = retriever
+        self.memory = memory
+        self.tools = tools
+        self.failures = failures
+        self.persona = persona
+
+    async def respond(self, request: ReplyRequest) -> Reply:
+        query = _query(request)
+        passages: Sequence[PassageLike] = []
+        if self.retriever is not None and query:
+            passages = await self.retriever.search(query, PASSAGES_PER_ANSWER)
+        context = ToolContext(
+            audience=Audience.CUSTOMER, conversation=request.conversation, reply_pending=True
+        )
+        try:
+            answer = await self._converse(request, query, passages, context)
+        except LLMError as exc:
+            await self.failures.record(exc, request.conversation, self.llm.model)
+            return Reply(text=FALLBACK_TEXT, handoff=True, handoff_servicer=context.handoff_servicer)
+        return Reply(
+            text=answer,
+            handoff=context.handoff,
+            handoff_servicer=context.handoff_servicer,
+            sources=[cite(p) for p in passages],
+        )
+
+    async def _converse(
+        self, request: ReplyRequest, query: str, passages: Sequence[PassageLike], context: ToolContext
+    ) -> str:
+        schemas = self.tools.schemas(Audience.CUSTOMER)
+        messages: list[ChatCompletionMessageParam] = [
+            {
+                "role": "system",
+                "content": system_prompt(
+                    persona=self.persona,
+                    passages=passages,
+                    remaining_messages=request.remaining_budget,
+                    max_text_bytes=request.max_text_bytes,
+                    can_transfer=any(s["function"]["name"] == "transfer_to_human" for s in schemas),
+                ),
+            }
+        ]
+        if self.memory is not None:
+            turns = await self.memory.recall(
+                request.conversation, exclude_msgids={m.msgid for m in request.messages}
+            )
+            messages.extend(_turn_message(t) for t in turns)
+        messages.append({"role": "user", "content": query or "[空消息 empty message]"})
+        for _round in range(MAX_TOOL_ROUNDS):
+            completion = await self.llm.complete(messages, tools=schemas)
+            if not completion.tool_calls:
+                return self._final(completion.content, context)
+            messages.append(completion.as_message())
+            for call in completion.tool_calls:
+                outcome = await self.tools.call(call.name, call.arguments, context)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
+        completion = await self.llm.complete(messages, tools=schemas, allow_tools=False)
+        return self._final(completion.content, context)
+
+    @staticmethod
+    def _final(content: str, context: ToolContext) -> str:
+        """An empty answer would leave the customer with silence: say something honest instead."""
+        if content.strip():
+            return content.strip()
+        context.handoff = True
+        return HANDOFF_TEXT
+
+    async def aclose(self) -> None:
+        await self.llm.aclose()
+
+
+def build_responder(
+    settings: Settings,
+    database: Database,
+    *,
+    retriever: Retriever | None = None,
+    memory_source: MemorySource | None = None,
+    tools: ToolRegistry | None = None,
+    wecom: KfSessionApi | None = None,
+) -> LLMResponder | OfflineResponder:
+    """The LLM responder when a key is configured, else the offline one. Close it with `aclose()`.
+
+    `wecom` (a `WeComClient`) enables the kf tools; `tools` replaces the registry entirely.
+    """
+    llm = LLMClient.from_settings(settings)
+    if llm is None:
+        return OfflineResponder(retriever)
+    if tools is None:
+        tools = ToolRegistry(ToolAudit(database))
+        if wecom is not None:
+            tools.extend(kf_tools(wecom))
+    memory = ConversationMemory(
+        memory_source or PipelineMemory(database), budget_tokens=settings.llm_memory_tokens
+    )
+    return LLMResponder(
+        llm,
+        retriever=retriever,
+        memory=memory,
+        tools=tools,
+        failures=FailureLog(database),
+        persona=settings.llm_persona,
+    )
