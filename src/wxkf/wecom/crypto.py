@@ -72,7 +72,7 @@ class CallbackCrypto:
             raise InvalidAESKeyError("EncodingAESKey 必须为 43 个字符 / must be 43 characters")
         try:
             key = base64.b64decode(encoding_aes_key + "=", validate=True)
-        except binascii.Error as exc:
+        except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII characters
             raise InvalidAESKeyError("EncodingAESKey 不是合法的 base64 / is not base64") from exc
         if len(key) != 32:
             raise InvalidAESKeyError("EncodingAESKey 解码后应为 32 字节 / must decode to 32 bytes")
@@ -99,7 +99,11 @@ class CallbackCrypto:
     def verify_url(self, msg_signature: str, timestamp: str, nonce: str, echostr: str) -> str:
         """spec §1.4: check the signature over echostr and return its plaintext (the whole reply)."""
         self.check_signature(msg_signature, timestamp, nonce, echostr)
-        return self.decrypt(echostr).decode("utf-8", errors="strict")
+        plain = self.decrypt(echostr)
+        try:
+            return plain.decode("utf-8", errors="strict")
+        except UnicodeDecodeError as exc:  # the reply must be text; a bare UnicodeDecodeError would escape
+            raise DecryptError("echostr 明文不是 UTF-8 / echostr plaintext is not UTF-8") from exc
 
     def decrypt_callback(
         self, msg_signature: str, timestamp: str, nonce: str, body: str | bytes
