@@ -14,6 +14,7 @@ from wxkf.contact.cli import contact_app
 from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
 from wxkf.ops.explain import explain as explain_command
+from wxkf.simulator.cli import simulator_app
 
 app = typer.Typer(
     help="wxkf — 微信客服 AI 客服 / AI customer service on WeChat Customer Service", no_args_is_help=True
@@ -21,6 +22,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="数据库 / database", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(contact_app, name="contact")
+app.add_typer(simulator_app, name="simulator")
 app.command("doctor")(doctor_command)
 app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 
