@@ -180,3 +180,5 @@ def test_error_for_errcode_attaches_the_catalog_hint() -> None:
     session = errors.error_for_errcode("kf/send_msg", 95018, "send msg session status invalid")
     assert isinstance(session, errors.SessionStateError)
     assert "仅智能助手接待" in session.hint
+    assert "已有会话保持原来的状态" in session.hint  # why old sessions still fail after the change
+    assert "existing sessions keep their state" in session.hint

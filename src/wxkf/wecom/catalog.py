@@ -73,6 +73,7 @@ class CatalogEntry:
     fix_en: tuple[str, ...]
     doc_anchor: str
     section: Section
+    hint_steps: int = 1  # how many fix steps the one-paragraph hint carries
 
     @property
     def guide_link(self) -> str:
@@ -114,6 +115,7 @@ def _errcode(
     fix_zh: tuple[str, ...],
     fix_en: tuple[str, ...],
     title_zh: str = "",
+    hint_steps: int = 1,
 ) -> CatalogEntry:
     """An errcode entry; the Chinese title defaults to the official description."""
     if not title_zh:
@@ -129,6 +131,7 @@ def _errcode(
         fix_en,
         errcode_anchor(errcode),
         section,
+        hint_steps,
     )
 
 
@@ -178,6 +181,8 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             "the customer's next message opens a new one), or end one by hand with `wxkf session end`.",
             "A session past 48 h cannot be answered by the API; wait for the customer to write again.",
         ),
+        # Operators change the setting and still see 95018 on old sessions: the hint says why.
+        hint_steps=2,
     ),
     _errcode(
         95001,
@@ -882,8 +887,10 @@ def hint_for(errcode: int, errmsg: str = "") -> str:
     if errcode == 60020:
         ip_zh = f"企业微信看到的来源 IP 是 {ip}。" if ip else ""
         ip_en = f"WeCom saw the call from {ip}. " if ip else ""
+    fix_zh = "".join(entry.fix_zh[: entry.hint_steps])
+    fix_en = " ".join(entry.fix_en[: entry.hint_steps])
     return (
-        f"{entry.title_zh}：{ip_zh}{entry.fix_zh[0]} / "
-        f"{entry.title_en}: {ip_en}{entry.fix_en[0]} "
+        f"{entry.title_zh}：{ip_zh}{fix_zh} / "
+        f"{entry.title_en}: {ip_en}{fix_en} "
         f"（详见 / see {entry.guide_link}）"
     )
