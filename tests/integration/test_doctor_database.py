@@ -97,7 +97,8 @@ async def test_database_without_pgvector_is_diagnosed(postgres_without_pgvector:
     assert "数据库缺少 pgvector 扩展" in pgvector.detail
     assert "apt install postgresql-16-pgvector" in pgvector.fix
     assert "CREATE EXTENSION vector" in pgvector.fix
-    assert "去掉 DATABASE_URL" in pgvector.fix
+    assert "不设置 DATABASE_URL" in pgvector.fix
+    assert pgvector.see == "docs/troubleshooting.md#pgvector-missing"
 
 
 async def test_unreachable_database_names_database_url_and_skips_pgvector(tmp_path: Path) -> None:

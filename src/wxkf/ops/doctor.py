@@ -28,9 +28,15 @@ from typing import Any, Literal
 
 import httpx
 import psycopg
+from pydantic import SecretStr
 
 from wxkf.config import Settings, SettingsError, load_settings
 from wxkf.db.engine import DatabaseError, describe, ensure_pgvector, resolve_conninfo
+from wxkf.wecom.catalog import entry_for
+from wxkf.wecom.client import RetryPolicy, WeComClient
+from wxkf.wecom.crypto import CallbackCrypto, signature
+from wxkf.wecom.errors import APIError, WeComError
+from wxkf.wecom.tokens import MemoryTokenStore
 
 Status = Literal["ok", "warn", "fail", "skip"]
 ICONS: dict[Status, str] = {"ok": "✅", "warn": "⚠️", "fail": "❌", "skip": "➖"}
@@ -50,8 +56,8 @@ class CheckResult:
     status: Status
     detail: str
     fix: str = ""
+    see: str = ""  # the section of docs/troubleshooting.md, e.g. docs/troubleshooting.md#errcode-95018
     errcode: int | None = None
-    see: str = ""  # an anchor in docs/troubleshooting.md
 
     @property
     def icon(self) -> str:
@@ -157,10 +163,7 @@ async def check_database(ctx: DoctorContext) -> list[CheckResult]:
                 "数据库连接 / database",
                 "fail",
                 f"无法连接数据库 / cannot connect: {first_line}",
-                "检查 .env 中的 DATABASE_URL、PostgreSQL 服务是否运行、用户名密码与权限；不设 DATABASE_URL "
-                "则使用内置数据库 / check DATABASE_URL, that PostgreSQL is running, and the user's rights; "
-                "unset it to use the embedded database",
-                see="数据库连接失败",
+                *_catalog("database-connection"),
             ),
             _skipped("pgvector", "pgvector 扩展 / pgvector", "数据库不可用 / database unavailable"),
         ]
@@ -175,10 +178,7 @@ async def check_database(ctx: DoctorContext) -> list[CheckResult]:
                 "pgvector 扩展 / pgvector",
                 "fail",
                 str(exc),
-                "在数据库服务器上安装 pgvector（如 sudo apt install postgresql-16-pgvector），再执行 "
-                "CREATE EXTENSION vector; 或去掉 DATABASE_URL 使用自带 pgvector 的内置数据库 / install "
-                "pgvector on the server and CREATE EXTENSION vector, or unset DATABASE_URL",
-                see="pgvector-扩展未安装",
+                *_catalog("pgvector-missing"),
             )
         )
     except psycopg.Error as exc:
@@ -190,7 +190,7 @@ async def check_database(ctx: DoctorContext) -> list[CheckResult]:
                 f"无法创建 vector 扩展 / cannot create the vector extension: {str(exc).strip().splitlines()[0]}",
                 "请数据库管理员（超级用户）在该数据库执行 CREATE EXTENSION vector; / ask a superuser to run "
                 "CREATE EXTENSION vector; in this database",
-                see="pgvector-扩展未安装",
+                see=_catalog("pgvector-missing")[1],
             )
         )
     else:
@@ -204,13 +204,250 @@ def _server_version(conninfo: str) -> str:
     return f"PostgreSQL {row[0] if row else '?'}"
 
 
+# WeCom ----------------------------------------------------------------------------------------------
+
+# (check id suffix, variable, where the secret lives in the admin console)
+SECRETS: tuple[tuple[str, str, str], ...] = (
+    ("kf", "WECOM_KF_SECRET", "微信客服"),
+    ("contact", "WECOM_CONTACT_SECRET", "客户联系"),
+    ("agent", "WECOM_AGENT_SECRET", "自建应用"),
+)
+RECENT_SESSIONS = 10  # customers whose session state the routing check reads
+
+
+def _wecom_client(settings: Settings, secret: SecretStr) -> WeComClient:
+    # A fresh gettoken each run (no shared store), one attempt: the doctor reports, it does not retry.
+    return WeComClient(
+        settings.wecom_api_base,
+        settings.wecom_corp_id,
+        secret,
+        token_store=MemoryTokenStore(),
+        retry=RetryPolicy(attempts=1),
+        timeout=HTTP_TIMEOUT,
+    )
+
+
+def _secret(settings: Settings, variable: str) -> SecretStr | None:
+    value = getattr(settings, variable.lower())
+    return value if isinstance(value, SecretStr) and value.get_secret_value() else None
+
+
+def _api_failure(check: str, title: str, exc: WeComError, *, subject: str = "") -> CheckResult:
+    """A WeCom error as a row: the errcode's diagnosis, the catalog's fix (60020 with WeCom's IP)."""
+    if not isinstance(exc, APIError):
+        return CheckResult(
+            check,
+            title,
+            "fail",
+            f"无法访问企业微信 API / cannot reach the WeCom API: {exc}",
+            *_catalog("connection-timeout"),
+        )
+    prefix = f"{subject}：" if subject else ""
+    diagnosis = {
+        40013: "企业ID 不正确（40013 不合法的CorpID）/ WECOM_CORP_ID is wrong",
+        40001: "secret 不正确（40001 不合法的secret参数）/ the secret is wrong",
+        60020: f"企业微信拒绝了来自 {exc.from_ip or '未知 IP'} 的访问（60020 不安全的访问IP）/ "
+        f"WeCom refused calls from {exc.from_ip or 'this server'}: not a trusted IP",
+        48002: "该 secret 所属应用无权调用此接口（48002 API接口无权限调用）/ this app may not call the API",
+        95000: "open_kfid 不合法（95000）/ invalid open_kfid",
+        95004: "open_kfid 不存在：已删除或属于其他企业（95004）/ the kf account does not exist here",
+    }.get(exc.errcode, f"errcode {exc.errcode}：{exc.errmsg.split(',')[0]}")
+    fix, see = _catalog(exc.errcode)
+    if exc.errcode == 60020 and exc.from_ip:
+        fix = f"把 {exc.from_ip} 加入企业可信IP。{fix}"
+    return CheckResult(check, title, "fail", prefix + diagnosis, fix, see, exc.errcode)
+
+
+async def check_wecom_tokens(ctx: DoctorContext) -> list[CheckResult]:
+    """gettoken for each configured secret: the first thing every API call needs (spec §7.4)."""
+    settings = ctx.settings
+    results = []
+    for name, variable, app in SECRETS:
+        secret = _secret(settings, variable)
+        check, title = f"wecom_token:{name}", f"{app} secret / {variable}"
+        if secret is None:
+            results.append(_skipped(check, title, f"未配置 {variable} / not set"))
+            continue
+        if not settings.wecom_corp_id:
+            results.append(_skipped(check, title, "未配置 WECOM_CORP_ID / not set"))
+            continue
+        client = _wecom_client(settings, secret)
+        try:
+            await client.access_token()
+        except WeComError as exc:
+            results.append(_api_failure(check, title, exc, subject=variable))
+            ctx.token_ok[name] = False
+        else:
+            results.append(
+                CheckResult(check, title, "ok", f"gettoken 成功 / access_token issued ({variable})")
+            )
+            ctx.token_ok[name] = True
+        finally:
+            await client.aclose()
+    return results
+
+
+async def check_kf_accounts(ctx: DoctorContext) -> list[CheckResult]:
+    """kf/account/list with the kf secret, and every account wxkf has seen still answers (95000/95004)."""
+    title = "客服账号 / kf accounts"
+    secret = _secret(ctx.settings, "WECOM_KF_SECRET")
+    if secret is None or not ctx.token_ok.get("kf"):
+        return [_skipped("kf_accounts", title, "微信客服 secret 不可用 / the kf secret did not work")]
+    client = _wecom_client(ctx.settings, secret)
+    try:
+        try:
+            listed = await client.list_accounts()
+        except WeComError as exc:
+            return [_api_failure("kf_accounts", title, exc, subject="kf/account/list")]
+        ctx.open_kfids = [a.open_kfid for a in listed.account_list]
+        if not ctx.open_kfids:
+            return [
+                CheckResult(
+                    "kf_accounts",
+                    title,
+                    "fail",
+                    "kf/account/list 没有返回任何客服账号 / no kf account is visible to this secret",
+                    "管理后台 → 应用管理 → 微信客服：创建客服账号，并在 API 中把账号交给调用接口的应用管理 / "
+                    "create a kf account and give this app API management of it",
+                    see=_catalog(48002)[1],
+                )
+            ]
+        results = [
+            CheckResult(
+                "kf_accounts",
+                title,
+                "ok",
+                "可用账号 / accounts: "
+                + "，".join(f"{a.name or '?'}（{a.open_kfid}）" for a in listed.account_list),
+            )
+        ]
+        # Accounts wxkf received callbacks for must still be usable; servicer/list is the cheapest
+        # call that names an open_kfid, so WeCom itself answers 95000/95004 for a stale one.
+        for open_kfid in await _seen_accounts(ctx):
+            if open_kfid in ctx.open_kfids:
+                continue
+            try:
+                await client.list_servicers(open_kfid)
+            except WeComError as exc:
+                results.append(_api_failure("kf_accounts", title, exc, subject=open_kfid))
+            else:
+                results.append(
+                    CheckResult(
+                        "kf_accounts",
+                        title,
+                        "warn",
+                        f"{open_kfid} 收到过回调，但不在 kf/account/list 中 / seen in callbacks, not listed",
+                        *_catalog(95004),
+                    )
+                )
+        return results
+    finally:
+        await client.aclose()
+
+
+async def _seen_accounts(ctx: DoctorContext) -> list[str]:
+    if ctx.conninfo is None:
+        return []
+    async with await psycopg.AsyncConnection.connect(ctx.conninfo) as conn:
+        cur = await conn.execute(
+            "SELECT open_kfid FROM kf_sync_cursors UNION "
+            "SELECT DISTINCT open_kfid FROM kf_callback_events WHERE known_account ORDER BY 1"
+        )
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def check_kf_routing(ctx: DoctorContext) -> list[CheckResult]:
+    """95018 risk: does 接待设置 hand new sessions to a human before wxkf can answer?
+
+    WeCom has no API that reads 接待方式. What it does show is its effect: kf/service_state/get of
+    recent customers. A recent session in state 2 (待接入池) or 3 (由人工接待) to which wxkf never
+    sent a message was routed to people by the console, so every reply to such customers fails with
+    95018 (wecom-api §4, §6). Sessions wxkf answered and then handed over are normal. 95018 errors
+    the outbox recorded in the last 48 h count as direct evidence.
+    """
+    title = "接待方式 / kf routing (95018)"
+    secret = _secret(ctx.settings, "WECOM_KF_SECRET")
+    if secret is None or not ctx.token_ok.get("kf"):
+        return [_skipped("kf_routing", title, "微信客服 secret 不可用 / the kf secret did not work")]
+    if ctx.conninfo is None:
+        return [_skipped("kf_routing", title, "数据库不可用 / database unavailable")]
+    async with await psycopg.AsyncConnection.connect(ctx.conninfo) as conn:
+        cur = await conn.execute(
+            """
+            SELECT i.open_kfid, i.external_userid,
+                   EXISTS (SELECT 1 FROM kf_outbox o WHERE o.open_kfid = i.open_kfid
+                           AND o.external_userid = i.external_userid AND o.status = 'sent') AS answered
+            FROM kf_inbound i
+            WHERE i.origin = 3 AND i.send_time > now() - interval '48 hours'
+            GROUP BY i.open_kfid, i.external_userid
+            ORDER BY max(i.send_time) DESC
+            LIMIT %s
+            """,
+            (RECENT_SESSIONS,),
+        )
+        recent = [(str(a), str(b), bool(c)) for a, b, c in await cur.fetchall()]
+        cur = await conn.execute(
+            "SELECT count(*) FROM kf_outbox WHERE errcode = 95018 AND created_at > now() - interval '48 hours'"
+        )
+        refused = int((await cur.fetchone() or (0,))[0])
+    fix, see = _catalog(95018)
+    if not recent:
+        if refused:
+            return [
+                CheckResult(
+                    "kf_routing",
+                    title,
+                    "fail",
+                    f"近 48 小时有 {refused} 条回复被拒（95018）/ {refused} replies refused with 95018",
+                    fix,
+                    see,
+                    95018,
+                )
+            ]
+        return [
+            _skipped(
+                "kf_routing",
+                title,
+                "近 48 小时没有客户消息可检查；用微信给客服账号发一条消息后再运行 / no recent customer "
+                "message to inspect: send one from WeChat and run doctor again",
+            )
+        ]
+    client = _wecom_client(ctx.settings, secret)
+    routed_to_humans: list[str] = []
+    try:
+        for open_kfid, external_userid, answered in recent:
+            try:
+                state, _servicer = await client.get_service_state(open_kfid, external_userid)
+            except WeComError as exc:
+                return [_api_failure("kf_routing", title, exc, subject="kf/service_state/get")]
+            if state in (2, 3) and not answered:
+                routed_to_humans.append(f"{external_userid}（state={state}）")
+    finally:
+        await client.aclose()
+    if routed_to_humans or refused:
+        seen = "，".join(routed_to_humans[:3]) + ("…" if len(routed_to_humans) > 3 else "")
+        detail = (
+            f"{len(routed_to_humans)}/{len(recent)} 个近期会话未经 wxkf 回复就进入了人工接待或排队：{seen}"
+            f" / sessions went to humans before wxkf could answer; replies fail with 95018"
+            if routed_to_humans
+            else f"近 48 小时有 {refused} 条回复被拒（95018）/ {refused} replies refused with 95018"
+        )
+        return [CheckResult("kf_routing", title, "fail", detail, fix, see, 95018)]
+    return [
+        CheckResult(
+            "kf_routing",
+            title,
+            "ok",
+            f"{len(recent)} 个近期会话均可由 API 回复 / recent sessions are answerable by the API",
+        )
+    ]
+
+
 # Callback URL -------------------------------------------------------------------------------------
 
 
 async def check_callback_url(ctx: DoctorContext) -> list[CheckResult]:
     """Send what WeCom sends when the admin saves the callback URL (spec §1.4) and check the echo."""
-    from wxkf.wecom.crypto import CallbackCrypto, signature
-
     settings = ctx.settings
     title = "回调地址 / callback URL"
     if not settings.wxkf_public_url:
@@ -243,7 +480,7 @@ async def check_callback_url(ctx: DoctorContext) -> list[CheckResult]:
                 f"{url} 无法访问 / unreachable: {type(exc).__name__}",
                 "确认服务已启动（wxkf serve）、域名解析与 HTTPS 证书正确、防火墙放行 443 端口 / make sure "
                 "wxkf serve is running and the URL is reachable from the internet",
-                see="消息无法接收",
+                see=_catalog("messages-not-received")[1],
             )
         ]
     elapsed = time.monotonic() - started
@@ -259,7 +496,7 @@ async def check_callback_url(ctx: DoctorContext) -> list[CheckResult]:
                 "确认 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID 与企业微信后台「回调配置」一致，且该地址"
                 "指向本服务的 /wecom/callback / make Token, EncodingAESKey and CorpID match the console "
                 "and point the URL at this service's /wecom/callback",
-                see="消息无法接收",
+                see=_catalog("messages-not-received")[1],
             )
         ]
     # wecom-api §1.4: WeCom wants the echo within 1 second.
@@ -307,9 +544,8 @@ async def check_llm(ctx: DoctorContext) -> list[CheckResult]:
                 title,
                 "fail",
                 f"{settings.llm_base_url} 拒绝了 API Key（HTTP {exc.status_code}）/ the key was refused",
-                exc.message,
+                *_catalog("llm-auth-401"),
                 errcode=exc.status_code,
-                see="deepseek-api-认证失败",
             )
         ]
     except LLMError as exc:
@@ -352,8 +588,7 @@ async def check_clock(ctx: DoctorContext) -> list[CheckResult]:
                 title,
                 "fail",
                 f"无法访问 {base} / cannot reach the WeCom API: {type(exc).__name__}",
-                "检查网络与防火墙：curl https://qyapi.weixin.qq.com / check the network and firewall",
-                see="连接超时",
+                *_catalog("connection-timeout"),
             )
         ]
     finished = time.time()
@@ -365,7 +600,11 @@ async def check_clock(ctx: DoctorContext) -> list[CheckResult]:
     # The header is truncated to whole seconds: anything within a second (plus the round trip) agrees.
     slack = 1.0 + (finished - started) / 2
     skew = max(0.0, abs(offset) - slack)
-    text = f"与企业微信相差约 {offset:+.0f} 秒 / about {offset:+.0f} s from WeCom"
+    behind = offset > 0
+    text = (
+        f"本机比企业微信{'慢' if behind else '快'}约 {abs(offset):.0f} 秒 / this server is about "
+        f"{abs(offset):.0f} s {'behind' if behind else 'ahead of'} WeCom"
+    )
     if skew > CLOCK_FAIL_SECONDS:
         return [
             CheckResult(
@@ -389,7 +628,23 @@ def _skipped(check: str, title: str, why: str) -> CheckResult:
     return CheckResult(check, title, "skip", f"跳过 / skipped: {why}")
 
 
-CHECKS: list[Check] = [check_database, check_callback_url, check_llm, check_clock]
+def _catalog(code: int | str) -> tuple[str, str]:
+    """(fix, guide link) from the error catalog, the one source of fixes shared with `wxkf explain`."""
+    entry = entry_for(code)
+    if entry is None:
+        return "", ""
+    return "；".join(entry.fix_zh) + " / " + " ".join(entry.fix_en), entry.guide_link
+
+
+CHECKS: list[Check] = [
+    check_database,
+    check_wecom_tokens,
+    check_kf_accounts,
+    check_kf_routing,
+    check_callback_url,
+    check_llm,
+    check_clock,
+]
 
 
 async def run_doctor(settings: Settings | None = None, *, checks: list[Check] | None = None) -> DoctorReport:
