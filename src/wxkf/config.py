@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_content: bool = False
 
+    # Embeddings for the knowledge base (OpenAI-compatible /embeddings); unset → the offline hashing embedder
+    embedding_base_url: str | None = None
+    embedding_api_key: SecretStr | None = None
+    embedding_model: str | None = None
+    embedding_dimensions: int | None = None
+    embedding_timeout_seconds: float = 30.0
+
     # LLM (OpenAI-compatible; DeepSeek by default)
     llm_base_url: str = DEEPSEEK_BASE_URL
     llm_api_key: SecretStr | None = Field(default=None)

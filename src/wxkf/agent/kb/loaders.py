@@ -1,0 +1,157 @@
+"""Read Markdown, plain text, HTML and PDF into heading-scoped sections.
+
+HTML is parsed with the standard library's tokenizer, never executed or rendered: scripts, styles
+and other non-content elements are dropped with their contents, entities are decoded, and h1–h6
+become the heading path.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from wxkf.agent.kb.chunking import Section
+
+FORMATS = {".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
+FORMATS |= {".html": "html", ".htm": "html", ".pdf": "pdf"}
+
+
+class UnsupportedDocument(ValueError):
+    """The file cannot be read as a knowledge-base document; the message says why."""
+
+
+def detect_format(path: Path) -> str:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise UnsupportedDocument(
+            f"不支持的文件类型 {path.suffix or '（无扩展名）'}：{path.name}，支持 .md .txt .html .pdf / "
+            f"unsupported file type; use Markdown, text, HTML or PDF"
+        ) from None
+
+
+def decode_text(data: bytes) -> str:
+    """UTF-8 (with or without BOM), else GB18030 — what Chinese Windows tools still save."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        try:
+            return data.decode("gb18030")
+        except UnicodeDecodeError:
+            raise UnsupportedDocument(
+                "无法识别文件编码，请另存为 UTF-8 / cannot decode the file: save it as UTF-8"
+            ) from None
+
+
+def read_sections(data: bytes, fmt: str) -> list[Section]:
+    if fmt == "markdown":
+        return markdown_sections(decode_text(data))
+    if fmt == "text":
+        return [Section((), decode_text(data))]
+    if fmt == "html":
+        return html_sections(decode_text(data))
+    if fmt == "pdf":
+        return pdf_sections(data)
+    raise UnsupportedDocument(f"unknown format {fmt!r}")
+
+
+_ATX = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def markdown_sections(text: str) -> list[Section]:
+    """One section per heading; `#` lines inside code fences are text, not headings."""
+    sections: list[Section] = []
+    path: list[str] = []
+    body: list[str] = []
+    in_fence = False
+
+    def flush() -> None:
+        if "".join(body).strip():
+            sections.append(Section(tuple(path), "\n".join(body)))
+        body.clear()
+
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        heading = None if in_fence else _ATX.match(line)
+        if heading is None:
+            body.append(line)
+            continue
+        flush()
+        level = len(heading.group(1))
+        del path[level - 1 :]
+        path.extend([""] * (level - 1 - len(path)))
+        path.append(heading.group(2).strip())
+    flush()
+    return sections
+
+
+_SKIP = frozenset({"script", "style", "noscript", "template", "head", "svg", "iframe", "object"})
+_BLOCK = frozenset(
+    {"p", "div", "br", "li", "tr", "td", "th", "section", "article", "ul", "ol", "table", "blockquote", "pre"}
+)
+
+
+class _HtmlText(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.sections: list[Section] = []
+        self.path: list[str] = []
+        self.body: list[str] = []
+        self.heading: list[str] | None = None
+        self.heading_level = 0
+        self.skip_depth = 0
+
+    def flush(self) -> None:
+        if "".join(self.body).strip():
+            self.sections.append(Section(tuple(self.path), "".join(self.body)))
+        self.body.clear()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP:
+            self.skip_depth += 1
+        elif re.fullmatch(r"h[1-6]", tag):
+            self.flush()
+            self.heading, self.heading_level = [], int(tag[1])
+        elif tag in _BLOCK:
+            self.body.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP:
+            self.skip_depth = max(0, self.skip_depth - 1)
+        elif re.fullmatch(r"h[1-6]", tag) and self.heading is not None:
+            del self.path[self.heading_level - 1 :]
+            self.path.extend([""] * (self.heading_level - 1 - len(self.path)))
+            self.path.append(" ".join("".join(self.heading).split()))
+            self.heading = None
+        elif tag in _BLOCK:
+            self.body.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip_depth:
+            return
+        (self.heading if self.heading is not None else self.body).append(data)
+
+
+def html_sections(text: str) -> list[Section]:
+    parser = _HtmlText()
+    parser.feed(text)
+    parser.close()
+    parser.flush()
+    return parser.sections
+
+
+def pdf_sections(data: bytes) -> list[Section]:
+    """One section per page, headed by its page number (PDFs carry no reliable headings)."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise UnsupportedDocument(f"无法读取 PDF / cannot read the PDF: {exc}") from exc
+    return [Section((f"第 {n} 页",), text) for n, text in enumerate(pages, start=1) if text.strip()]

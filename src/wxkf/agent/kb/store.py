@@ -1,0 +1,437 @@
+"""The knowledge base: documents and chunks in PostgreSQL, searched by vector and by terms.
+
+Writers (`add_documents`, `remove`) hold one transaction-scoped advisory lock, so any number of
+processes can share a knowledge base; after every change the document frequencies and the corpus
+generation are refreshed and every chunk whose vectors are stale is re-embedded in the same
+transaction, so readers always see chunks, IDF and vectors that agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from wxkf.agent.kb.chunking import chunk_sections
+from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder
+from wxkf.agent.kb.loaders import UnsupportedDocument, detect_format, read_sections
+from wxkf.agent.kb.text import lexical_terms, term_counts
+from wxkf.db.engine import Database
+
+_WRITE_LOCK = 0x6B625F77  # "kb_w": one writer at a time across processes
+_EMBED_BATCH = 256
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.); damps the head of each list
+CANDIDATES = 30  # per half, before fusion
+BM25_K1, BM25_B = 1.2, 0.75
+MIN_COVERAGE = 0.45  # share of a question's term weight (IDF) a passage must contain to count lexically
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class KnowledgeBaseError(Exception):
+    """A knowledge-base operation failed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrieved chunk.
+
+    `score` is the fused rank score (higher is better, for ordering); `relevance` is the calibrated
+    evidence in [0, 1] — the larger of the vector similarity and the share of the question's terms
+    the passage contains — and is what the relevance threshold applied to.
+    """
+
+    text: str
+    source: str
+    heading: str
+    score: float
+    relevance: float
+    chunk_id: int
+    document_id: int
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    id: int
+    source: str
+    format: str
+    chunks: int
+    added_at: datetime
+
+
+@dataclass(frozen=True)
+class AddResult:
+    source: str
+    status: str  # "added" | "updated" | "unchanged" | "duplicate" | "empty"
+    document_id: int | None
+    chunks: int
+
+
+@dataclass(frozen=True)
+class SourceDocument:
+    """A document to add: where it came from (the name shown with answers), its bytes and format."""
+
+    source: str
+    data: bytes
+    format: str
+
+    @classmethod
+    def from_path(cls, path: Path, source: str | None = None) -> SourceDocument:
+        fmt = detect_format(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise UnsupportedDocument(f"无法读取文件 {path} / cannot read the file: {exc.strerror}") from exc
+        return cls(source or str(path.resolve()), data, fmt)
+
+
+class KnowledgeBase:
+    """Search and maintain the knowledge base.
+
+        kb = KnowledgeBase(database, HashingEmbedder())
+        await kb.add_documents([Path("faq.md")])
+        for passage in await kb.search("怎么退货", k=3):
+            print(passage.score, passage.source, passage.heading, passage.text)
+
+    `search` returns nothing when no passage is relevant enough, so a caller can say it does not know.
+    """
+
+    def __init__(self, database: Database, embedder: Embedder, *, min_similarity: float | None = None):
+        self.database = database
+        self.embedder = embedder
+        self.min_similarity = embedder.min_similarity if min_similarity is None else min_similarity
+        self._reembed_lock = asyncio.Lock()
+
+    # Writing --------------------------------------------------------------------------------
+
+    async def add_documents(
+        self, documents: Iterable[Path | SourceDocument], *, progress: Progress | None = None
+    ) -> list[AddResult]:
+        """Add files; a file already present with the same content is left as it is.
+
+        A source added again with new content replaces its old chunks. Raises `UnsupportedDocument`
+        before changing anything when a file cannot be read.
+        """
+        docs = [d if isinstance(d, SourceDocument) else SourceDocument.from_path(d) for d in documents]
+        prepared = [(doc, chunk_sections(read_sections(doc.data, doc.format))) for doc in docs]
+        results: list[AddResult] = []
+        async with self.database.engine.begin() as conn:
+            await self._lock(conn)
+            for done, (doc, chunks) in enumerate(prepared):
+                results.append(await self._add_one(conn, doc, chunks))
+                if progress:
+                    progress("add", done + 1, len(prepared))
+            if any(r.status in ("added", "updated") for r in results):
+                await self._refresh_corpus(conn)
+            await self._reembed_stale(conn, progress)
+        return results
+
+    async def _add_one(self, conn: AsyncConnection, doc: SourceDocument, chunks: Sequence[Any]) -> AddResult:
+        digest = hashlib.sha256(doc.data).hexdigest()
+        existing = (
+            await conn.execute(
+                text(
+                    "SELECT id, source, content_hash FROM kb_documents WHERE source = :s OR content_hash = :h"
+                ),
+                {"s": doc.source, "h": digest},
+            )
+        ).all()
+        same_source = next((row for row in existing if row.source == doc.source), None)
+        if same_source is not None and same_source.content_hash == digest:
+            return AddResult(
+                doc.source, "unchanged", same_source.id, await self._count_chunks(conn, same_source.id)
+            )
+        if same_source is None and existing:
+            # The same bytes under another name: adding them twice would only duplicate answers.
+            return AddResult(doc.source, "duplicate", existing[0].id, 0)
+        if not chunks:
+            return AddResult(doc.source, "empty", None, 0)
+        if same_source is not None:
+            await conn.execute(text("DELETE FROM kb_documents WHERE id = :id"), {"id": same_source.id})
+        document_id: int = (
+            await conn.execute(
+                text(
+                    "INSERT INTO kb_documents (source, format, content_hash) VALUES (:s, :f, :h) RETURNING id"
+                ),
+                {"s": doc.source, "f": doc.format, "h": digest},
+            )
+        ).scalar_one()
+        rows = []
+        for ordinal, chunk in enumerate(chunks):
+            terms = sorted(term_counts(chunk.indexed_text))
+            rows.append(
+                {
+                    "d": document_id,
+                    "o": ordinal,
+                    "h": chunk.heading,
+                    "t": chunk.text,
+                    "terms": terms,
+                    "n": len(terms),
+                }
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO kb_chunks (document_id, ordinal, heading, text, terms, n_terms) "
+                "VALUES (:d, :o, :h, :t, :terms, :n)"
+            ),
+            rows,
+        )
+        return AddResult(doc.source, "updated" if same_source else "added", document_id, len(chunks))
+
+    async def remove(self, id_or_source: int | str) -> DocumentInfo | None:
+        """Remove a document by id or by source (as listed, or a path to the file); None if absent."""
+        found = await self._find(id_or_source)
+        if found is None:
+            return None
+        async with self.database.engine.begin() as conn:
+            await self._lock(conn)
+            deleted = (
+                await conn.execute(
+                    text("DELETE FROM kb_documents WHERE id = :id RETURNING id"), {"id": found.id}
+                )
+            ).first()
+            if deleted is not None:
+                await self._refresh_corpus(conn)
+                await self._reembed_stale(conn, None)
+        return found if deleted is not None else None
+
+    async def _find(self, id_or_source: int | str) -> DocumentInfo | None:
+        if isinstance(id_or_source, int) or id_or_source.isdigit():
+            doc_id = int(id_or_source)
+            return next((d for d in await self.list_documents() if d.id == doc_id), None)
+        resolved = await asyncio.to_thread(lambda: str(Path(id_or_source).expanduser().resolve()))
+        candidates = [id_or_source, resolved]
+        return next((d for d in await self.list_documents() if d.source in candidates), None)
+
+    async def _lock(self, conn: AsyncConnection) -> None:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITE_LOCK})
+
+    async def _count_chunks(self, conn: AsyncConnection, document_id: int) -> int:
+        result = await conn.execute(
+            text("SELECT count(*) FROM kb_chunks WHERE document_id = :d"), {"d": document_id}
+        )
+        return int(result.scalar_one())
+
+    async def _refresh_corpus(self, conn: AsyncConnection) -> None:
+        """Recount document frequencies and move to a new generation (the IDF has changed)."""
+        await conn.execute(text("DELETE FROM kb_terms"))
+        await conn.execute(
+            text(
+                "INSERT INTO kb_terms (term, df) SELECT t, count(*) FROM kb_chunks, unnest(terms) AS t GROUP BY t"
+            )
+        )
+        await conn.execute(
+            text(
+                "UPDATE kb_state SET generation = generation + 1, "
+                "n_chunks = (SELECT count(*) FROM kb_chunks), "
+                "avg_terms = (SELECT coalesce(avg(n_terms), 0) FROM kb_chunks)"
+            )
+        )
+
+    async def _corpus_stats(
+        self, conn: AsyncConnection, terms: Sequence[str] | None
+    ) -> tuple[CorpusStats, Any]:
+        """The corpus statistics, for all terms (`None`) or only the given ones."""
+        state = (await conn.execute(text("SELECT * FROM kb_state"))).one()
+        if terms is None:
+            rows = await conn.execute(text("SELECT term, df FROM kb_terms"))
+        else:
+            rows = await conn.execute(
+                text("SELECT term, df FROM kb_terms WHERE term = ANY(:t)"), {"t": list(terms)}
+            )
+        stats = CorpusStats(
+            n_chunks=state.n_chunks, df={term: df for term, df in rows}, generation=state.generation
+        )
+        return stats, state
+
+    def _embedder_for(self, stats: CorpusStats) -> Embedder:
+        if isinstance(self.embedder, CorpusWeighted):
+            return self.embedder.with_stats(stats)
+        return self.embedder
+
+    async def _reembed_stale(self, conn: AsyncConnection, progress: Progress | None) -> None:
+        """Embed every chunk not embedded with the current embedder and statistics."""
+        stats, state = await self._corpus_stats(conn, None)
+        embedder = self._embedder_for(stats)
+        if state.embedder_version == embedder.version:
+            return
+        stale = (
+            await conn.execute(
+                text(
+                    "SELECT id, heading, text FROM kb_chunks "
+                    "WHERE embedder_version IS DISTINCT FROM :v ORDER BY id"
+                ),
+                {"v": embedder.version},
+            )
+        ).all()
+        dims: set[int] = set()
+        for start in range(0, len(stale), _EMBED_BATCH):
+            batch = stale[start : start + _EMBED_BATCH]
+            vectors = await embedder.embed([f"{r.heading}\n{r.text}" if r.heading else r.text for r in batch])
+            dims.update(len(v) for v in vectors)
+            await conn.execute(
+                text(
+                    "UPDATE kb_chunks AS c SET embedding = u.e::vector, embedder_version = :v "
+                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:es AS text[])) AS u(id, e) WHERE c.id = u.id"
+                ),
+                {
+                    "v": embedder.version,
+                    "ids": [r.id for r in batch],
+                    "es": [_vector_literal(v) for v in vectors],
+                },
+            )
+            if progress:
+                progress("embed", start + len(batch), len(stale))
+        for dim in dims:
+            await _ensure_hnsw(conn, dim)
+        await conn.execute(text("UPDATE kb_state SET embedder_version = :v"), {"v": embedder.version})
+
+    # Reading --------------------------------------------------------------------------------
+
+    async def list_documents(self) -> list[DocumentInfo]:
+        async with self.database.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT d.id, d.source, d.format, d.added_at, "
+                    "(SELECT count(*) FROM kb_chunks c WHERE c.document_id = d.id) AS chunks "
+                    "FROM kb_documents d ORDER BY d.id"
+                )
+            )
+            return [DocumentInfo(r.id, r.source, r.format, r.chunks, r.added_at) for r in rows]
+
+    async def search(self, query: str, k: int = 5) -> list[Passage]:
+        """The `k` best passages for `query`, best first; empty when nothing is relevant enough.
+
+        Hybrid: the nearest chunks by vector (HNSW, cosine) and the best chunks by terms (BM25 over
+        CJK bigrams and words) are fused with reciprocal rank fusion; a passage is kept only when its
+        vector similarity reaches the embedder's threshold or it contains most of the question's
+        term weight.
+        """
+        return (await self.search_detailed(query, k))[0]
+
+    async def search_detailed(
+        self, query: str, k: int = 5, *, halves: tuple[bool, bool] = (True, True), threshold: bool = True
+    ) -> tuple[list[Passage], dict[str, Any]]:
+        """`search`, plus the option to use one half only and to skip the threshold (for evaluation)."""
+        use_vector, use_lexical = halves
+        query_terms = lexical_terms(query)
+        async with self.database.engine.connect() as conn:
+            stats, state = await self._corpus_stats(conn, sorted(set(query_terms) | set(term_counts(query))))
+            embedder = self._embedder_for(stats)
+            if state.n_chunks == 0:
+                return [], {}
+            if state.embedder_version != embedder.version:
+                await conn.rollback()
+                await self._catch_up()
+                return await self.search_detailed(query, k, halves=halves, threshold=threshold)
+            (vector,) = await embedder.embed([query])
+            dim = len(vector)
+            q = _vector_literal(vector)
+            weights = [stats.idf(t) for t in query_terms]
+            total_weight = sum(weights)
+            matchable = [(t, w) for t, w in zip(query_terms, weights, strict=True) if t in stats.df]
+            vector_ranked: list[int] = []
+            lexical_ranked: list[int] = []
+            if use_vector:
+                await conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, CANDIDATES)}"))
+                rows = await conn.execute(
+                    text(
+                        f"SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} "
+                        f"ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n"
+                    ),
+                    {"q": q, "n": CANDIDATES},
+                )
+                vector_ranked = list(rows.scalars())
+            if use_lexical and matchable:
+                rows = await conn.execute(
+                    text(
+                        "SELECT c.id FROM kb_chunks c WHERE c.terms && CAST(:terms AS text[]) ORDER BY "
+                        "(SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w) "
+                        " WHERE q.t = ANY(c.terms))"
+                        " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id LIMIT :n"
+                    ),
+                    {
+                        "terms": [t for t, _ in matchable],
+                        "ws": [w for _, w in matchable],
+                        "k1": BM25_K1,
+                        "b": BM25_B,
+                        "avg": state.avg_terms,
+                        "n": CANDIDATES,
+                    },
+                )
+                lexical_ranked = list(rows.scalars())
+            fused: dict[int, float] = {}
+            for ranked in (vector_ranked, lexical_ranked):
+                for rank, chunk_id in enumerate(ranked):
+                    fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+            if not fused:
+                return [], {"vector": vector_ranked, "lexical": lexical_ranked}
+            details = await conn.execute(
+                text(
+                    "SELECT c.id, c.document_id, c.heading, c.text, d.source, "
+                    f" CASE WHEN vector_dims(c.embedding) = {dim} "
+                    f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
+                    " coalesce((SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w)"
+                    "  WHERE q.t = ANY(c.terms)), 0) AS matched "
+                    "FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id WHERE c.id = ANY(:ids)"
+                ),
+                {
+                    "q": q,
+                    "terms": [t for t, _ in matchable] or [""],
+                    "ws": [w for _, w in matchable] or [0.0],
+                    "ids": list(fused),
+                },
+            )
+            passages = []
+            evidence: dict[int, tuple[float, float]] = {}
+            for r in details:
+                coverage = r.matched / total_weight if total_weight else 0.0
+                evidence[r.id] = (r.similarity, coverage)
+                relevant = r.similarity >= self.min_similarity or coverage >= MIN_COVERAGE
+                if threshold and not relevant:
+                    continue
+                passages.append(
+                    Passage(
+                        text=r.text,
+                        source=r.source,
+                        heading=r.heading,
+                        score=fused[r.id],
+                        relevance=round(max(r.similarity, min(1.0, coverage)), 4),
+                        chunk_id=r.id,
+                        document_id=r.document_id,
+                    )
+                )
+        passages.sort(key=lambda p: (-p.score, -p.relevance, p.chunk_id))
+        return passages[:k], {"vector": vector_ranked, "lexical": lexical_ranked, "evidence": evidence}
+
+    async def _catch_up(self) -> None:
+        """Re-embed after the embedder changed (another model, dimension or algorithm)."""
+        async with self._reembed_lock, self.database.engine.begin() as conn:
+            await self._lock(conn)
+            await self._reembed_stale(conn, None)
+
+
+def _vector_literal(vector: Sequence[float]) -> str:
+    if any(math.isnan(v) for v in vector):
+        raise KnowledgeBaseError("向量含 NaN / the embedder returned NaN")
+    return "[" + ",".join(f"{v:.6g}" for v in vector) + "]"
+
+
+async def _ensure_hnsw(conn: AsyncConnection, dim: int) -> None:
+    # HNSW needs a fixed dimension; one partial index per dimension in use (the 1024 one ships in
+    # the migration). pgvector's HNSW supports at most 2000 dimensions; beyond that search scans.
+    if dim <= 2000:
+        await conn.execute(
+            text(
+                f"CREATE INDEX IF NOT EXISTS ix_kb_chunks_hnsw_{dim} ON kb_chunks USING hnsw "
+                f"((embedding::vector({dim})) vector_cosine_ops) WHERE vector_dims(embedding) = {dim}"
+            )
+        )

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from wxkf.agent.kb import HashingEmbedder, KnowledgeBase, UnsupportedDocument, load_sample
+from wxkf.db.engine import Database
+
+from ..unit.kb_pdf import minimal_pdf
+
+FAQ = """# 小店常见问题
+## 退换货
+### 可以退货吗？
+签收后七天内，商品完好可以无理由退货。定制商品不支持退货。
+### 退货运费谁出？
+质量问题由我们承担运费，无理由退货的运费由买家承担。
+## 发票
+### 能开发票吗？
+可以开电子普通发票，确认收货后在订单详情申请。
+"""
+
+
+@pytest.fixture
+def kb(database: Database) -> KnowledgeBase:
+    return KnowledgeBase(database, HashingEmbedder())
+
+
+async def scalar(database: Database, sql: str) -> object:
+    async with database.engine.connect() as conn:
+        return (await conn.execute(text(sql))).scalar()
+
+
+async def test_markdown_is_chunked_by_heading_and_searchable(kb: KnowledgeBase, tmp_path: Path) -> None:
+    path = tmp_path / "faq.md"
+    path.write_text(FAQ, encoding="utf-8")
+    [result] = await kb.add_documents([path])
+    assert (result.status, result.chunks) == ("added", 3)
+    [doc] = await kb.list_documents()
+    assert (doc.source, doc.format, doc.chunks) == (str(path.resolve()), "markdown", 3)
+    passages = await kb.search("退回来的运费要我付吗", k=3)
+    assert passages[0].heading == "小店常见问题 > 退换货 > 退货运费谁出？"
+    assert passages[0].source == str(path.resolve())
+    assert "买家承担" in passages[0].text
+    assert passages[0].score > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("notes.txt", "会员每月8号积分双倍。\n积分可以抵现金。".encode(), "积分双倍"),
+        (
+            "page.html",
+            "<h1>门店</h1><p>杭州门店每天&nbsp;10点营业</p><script>var secret=1</script>".encode(),
+            "杭州门店",
+        ),
+        ("manual.pdf", minimal_pdf(["Warranty lasts three years."]), "Warranty lasts three years."),
+    ],
+)
+async def test_each_format_is_ingested(
+    kb: KnowledgeBase, tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    [result] = await kb.add_documents([path])
+    assert result.status == "added"
+    stored = await scalar(kb.database, "SELECT string_agg(text, ' ') FROM kb_chunks")
+    assert isinstance(stored, str)
+    assert expected in stored
+    assert "secret" not in stored
+
+
+async def test_re_adding_is_idempotent_and_a_changed_file_replaces_its_chunks(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    path = tmp_path / "faq.md"
+    path.write_text(FAQ, encoding="utf-8")
+    await kb.add_documents([path])
+    generation = await scalar(kb.database, "SELECT generation FROM kb_state")
+
+    [again] = await kb.add_documents([path])
+    assert again.status == "unchanged"
+    assert await scalar(kb.database, "SELECT count(*) FROM kb_chunks") == 3
+    assert await scalar(kb.database, "SELECT generation FROM kb_state") == generation
+
+    copy = tmp_path / "copy.md"
+    copy.write_text(FAQ, encoding="utf-8")
+    [duplicate] = await kb.add_documents([copy])
+    assert duplicate.status == "duplicate"
+    assert len(await kb.list_documents()) == 1
+
+    path.write_text(FAQ + "## 门店\n杭州有一家体验店。\n", encoding="utf-8")
+    [updated] = await kb.add_documents([path])
+    assert (updated.status, updated.chunks) == ("updated", 4)
+    assert await scalar(kb.database, "SELECT count(*) FROM kb_chunks") == 4
+    assert (await kb.search("杭州体验店在哪"))[0].heading == "小店常见问题 > 门店"
+
+
+async def test_an_unreadable_file_changes_nothing(kb: KnowledgeBase, tmp_path: Path) -> None:
+    good = tmp_path / "faq.md"
+    good.write_text(FAQ, encoding="utf-8")
+    bad = tmp_path / "faq.docx"
+    bad.write_bytes(b"PK")
+    with pytest.raises(UnsupportedDocument):
+        await kb.add_documents([good, bad])
+    assert await kb.list_documents() == []
+
+
+async def test_remove_by_id_or_path_drops_chunks_and_their_terms(kb: KnowledgeBase, tmp_path: Path) -> None:
+    faq = tmp_path / "faq.md"
+    faq.write_text(FAQ, encoding="utf-8")
+    shop = tmp_path / "shop.txt"
+    shop.write_text("杭州体验店每天十点开门。", encoding="utf-8")
+    await kb.add_documents([faq, shop])
+
+    removed = await kb.remove(str(shop))
+    assert removed is not None
+    assert removed.source == str(shop.resolve())
+    assert await scalar(kb.database, "SELECT count(*) FROM kb_terms WHERE term = '杭州'") == 0
+    assert await kb.search("杭州体验店几点开门") == []
+
+    [doc] = await kb.list_documents()
+    assert await kb.remove(doc.id) is not None
+    assert await kb.remove(doc.id) is None
+    assert await scalar(kb.database, "SELECT count(*) FROM kb_chunks") == 0
+    assert await kb.search("退货") == []
+
+
+async def test_the_sample_faq_answers_paraphrases(kb: KnowledgeBase) -> None:
+    results = await load_sample(kb)
+    assert [r.status for r in results] == ["added"]
+    assert results[0].chunks >= 40
+    assert [r.status for r in await load_sample(kb)] == ["unchanged"]
+    cases = {
+        "邮费怎么收，买多少免运费": "运费怎么算？",
+        "发票开错抬头了": "发票抬头写错了能重开吗？",
+        "密码忘了登不进去": "忘记密码怎么办？",
+        "退款一般几天能收到": "退款多久能到账？",
+    }
+    for question, entry in cases.items():
+        passages = await kb.search(question, k=3)
+        assert entry in [p.heading.rsplit(" > ", 1)[-1] for p in passages], question
+        assert passages[0].source == "sample/shop_faq.md"
+
+
+@pytest.mark.parametrize("question", ["今天天气怎么样", "帮我写一首关于大海的诗", "量子计算机的原理是什么"])
+async def test_unrelated_questions_find_nothing(kb: KnowledgeBase, question: str) -> None:
+    await load_sample(kb)
+    assert await kb.search(question) == []
+
+
+async def test_a_new_embedder_version_re_embeds_every_chunk(database: Database, tmp_path: Path) -> None:
+    path = tmp_path / "faq.md"
+    path.write_text(FAQ, encoding="utf-8")
+    old = KnowledgeBase(database, HashingEmbedder(dim=256))
+    await old.add_documents([path])
+    assert await scalar(database, "SELECT DISTINCT vector_dims(embedding) FROM kb_chunks") == 256
+
+    new = KnowledgeBase(database, HashingEmbedder(dim=1024))
+    passages = await new.search("退货运费谁出", k=1)
+    assert passages[0].heading.endswith("退货运费谁出？")
+    assert await scalar(database, "SELECT DISTINCT vector_dims(embedding) FROM kb_chunks") == 1024
+    versions = await scalar(database, "SELECT count(DISTINCT embedder_version) FROM kb_chunks")
+    assert versions == 1
+    state_version = await scalar(database, "SELECT embedder_version FROM kb_state")
+    assert isinstance(state_version, str)
+    assert state_version.startswith("hashing-2:d1024:")
+    assert await scalar(database, "SELECT to_regclass('ix_kb_chunks_hnsw_256')") is not None
+
+
+async def test_vector_search_uses_the_hnsw_index(kb: KnowledgeBase) -> None:
+    await load_sample(kb)
+    async with kb.database.engine.connect() as conn:
+        await conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            row[0]
+            for row in await conn.execute(
+                text(
+                    "EXPLAIN SELECT id FROM kb_chunks WHERE vector_dims(embedding) = 1024 "
+                    "ORDER BY embedding::vector(1024) <=> CAST(:q AS vector(1024)) LIMIT 5"
+                ),
+                {"q": "[" + ",".join(["0.03125"] * 1024) + "]"},
+            )
+        )
+    assert "ix_kb_chunks_hnsw_1024" in plan

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wxkf.agent.kb.loaders import (
+    UnsupportedDocument,
+    decode_text,
+    detect_format,
+    html_sections,
+    read_sections,
+)
+from wxkf.agent.kb.text import lexical_terms, term_counts
+
+from .kb_pdf import minimal_pdf
+
+
+def test_html_keeps_text_and_headings_and_drops_scripts_and_styles() -> None:
+    html = """<html><head><title>不要</title><style>p{color:red}</style></head><body>
+    <h1>售后</h1><p>退货&amp;换货请在<b>七天</b>内申请。</p>
+    <script>alert("steal")</script><h2>运费</h2><ul><li>满 99 元包邮</li></ul>
+    <img src=x onerror="alert(1)"></body></html>"""
+    sections = html_sections(html)
+    assert [s.headings for s in sections] == [("售后",), ("售后", "运费")]
+    assert "退货&换货请在七天内申请。" in sections[0].body
+    text = " ".join(s.body for s in sections)
+    for leaked in ("alert", "steal", "color", "不要", "onerror"):
+        assert leaked not in text
+
+
+def test_unknown_extensions_are_refused_with_a_readable_message() -> None:
+    with pytest.raises(UnsupportedDocument) as info:
+        detect_format(Path("faq.docx"))
+    assert ".docx" in str(info.value)
+    assert "Markdown" in str(info.value)
+
+
+def test_text_in_gb18030_is_decoded() -> None:
+    assert decode_text("七天无理由退货".encode("gb18030")) == "七天无理由退货"
+    assert decode_text("\ufeff发票".encode()) == "发票"
+
+
+def test_pdf_pages_become_sections() -> None:
+    sections = read_sections(minimal_pdf(["Return within 7 days.", "Invoices by email."]), "pdf")
+    assert [s.headings for s in sections] == [("第 1 页",), ("第 2 页",)]
+    assert "Return within 7 days." in sections[0].body
+
+
+def test_a_broken_pdf_is_a_clear_error() -> None:
+    with pytest.raises(UnsupportedDocument):
+        read_sections(b"%PDF-1.4 not really", "pdf")
+
+
+def test_terms_are_cjk_unigrams_bigrams_and_lowercased_words_without_stopwords() -> None:
+    counts = term_counts("请问退货运费怎么算？iPhone 退货")
+    assert counts["退货"] == 2
+    assert {"退", "货", "运费", "货运", "iphone"} <= set(counts)
+    assert "怎么" not in counts
+    assert "请问" not in counts
+    assert lexical_terms("退货运费 iPhone") == ["退货", "货运", "运费", "iphone"]
