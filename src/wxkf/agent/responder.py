@@ -20,6 +20,8 @@ from typing import Protocol
 from openai.types.chat import ChatCompletionMessageParam
 from sqlalchemy import text
 
+from wxkf.agent.kb.embedders import make_embedder
+from wxkf.agent.kb.store import KnowledgeBase
 from wxkf.agent.llm import LLMAuthError, LLMClient, LLMError
 from wxkf.agent.memory import ConversationMemory, MemorySource, PipelineMemory, Speaker, Turn
 from wxkf.agent.prompts import (
@@ -218,8 +220,11 @@ def build_responder(
 ) -> LLMResponder | OfflineResponder:
     """The LLM responder when a key is configured, else the offline one. Close it with `aclose()`.
 
-    `wecom` (a `WeComClient`) enables the kf tools; `tools` replaces the registry entirely.
+    The knowledge base in `database` is the retriever unless another is given; `wecom` (a
+    `WeComClient`) enables the kf tools; `tools` replaces the registry entirely.
     """
+    if retriever is None:
+        retriever = KnowledgeBase(database, make_embedder(settings))
     llm = LLMClient.from_settings(settings)
     if llm is None:
         return OfflineResponder(retriever)

@@ -1,0 +1,115 @@
+"""`wxkf llm …`: check the configured LLM, ask the agent a question, run the local fake LLM server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from wxkf.agent.fake_openai import FakeOpenAI
+from wxkf.agent.llm import LLMClient, LLMError
+from wxkf.config import Settings, SettingsError, load_settings
+from wxkf.kf.responder import Conversation, InboundMessage, Reply, ReplyRequest
+
+llm_app = typer.Typer(help="大模型与智能回复 / the LLM and the agent's answers", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        err_console.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+
+
+@llm_app.command("check")
+def check() -> None:
+    """调用一次大模型，确认密钥和账户可用 / call the LLM once to check the key and the account."""
+    settings = _settings()
+    llm = LLMClient.from_settings(settings)
+    if llm is None:
+        err_console.print(
+            "未配置大模型：设置 LLM_API_KEY 或 DEEPSEEK_API_KEY（未配置时使用离线知识库回复）/ "
+            "no LLM configured: set LLM_API_KEY or DEEPSEEK_API_KEY (the offline responder answers meanwhile)",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(1)
+
+    async def ping(client: LLMClient) -> str:
+        try:
+            completion = await client.complete([{"role": "user", "content": "请只回复：好"}])
+        finally:
+            await client.aclose()
+        return completion.content
+
+    try:
+        answer = asyncio.run(ping(llm))
+    except LLMError as exc:
+        err_console.print(f"❌ {exc.message}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    console.print(
+        f"✅ 大模型可用 / the LLM answers: {settings.llm_model} @ {settings.llm_base_url} → {answer[:40]!r}",
+        highlight=False,
+        markup=False,
+    )
+
+
+@llm_app.command("ask")
+def ask(
+    question: Annotated[str, typer.Argument(help="客户的问题 / the customer's question")],
+    budget: Annotated[int, typer.Option(help="剩余可发消息数 / messages left in the 48 h window")] = 5,
+) -> None:
+    """用知识库（和已配置的大模型）回答一个问题 / answer a question as the agent would."""
+    from wxkf.agent.responder import build_responder
+    from wxkf.db.engine import Database, DatabaseError
+
+    settings = _settings()
+
+    async def run() -> Reply:
+        database = await Database.open(settings)
+        try:
+            responder = build_responder(settings, database)
+            try:
+                message = InboundMessage("cli", "text", {"content": question}, question, datetime.now(UTC))
+                return await responder.respond(
+                    ReplyRequest(Conversation("cli", "cli"), [message], remaining_budget=budget)
+                )
+            finally:
+                await responder.aclose()
+        finally:
+            await database.close()
+
+    try:
+        reply = asyncio.run(run())
+    except DatabaseError as exc:
+        err_console.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    console.print(reply.text, highlight=False, markup=False)
+    for source in reply.sources:
+        console.print(f"  · 来源 / source: {source}", style="dim", highlight=False, markup=False)
+    if reply.handoff:
+        console.print("  → 转人工 / handed to a person", style="yellow", highlight=False, markup=False)
+
+
+@llm_app.command("fake-server")
+def fake_server(
+    port: Annotated[int, typer.Option(help="listen port on 127.0.0.1")] = 8011,
+    api_key: Annotated[str, typer.Option(help="the key it accepts")] = "sk-local",
+) -> None:
+    """运行本地模拟大模型（OpenAI 兼容）/ run the local fake OpenAI-compatible server."""
+    with FakeOpenAI(api_key=api_key, port=port) as fake:
+        console.print(
+            f"LLM_BASE_URL={fake.base_url} LLM_API_KEY={api_key}  (Ctrl-C 停止 / to stop)",
+            highlight=False,
+            markup=False,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
