@@ -6,6 +6,7 @@ JSON; failures and tool calls are checked in PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +25,11 @@ from wxkf.agent.tools import Audience, ToolAudit, ToolContext, ToolRegistry
 from wxkf.agent.tools_kf import kf_tools
 from wxkf.db.engine import Database
 from wxkf.kf.responder import Conversation, InboundMessage, ReplyRequest
+from wxkf.simulator.testing import run_simulator
+from wxkf.wecom.client import WeComClient
 from wxkf.wecom.errors import error_for_errcode
 from wxkf.wecom.models import CustomerBatchGetResponse, KfCustomer
+from wxkf.wecom.tokens import MemoryTokenStore
 
 KEY = "sk-test-0123456789"
 CONVERSATION = Conversation("wkSHOP", "wmCUSTOMER")
@@ -414,4 +418,36 @@ async def test_memory_goes_into_the_prompt_in_order_within_the_budget(
         {"role": "assistant", "content": "很抱歉！请提供订单号。"},
         {"role": "assistant", "content": "（人工客服 lisi）已为您登记补发。"},
         {"role": "user", "content": "怎么退货？"},
+    ]
+
+
+async def test_kf_tools_drive_the_real_client_against_the_simulator(database: Database) -> None:
+    async with run_simulator() as sim:
+        customer = sim.control.add_customer(nickname="王小满")
+        sim.control.send_text(customer, "我要找人工")  # wecom-api §11: the session starts (state 0)
+        async with WeComClient(
+            sim.base_url, sim.corp_id, sim.kf_secret, token_store=MemoryTokenStore()
+        ) as wecom:
+            registry = ToolRegistry(ToolAudit(database))
+            registry.extend(kf_tools(wecom))
+            staff = ToolContext(audience=Audience.STAFF, conversation=Conversation(sim.open_kfid, customer))
+
+            profile = await registry.call("customer_profile", "{}", staff)
+            assert profile.result["nickname"] == "王小满"
+            servicer = sim.servicers[0]
+            moved = await registry.call(
+                "transfer_to_human", json.dumps({"reason": "客户要求", "servicer_userid": servicer}), staff
+            )
+            assert moved.status == "ok"
+            assert sim.control.session(customer)["service_state"] == 3
+            ended = await registry.call("end_session", "{}", staff)
+            assert ended.status == "ok"
+            assert ended.result["servicer_userid"] == servicer
+            assert sim.control.session(customer)["service_state"] == 4
+
+    audits = await rows(database, "SELECT tool, status FROM agent_tool_calls ORDER BY id")
+    assert [(a["tool"], a["status"]) for a in audits] == [
+        ("customer_profile", "ok"),
+        ("transfer_to_human", "ok"),
+        ("end_session", "ok"),
     ]
