@@ -1,7 +1,14 @@
-"""The FastAPI app factory. Settings are passed in; resources live in the lifespan."""
+"""The FastAPI app factory. Settings are passed in; resources live in the lifespan.
+
+The lifespan opens the database and the conversation pipeline (`wxkf.kf.runtime.Pipeline`), which
+the `/wecom/callback` route records into; with `run_worker=True` the same process also runs the
+pipeline's jobs (`wxkf serve --worker`), otherwise `wxkf worker` processes run them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,23 +18,50 @@ from fastapi import FastAPI
 from wxkf import __version__
 from wxkf.config import Settings
 from wxkf.db.engine import Database
+from wxkf.kf.callback import CallbackReceiver, callback_router
+from wxkf.kf.responder import Responder
+from wxkf.kf.runtime import Pipeline
+from wxkf.ops.health import install as install_ops
+from wxkf.wecom.client import WeComClient
 
 
-def create_app(settings: Settings, *, database: Database | None = None) -> FastAPI:
-    """Build the app. With `database` given the caller owns it; otherwise the lifespan opens one."""
+def create_app(
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    run_worker: bool = False,
+    client: WeComClient | None = None,
+    responder: Responder | None = None,
+) -> FastAPI:
+    """Build the app. With `database` given the caller owns it; otherwise the lifespan opens one.
+
+    `client` and `responder` replace the ones built from the settings (tests, the demo).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database or await Database.open(settings)
         app.state.database = db
+        pipeline = Pipeline(settings, db.conninfo, client=client, responder=responder)
+        await pipeline.open()
+        app.state.pipeline = pipeline
+        app.state.callback_receiver = CallbackReceiver(settings, pipeline)
+        worker = asyncio.create_task(pipeline.run_worker()) if run_worker else None
         try:
             yield
         finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
+            await pipeline.close()
             if database is None:
                 await db.close()
 
     app = FastAPI(title="wxkf", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.include_router(callback_router())
+    install_ops(app)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -1,0 +1,322 @@
+"""One conversation's job: drain its pending messages in order and answer within WeCom's rules.
+
+    outbox left over?  → send it first (order, and recovery after a crash)
+    wait for quiet     → a burst within KF_DEBOUNCE_SECONDS is answered together
+    events             → welcome / msg_send_fail / state changes / recalls
+    servicer wrote     → the bot pauses for KF_PAUSE_MINUTES
+    customer messages  → pause? state policy? budget? → responder → split → outbox → send
+
+Every decision a person cares about is one log line (Chinese first) with the conversation ids;
+message bodies only reach the log as `extra={"content": …}`, which is hidden unless LOG_CONTENT=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from wxkf.kf import ledger, outbox
+from wxkf.kf.budget import ReplyBudget
+from wxkf.kf.inbound import to_inbound_message
+from wxkf.kf.ledger import ORIGIN_CUSTOMER, ORIGIN_SERVICER, InboundRow
+from wxkf.kf.policy import Action, Reason, decide, state_name
+from wxkf.kf.responder import Conversation, ReplyRequest
+from wxkf.kf.service_state import record_api_error, store_state
+from wxkf.kf.split import add_closing_hint, split_text
+from wxkf.ops.logging import log_context
+from wxkf.wecom.errors import APIError, RateLimitedError, SessionStateError, TransportError
+from wxkf.wecom.models import Text
+
+if TYPE_CHECKING:
+    from wxkf.kf.runtime import Pipeline
+
+log = logging.getLogger("wxkf.kf.conversation")
+
+WELCOME_CODE_TTL = timedelta(seconds=20)  # wecom-api §5: welcome_code is valid for 20 s
+MAX_DEBOUNCE_ROUNDS = 5  # a customer typing forever is still answered after 5 windows
+
+
+class ConcurrentUpdate(Exception):
+    """Another worker processed these rows first; this attempt changes nothing."""
+
+
+async def converse(pipeline: Pipeline, conversation: Conversation) -> None:
+    with log_context(open_kfid=conversation.open_kfid, external_userid=conversation.external_userid):
+        await deliver(pipeline, conversation)
+        rows = await _wait_for_quiet(pipeline, conversation)
+        if rows:
+            await _process(pipeline, conversation, rows)
+            await deliver(pipeline, conversation)
+
+
+async def _wait_for_quiet(pipeline: Pipeline, conversation: Conversation) -> list[InboundRow]:
+    debounce = pipeline.settings.kf_debounce_seconds
+    for _ in range(MAX_DEBOUNCE_ROUNDS):
+        async with pipeline.pool.connection() as conn:
+            rows = await ledger.pending_rows(conn, conversation)
+        customer = [r.age_seconds for r in rows if r.origin == ORIGIN_CUSTOMER]
+        if not customer or debounce <= 0 or min(customer) >= debounce:
+            return rows
+        await asyncio.sleep(debounce - min(customer))
+    return rows
+
+
+async def _process(pipeline: Pipeline, conversation: Conversation, rows: list[InboundRow]) -> None:
+    batch: list[InboundRow] = []
+    for row in rows:
+        if row.msgtype == "event":
+            recalled = await _handle_event(pipeline, conversation, row)
+            if recalled:
+                batch = [r for r in batch if r.msgid != recalled]
+        elif row.origin == ORIGIN_SERVICER:
+            await _servicer_wrote(pipeline, conversation, row, batch)
+            batch = []
+        elif row.origin == ORIGIN_CUSTOMER:
+            batch.append(row)
+        else:
+            async with pipeline.pool.connection() as conn:
+                await ledger.mark(conn, [row.id], "handled")
+    if batch:
+        await _answer(pipeline, conversation, batch)
+
+
+# --- events (wecom-api §3 event table) ------------------------------------------------------------
+
+
+async def _handle_event(pipeline: Pipeline, conversation: Conversation, row: InboundRow) -> str | None:
+    """Handle one event row; returns the msgid a user_recall_msg recalled, if any."""
+    event = row.event
+    kind = row.event_type or ""
+    recalled: str | None = None
+    async with pipeline.pool.connection() as conn, conn.transaction():
+        if kind == "enter_session":
+            await _welcome(pipeline, conn, conversation, row)
+        elif kind == "msg_send_fail":
+            fail_type = event.get("fail_type")
+            found = await outbox.mark_send_fail(
+                conn, conversation.open_kfid, str(event.get("fail_msgid")), fail_type
+            )
+            log.warning(
+                "消息发送失败 / msg_send_fail: msgid=%s fail_type=%s %s%s",
+                event.get("fail_msgid"),
+                fail_type,
+                outbox.FAIL_TYPES.get(fail_type if isinstance(fail_type, int) else 0, ""),
+                "" if found else "（不是本服务发出的消息 / not sent by this service）",
+                extra={"decision": "send_failed"},
+            )
+            await ledger.count(conn, f"kf.send_fail.{fail_type}")
+        elif kind == "session_status_change":
+            # wecom-api §3: change_type 1 接入 / 2 转接 / 4 重新接入 → 3 with the new servicer; 3 结束 → 4.
+            change = event.get("change_type")
+            if change == 3:
+                await store_state(conn, conversation, 4, None)
+            elif change in (1, 2, 4):
+                await store_state(conn, conversation, 3, event.get("new_servicer_userid"))
+            else:
+                await store_state(conn, conversation, None, None)
+            log.info(
+                "会话状态变更 / session_status_change change_type=%s",
+                change,
+                extra={"decision": "state_event"},
+            )
+        elif kind == "user_recall_msg":
+            recalled = str(event.get("recall_msgid") or "")
+            cur = await conn.execute(
+                "UPDATE kf_inbound SET status = 'recalled', processed_at = now() "
+                "WHERE open_kfid = %s AND msgid = %s AND status = 'pending'",
+                (conversation.open_kfid, recalled),
+            )
+            log.info(
+                "客户撤回消息 / user recalled a message: %s",
+                "未回复，已丢弃 / dropped before answering"
+                if cur.rowcount
+                else "已处理过 / already processed",
+                extra={"decision": "recalled"},
+            )
+        await ledger.mark(conn, [row.id], "handled")
+    return recalled
+
+
+async def _welcome(pipeline: Pipeline, conn: Any, conversation: Conversation, row: InboundRow) -> None:
+    code = row.event.get("welcome_code")
+    text = pipeline.settings.kf_welcome_text.strip()
+    if not code or not text:
+        return
+    if datetime.now(UTC) - row.send_time > WELCOME_CODE_TTL:
+        log.info(
+            "欢迎语 code 已过期（超过 20 秒），不发送 / welcome_code expired",
+            extra={"decision": "welcome_late"},
+        )
+        return
+    await outbox.enqueue_welcome(conn, conversation, code=str(code), text=text, source=row.msgid)
+
+
+async def _servicer_wrote(
+    pipeline: Pipeline, conversation: Conversation, row: InboundRow, batch: list[InboundRow]
+) -> None:
+    pause = timedelta(minutes=pipeline.settings.kf_pause_minutes)
+    async with pipeline.pool.connection() as conn, conn.transaction():
+        await ledger.mark(conn, [r.id for r in batch], "skipped", Reason.SERVICER_REPLIED)
+        await ledger.mark(conn, [row.id], "handled")
+        await conn.execute(
+            """
+            INSERT INTO kf_conversations (open_kfid, external_userid, paused_until) VALUES (%s, %s, %s)
+            ON CONFLICT (open_kfid, external_userid) DO UPDATE
+            SET paused_until = greatest(kf_conversations.paused_until, EXCLUDED.paused_until), updated_at = now()
+            """,
+            (conversation.open_kfid, conversation.external_userid, row.send_time + pause),
+        )
+    log.info(
+        "接待人员 %s 发了消息，机器人暂停 %g 分钟 / a servicer wrote; bot paused",
+        row.servicer_userid or "?",
+        pipeline.settings.kf_pause_minutes,
+        extra={"decision": "paused"},
+    )
+
+
+# --- answering ------------------------------------------------------------------------------------
+
+
+async def _skip(pipeline: Pipeline, batch: list[InboundRow], reason: Reason, detail: str = "") -> None:
+    async with pipeline.pool.connection() as conn, conn.transaction():
+        await ledger.mark(conn, [r.id for r in batch], "skipped", reason)
+        await ledger.count(conn, f"kf.skipped.{reason.value}", len(batch))
+    log.info(
+        "未回复 %d 条消息 / not answered: %s%s",
+        len(batch),
+        reason.explain,
+        detail,
+        extra={"decision": reason.value},
+    )
+
+
+async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[InboundRow]) -> None:
+    settings = pipeline.settings
+    async with pipeline.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT paused_until FROM kf_conversations WHERE open_kfid = %s AND external_userid = %s",
+            (conversation.open_kfid, conversation.external_userid),
+        )
+        found = await cur.fetchone()
+    if found and found[0] and found[0] > datetime.now(UTC):
+        await _skip(pipeline, batch, Reason.PAUSED, f" until {found[0]:%H:%M:%S}")
+        return
+
+    try:
+        state = await pipeline.states.get(conversation)
+    except APIError as exc:
+        if isinstance(exc, RateLimitedError):
+            raise
+        await record_api_error(pipeline.pool, exc, conversation, "读取会话状态 / service_state/get")
+        await _skip(pipeline, batch, Reason.SEND_REFUSED, f" (errcode {exc.errcode})")
+        return
+    action, reason = decide(state.state, settings.kf_session_policy)
+    if action is Action.END_SESSION:
+        try:
+            # brief 001: end the human session with its servicer; the next customer message opens a new one.
+            await pipeline.states.trans(conversation, 4, state.servicer_userid)
+        except APIError as exc:
+            if isinstance(exc, RateLimitedError):
+                raise
+            await record_api_error(pipeline.pool, exc, conversation, "结束人工会话 / service_state/trans → 4")
+            await _skip(pipeline, batch, Reason.HUMAN_SERVING, f" (结束失败 / end failed: {exc.errcode})")
+            return
+    if reason is not None:
+        await _skip(pipeline, batch, reason, f" [state={state_name(state.state)}]")
+        return
+
+    budget = ReplyBudget()
+    async with pipeline.pool.connection() as conn:
+        remaining = await budget.remaining(conn, conversation)
+    if remaining < 1:
+        await _skip(pipeline, batch, Reason.BUDGET_USED_UP)
+        return
+
+    messages = [to_inbound_message(r.msgid, r.msgtype, r.body, r.send_time) for r in batch]
+    reply = await pipeline.responder.respond(
+        ReplyRequest(conversation=conversation, messages=messages, remaining_budget=remaining)
+    )
+    parts = split_text(reply.text, remaining)
+    if not parts:
+        await _skip(pipeline, batch, Reason.NO_REPLY)
+    else:
+        if len(parts) == remaining and settings.kf_closing_hint.strip():
+            # wecom-api §4: this is the window's last message; invite the customer to write again.
+            parts = add_closing_hint(parts, settings.kf_closing_hint)
+        async with pipeline.pool.connection() as conn, conn.transaction():
+            if await ledger.mark(conn, [r.id for r in batch], "answered") != len(batch):
+                raise ConcurrentUpdate()
+            msgids = await outbox.enqueue_texts(
+                conn, conversation, parts, kind="reply", source=batch[-1].msgid
+            )
+            await ledger.count(conn, "kf.replied", len(batch))
+        log.info(
+            "已回复 %d 条客户消息，%d 条回复，剩余额度 %d / answered %d message(s) with %d part(s)",
+            len(batch),
+            len(msgids),
+            remaining - len(msgids),
+            len(batch),
+            len(msgids),
+            extra={"decision": "replied", "content": reply.text},
+        )
+    if reply.handoff:
+        await _handoff(pipeline, conversation, reply.handoff_servicer)
+
+
+async def _handoff(pipeline: Pipeline, conversation: Conversation, servicer: str | None) -> None:
+    """The responder asked for a human: trans → 3 with the servicer, or → 2 (the pool) (wecom-api §6)."""
+    to_state = 3 if servicer else 2
+    try:
+        await deliver(pipeline, conversation)  # the reply goes out while the bot may still send
+        await pipeline.states.trans(conversation, to_state, servicer)
+    except APIError as exc:
+        if isinstance(exc, RateLimitedError):
+            raise
+        await record_api_error(pipeline.pool, exc, conversation, f"转人工 / service_state/trans → {to_state}")
+
+
+# --- sending --------------------------------------------------------------------------------------
+
+
+async def deliver(pipeline: Pipeline, conversation: Conversation) -> int:
+    """Send the conversation's pending outbox rows in order; returns how many were sent.
+
+    RateLimitedError and TransportError propagate so the job is retried with backoff, keeping the
+    order; any other WeCom error is recorded on its row.
+    """
+    sent = 0
+    async with pipeline.pool.connection() as conn:
+        rows = await outbox.pending(conn, conversation)
+    for row in rows:
+        async with pipeline.pool.connection() as conn:
+            # Counted before sending: on a retry the count tells a duplicate-msgid answer apart.
+            await outbox.mark_attempt(conn, row["id"])
+        text = str(row["body"].get("content", ""))
+        try:
+            if row["code"]:
+                await pipeline.client.send_msg_on_event(row["code"], Text(content=text), msgid=row["msgid"])
+            else:
+                await pipeline.client.send_text(
+                    conversation.open_kfid, conversation.external_userid, text, msgid=row["msgid"]
+                )
+        except (RateLimitedError, TransportError):
+            raise
+        except APIError as exc:
+            async with pipeline.pool.connection() as conn, conn.transaction():
+                if row["attempts"] >= 1 and outbox.is_duplicate_msgid(exc.errcode, exc.errmsg):
+                    await outbox.mark_sent(
+                        conn, row["id"], "duplicate msgid: an earlier attempt reached WeCom"
+                    )
+                    sent += 1
+                    continue
+                await outbox.mark_failed(conn, row["id"], exc.errcode, exc.errmsg)
+                if isinstance(exc, SessionStateError):
+                    await store_state(conn, conversation, None, None)
+            await record_api_error(pipeline.pool, exc, conversation, f"发送消息 / send ({row['kind']})")
+            continue
+        async with pipeline.pool.connection() as conn:
+            await outbox.mark_sent(conn, row["id"])
+        sent += 1
+    return sent

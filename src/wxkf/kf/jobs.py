@@ -1,0 +1,90 @@
+"""The pipeline's procrastinate jobs, and how to defer them.
+
+* `kf:sync_account` — one per kf account at a time (`lock`), coalesced while queued
+  (`queueing_lock`): ten callbacks in a burst make one queued sync, not ten.
+* `kf:converse` — one per conversation at a time, coalesced the same way. A conversation never
+  builds a backlog of jobs on its lock (DESIGN.md measured why): one job drains all its messages.
+
+A queued job that already exists is success (`AlreadyEnqueued`): the queued one will see the new
+messages, because it has not started yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import procrastinate
+from procrastinate import JobContext, RetryStrategy
+from procrastinate.exceptions import AlreadyEnqueued
+
+from wxkf.kf.conversation import ConcurrentUpdate, converse
+from wxkf.kf.responder import Conversation
+from wxkf.kf.sync import sync_account
+from wxkf.ops.logging import log_context
+from wxkf.wecom.errors import RateLimitedError, TransportError
+
+if TYPE_CHECKING:
+    from wxkf.kf.runtime import Pipeline
+
+log = logging.getLogger("wxkf.kf.jobs")
+
+SYNC_TASK = "kf:sync_account"
+CONVERSE_TASK = "kf:converse"
+
+# WeCom throttling (45009/45033/-1) and unreachable WeCom are worth retrying with backoff; the client
+# already retried a few times within one call. Waits: 2, 4, 8, 16, 32 … s.
+RETRY = RetryStrategy(
+    max_attempts=12, exponential_wait=2, retry_exceptions={RateLimitedError, TransportError}
+)
+
+blueprint = procrastinate.Blueprint()
+
+
+def _pipeline(context: JobContext) -> Pipeline:
+    pipeline: Pipeline = context.additional_context["pipeline"]
+    return pipeline
+
+
+@blueprint.task(name="sync_account", pass_context=True, retry=RETRY)
+async def sync_account_job(context: JobContext, open_kfid: str, token: str = "") -> None:
+    pipeline = _pipeline(context)
+    with log_context(open_kfid=open_kfid):
+        touched = await sync_account(pipeline, open_kfid, token or None)
+    for conversation in sorted(touched, key=lambda c: c.external_userid):
+        await defer_converse(pipeline.procrastinate, conversation)
+
+
+@blueprint.task(name="converse", pass_context=True, retry=RETRY)
+async def converse_job(context: JobContext, open_kfid: str, external_userid: str) -> None:
+    conversation = Conversation(open_kfid, external_userid)
+    try:
+        await converse(_pipeline(context), conversation)
+    except ConcurrentUpdate:
+        log.info("另一个进程已处理这些消息 / another worker answered these messages first")
+
+
+def _key(*parts: str) -> str:
+    return ":".join(parts)
+
+
+async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") -> None:
+    lock = _key("kf-sync", open_kfid)
+    with contextlib.suppress(AlreadyEnqueued):
+        await app.configure_task(SYNC_TASK, lock=lock, queueing_lock=lock).defer_async(
+            open_kfid=open_kfid, token=token
+        )
+
+
+async def defer_converse(app: procrastinate.App, conversation: Conversation) -> None:
+    """Make sure a conversation job will run after now (e.g. after writing outbox rows)."""
+    lock = _key("kf-conv", conversation.open_kfid, conversation.external_userid)
+    with contextlib.suppress(AlreadyEnqueued):
+        await app.configure_task(CONVERSE_TASK, lock=lock, queueing_lock=lock).defer_async(
+            open_kfid=conversation.open_kfid, external_userid=conversation.external_userid
+        )
+
+
+def worker_context(pipeline: Pipeline) -> dict[str, Any]:
+    return {"pipeline": pipeline}

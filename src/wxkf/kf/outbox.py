@@ -1,0 +1,159 @@
+"""The outbox: every outbound message is a row before it is sent, with a deterministic msgid.
+
+Writing the row in the same transaction as the budget reservation means a crash can never send a
+message the budget did not allow, nor lose one it did. The msgid is derived from what the message
+answers (the customer's msgid + part number), so a retry sends the *same* msgid.
+
+Duplicate msgids: wecom-api §4 says a msgid must be unique within the kf account ("否则接口返回错误");
+the errcode is UNCONFIRMED (the simulator uses 40058). A row is retried only after an attempt whose
+outcome is unknown (timeout, crash), so when a *retry* is refused with a duplicate-msgid error, the
+earlier attempt reached WeCom: the row is marked `sent` (error notes "duplicate msgid"). A
+duplicate on the first attempt is a real collision and marks the row `failed`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from wxkf.kf.budget import ReplyBudget
+from wxkf.kf.responder import Conversation
+
+OutboxKind = Literal["reply", "welcome", "push", "tool", "contact"]
+DUPLICATE_MSGID_ERRCODES = frozenset({40058})  # see the module docstring
+
+# wecom-api §3 msg_send_fail fail_type → what an operator should know.
+FAIL_TYPES = {
+    0: "未知原因 / unknown",
+    1: "客服账号已删除 / kf account deleted",
+    2: "应用已关闭 / app closed",
+    4: "会话已过期，超过48小时 / session expired (over 48 h)",
+    5: "会话已关闭 / session closed",
+    6: "超过5条限制 / over the 5-message limit",
+    7: "未绑定视频号 / no WeChat Channels bound",
+    8: "主体未验证 / entity not verified",
+    9: "未绑定视频号且主体未验证 / no Channels and entity not verified",
+    10: "用户拒收 / the customer refuses messages",
+    11: "企业未有成员登录企业微信App / no member logged in to the WeCom app",
+    12: "发送的消息为客服组件禁发的消息类型 / message type forbidden by the kf component",
+    13: "安全限制 / security restriction",
+}
+
+log = logging.getLogger("wxkf.kf.outbox")
+
+
+def outbox_msgid(kind: str, open_kfid: str, source: str, part: int) -> str:
+    """≤ 32 bytes of [0-9a-zA-Z_-] (wecom-api §4), the same for the same (kind, account, source, part)."""
+    digest = hashlib.blake2b(f"{kind}|{open_kfid}|{source}".encode(), digest_size=12).hexdigest()
+    return f"{kind[0]}{digest}_{part}"
+
+
+def is_duplicate_msgid(errcode: int, errmsg: str) -> bool:
+    return errcode in DUPLICATE_MSGID_ERRCODES and "msgid" in errmsg.lower()
+
+
+async def enqueue_texts(
+    conn: AsyncConnection[Any],
+    conversation: Conversation,
+    texts: Sequence[str],
+    *,
+    kind: OutboxKind,
+    source: str,
+    budget: ReplyBudget | None = None,
+) -> list[str]:
+    """Reserve budget for `texts` and write one outbox row per granted text, in the caller's transaction.
+
+    Returns the msgids written (fewer than `texts` when the budget runs out, possibly none). The rows
+    are sent by the conversation job: call `wxkf.kf.jobs.defer_converse` after committing.
+    Writing the same (kind, source) twice is a no-op for rows that already exist.
+    """
+    granted = await (budget or ReplyBudget()).reserve(conn, conversation, len(texts))
+    msgids: list[str] = []
+    for part, text in enumerate(texts[:granted], start=1):
+        msgid = outbox_msgid(kind, conversation.open_kfid, source, part)
+        await conn.execute(
+            """
+            INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, source_msgid, part)
+            VALUES (%s, %s, %s, %s, 'text', %s, %s, %s)
+            ON CONFLICT (open_kfid, msgid) DO NOTHING
+            """,
+            (
+                conversation.open_kfid,
+                conversation.external_userid,
+                msgid,
+                kind,
+                json.dumps({"content": text}, ensure_ascii=False),
+                source,
+                part,
+            ),
+        )
+        msgids.append(msgid)
+    return msgids
+
+
+async def enqueue_welcome(
+    conn: AsyncConnection[Any], conversation: Conversation, *, code: str, text: str, source: str
+) -> str:
+    """A welcome via send_msg_on_event: its own quota (1 per code, wecom-api §5), not the budget's."""
+    msgid = outbox_msgid("welcome", conversation.open_kfid, source, 1)
+    await conn.execute(
+        """
+        INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, code, source_msgid)
+        VALUES (%s, %s, %s, 'welcome', 'text', %s, %s, %s)
+        ON CONFLICT (open_kfid, msgid) DO NOTHING
+        """,
+        (
+            conversation.open_kfid,
+            conversation.external_userid,
+            msgid,
+            json.dumps({"content": text}, ensure_ascii=False),
+            code,
+            source,
+        ),
+    )
+    return msgid
+
+
+async def pending(conn: AsyncConnection[Any], conversation: Conversation) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT id, msgid, kind, msgtype, body, code, attempts FROM kf_outbox "
+            "WHERE open_kfid = %s AND external_userid = %s AND status = 'pending' ORDER BY id",
+            (conversation.open_kfid, conversation.external_userid),
+        )
+        return list(await cur.fetchall())
+
+
+async def mark_attempt(conn: AsyncConnection[Any], row_id: int) -> None:
+    await conn.execute("UPDATE kf_outbox SET attempts = attempts + 1 WHERE id = %s", (row_id,))
+
+
+async def mark_sent(conn: AsyncConnection[Any], row_id: int, note: str | None = None) -> None:
+    await conn.execute(
+        "UPDATE kf_outbox SET status = 'sent', sent_at = now(), error = %s WHERE id = %s", (note, row_id)
+    )
+
+
+async def mark_failed(conn: AsyncConnection[Any], row_id: int, errcode: int | None, error: str) -> None:
+    await conn.execute(
+        "UPDATE kf_outbox SET status = 'failed', errcode = %s, error = %s WHERE id = %s",
+        (errcode, error, row_id),
+    )
+
+
+async def mark_send_fail(
+    conn: AsyncConnection[Any], open_kfid: str, fail_msgid: str, fail_type: int | None
+) -> bool:
+    """wecom-api §3 msg_send_fail: WeCom accepted the message, then failed to deliver it."""
+    explained = FAIL_TYPES.get(fail_type if fail_type is not None else 0, f"fail_type={fail_type}")
+    cur = await conn.execute(
+        "UPDATE kf_outbox SET status = 'failed', fail_type = %s, error = %s WHERE open_kfid = %s AND msgid = %s",
+        (fail_type, f"消息发送失败 / msg_send_fail: {explained}", open_kfid, fail_msgid),
+    )
+    return cur.rowcount > 0

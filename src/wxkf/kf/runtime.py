@@ -1,0 +1,167 @@
+"""The pipeline's resources and the worker's lifecycle.
+
+`Pipeline` holds what the jobs and the callback route share — settings, one psycopg pool (also
+procrastinate's), the procrastinate app, and, for workers, the WeCom client and the responder.
+Open it with `async with Pipeline(settings, conninfo) as pipeline:`.
+
+`run_worker()` runs the procrastinate worker plus a recovery loop for crashes (kill -9):
+jobs of a worker whose heartbeat stopped are put back in the queue, and conversations with work but
+no job (a crash between commit and defer) get a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Any, Self
+
+import procrastinate
+from psycopg_pool import AsyncConnectionPool
+
+from wxkf.config import Settings
+from wxkf.kf import jobs, ledger
+from wxkf.kf.faq import FAQResponder, load_faq
+from wxkf.kf.responder import Responder
+from wxkf.kf.service_state import SessionStates
+from wxkf.wecom.client import WeComClient
+from wxkf.wecom.tokens import PostgresTokenStore
+
+log = logging.getLogger("wxkf.kf.worker")
+
+HEARTBEAT_SECONDS = 1.0
+
+
+class PipelineNotConfigured(RuntimeError):
+    """The WeCom settings the worker needs are missing."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        conninfo: str,
+        *,
+        client: WeComClient | None = None,
+        responder: Responder | None = None,
+        pool_size: int = 10,
+    ) -> None:
+        self.settings = settings
+        self.conninfo = conninfo
+        self._client = client
+        self._owns_client = client is None
+        self._responder = responder
+        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=pool_size, open=False
+        )
+        self.procrastinate = procrastinate.App(connector=procrastinate.PsycopgConnector())
+        self.procrastinate.add_tasks_from(jobs.blueprint, namespace="kf")
+        self._states: SessionStates | None = None
+
+    async def open(self) -> None:
+        await self.pool.open(wait=True)
+        await self.procrastinate.open_async(pool=self.pool)
+
+    async def close(self) -> None:
+        await self.procrastinate.close_async()
+        await self.pool.close()
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- what the jobs use (built on first use: the web process needs none of it) -----------------
+
+    @property
+    def client(self) -> WeComClient:
+        if self._client is None:
+            secret = self.settings.wecom_kf_secret
+            if not self.settings.wecom_corp_id or secret is None or not secret.get_secret_value():
+                raise PipelineNotConfigured(
+                    "缺少 WECOM_CORP_ID / WECOM_KF_SECRET（微信客服的 Secret），无法拉取和发送消息 / "
+                    "set WECOM_CORP_ID and WECOM_KF_SECRET to sync and send kf messages"
+                )
+            self._client = WeComClient(
+                self.settings.wecom_api_base,
+                self.settings.wecom_corp_id,
+                secret,
+                token_store=PostgresTokenStore(self.conninfo),
+            )
+        return self._client
+
+    @property
+    def responder(self) -> Responder:
+        if self._responder is None:
+            self._responder = FAQResponder(load_faq(self.settings.kf_faq_file))
+        return self._responder
+
+    @property
+    def states(self) -> SessionStates:
+        if self._states is None:
+            self._states = SessionStates(self.client, self.pool, self.settings.kf_state_cache_seconds)
+        return self._states
+
+    # --- the worker ------------------------------------------------------------------------------
+
+    async def run_worker(
+        self,
+        *,
+        concurrency: int | None = None,
+        stalled_after: float = 10.0,
+        install_signal_handlers: bool = False,
+    ) -> None:
+        """Run jobs until cancelled (or a signal when `install_signal_handlers`)."""
+        recovery = asyncio.create_task(self._recovery_loop(stalled_after))
+        try:
+            await self.procrastinate.run_worker_async(
+                concurrency=concurrency or self.settings.kf_worker_concurrency,
+                fetch_job_polling_interval=self.settings.kf_poll_interval_seconds,
+                listen_notify=True,
+                install_signal_handlers=install_signal_handlers,
+                additional_context=jobs.worker_context(self),
+                update_heartbeat_interval=HEARTBEAT_SECONDS,
+                stalled_worker_timeout=stalled_after,
+                shutdown_graceful_timeout=5.0,
+                delete_jobs="successful",
+            )
+        finally:
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery
+
+    async def _recovery_loop(self, stalled_after: float) -> None:
+        first = True
+        while True:
+            try:
+                await self.recover(stalled_after, min_age=0.0 if first else 30.0)
+                first = False
+            except Exception:  # the loop must outlive a database hiccup
+                log.exception("恢复检查失败 / recovery check failed")
+            await asyncio.sleep(max(stalled_after / 2, 0.5))
+
+    async def recover(self, stalled_after: float, min_age: float = 30.0) -> int:
+        """Requeue jobs of dead workers; give a job to conversations with old, unhandled work."""
+        manager = self.procrastinate.job_manager
+        requeued = 0
+        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
+            await manager.retry_job(job)
+            requeued += 1
+            log.warning(
+                "任务所在的 worker 已停止心跳，重新排队 / requeued job %s (%s) of a dead worker",
+                job.id,
+                job.task_name,
+                extra={"decision": "job_requeued"},
+            )
+        async with self.pool.connection() as conn:
+            orphans = await ledger.conversations_with_work(conn, older_than=min_age)
+        for conversation in orphans:
+            await jobs.defer_converse(self.procrastinate, conversation)
+        return requeued

@@ -1,0 +1,110 @@
+"""service_state read and changed through WeCom, cached briefly in `kf_conversations` (wecom-api §6).
+
+The cache saves a get before every reply in a busy conversation; it is invalidated when the
+customer writes (4 → 0), when WeCom reports a session or servicer change, and after our own trans.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from wxkf.kf import ledger
+from wxkf.kf.policy import state_name
+from wxkf.kf.responder import Conversation
+from wxkf.wecom.client import WeComClient
+from wxkf.wecom.errors import APIError
+
+log = logging.getLogger("wxkf.kf.state")
+
+
+@dataclass(frozen=True)
+class SessionState:
+    state: int
+    servicer_userid: str | None
+
+
+async def store_state(
+    conn: AsyncConnection[Any], conversation: Conversation, state: int | None, servicer: str | None
+) -> None:
+    """Remember a state WeCom told us (or, with `state=None`, forget it)."""
+    await conn.execute(
+        """
+        INSERT INTO kf_conversations (open_kfid, external_userid, service_state, servicer_userid,
+                                      state_checked_at)
+        VALUES (%(k)s, %(u)s, %(s)s, %(v)s, CASE WHEN %(s)s::int IS NULL THEN NULL ELSE now() END)
+        ON CONFLICT (open_kfid, external_userid) DO UPDATE
+        SET service_state = EXCLUDED.service_state, servicer_userid = EXCLUDED.servicer_userid,
+            state_checked_at = EXCLUDED.state_checked_at, updated_at = now()
+        """,
+        {"k": conversation.open_kfid, "u": conversation.external_userid, "s": state, "v": servicer},
+    )
+
+
+def explain_api_error(error: APIError, conversation: Conversation, doing: str) -> str:
+    """One line an operator understands: what we did, the errcode, and the catalog's fix."""
+    hint = " ".join(error.hint.split()) if error.hint else ""
+    return (
+        f"{doing} 失败 / failed: errcode={error.errcode} {error.errmsg.split(',')[0]} "
+        f"(open_kfid={conversation.open_kfid} external_userid={conversation.external_userid})"
+        + (f" — {hint}" if hint else "")
+    )
+
+
+async def record_api_error(
+    pool: AsyncConnectionPool[Any], error: APIError, conversation: Conversation, doing: str
+) -> None:
+    """Log the one line and count `kf.errcode.<n>` (95018/95016/95014/95013 and friends)."""
+    log.warning(explain_api_error(error, conversation, doing), extra={"decision": f"errcode_{error.errcode}"})
+    async with pool.connection() as conn:
+        await ledger.count(conn, f"kf.errcode.{error.errcode}")
+
+
+class SessionStates:
+    """Read and change a conversation's service_state, with a short cache."""
+
+    def __init__(self, client: WeComClient, pool: AsyncConnectionPool[Any], cache_seconds: float) -> None:
+        self._client = client
+        self._pool = pool
+        self._cache_seconds = cache_seconds
+
+    async def get(self, conversation: Conversation, *, fresh: bool = False) -> SessionState:
+        if not fresh and self._cache_seconds > 0:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT service_state, servicer_userid FROM kf_conversations "
+                    "WHERE open_kfid = %s AND external_userid = %s AND service_state IS NOT NULL "
+                    "AND state_checked_at > now() - make_interval(secs => %s)",
+                    (conversation.open_kfid, conversation.external_userid, self._cache_seconds),
+                )
+                row = await cur.fetchone()
+            if row is not None:
+                return SessionState(row[0], row[1])
+        state, servicer = await self._client.get_service_state(
+            conversation.open_kfid, conversation.external_userid
+        )
+        async with self._pool.connection() as conn:
+            await store_state(conn, conversation, state, servicer)
+        return SessionState(state, servicer)
+
+    async def trans(
+        self, conversation: Conversation, to_state: int, servicer: str | None = None
+    ) -> str | None:
+        """service_state/trans; the state it reached is cached (API moves raise no event, wecom-api §3)."""
+        code = await self._client.trans_service_state(
+            conversation.open_kfid, conversation.external_userid, to_state, servicer
+        )
+        async with self._pool.connection() as conn:
+            await store_state(conn, conversation, to_state, servicer if to_state == 3 else None)
+        log.info(
+            "会话状态已变更 / session state changed → %s (open_kfid=%s external_userid=%s)",
+            state_name(to_state),
+            conversation.open_kfid,
+            conversation.external_userid,
+            extra={"decision": "state_changed"},
+        )
+        return code
