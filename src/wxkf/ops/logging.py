@@ -54,7 +54,8 @@ _context: dict[str, ContextVar[str | None]] = {
 
 # Credentials that travel in URLs, headers and JSON bodies, whatever their value.
 _PATTERNS = [
-    re.compile(r"(?i)((?:access_token|corpsecret|secret|api_key|password)=)[^&\s\"'<>]+"),
+    # `token=` is also the 10-minute sync_msg token of a callback (wecom-api §2), e.g. in job reprs.
+    re.compile(r"(?i)(\b(?:access_token|corpsecret|secret|api_key|password|token)=[\"']?)[^&\s\"'<>,)]+"),
     re.compile(r"(?i)(\"(?:access_token|corpsecret|secret|api_key|password)\"\s*:\s*\")[^\"]*"),
     re.compile(r"(?i)(authorization[\"']?\s*[:=]?\s*[\"']?\s*bearer\s+)[^\s\"',}]+"),
     re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)"),

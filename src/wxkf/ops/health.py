@@ -1,0 +1,150 @@
+"""`GET /ready`, `GET /metrics`, and the request id every log line of a request carries.
+
+`install(app)` is the one line the app factory needs. `/health` (the process is alive) stays in the
+app factory; `/ready` says whether this deployment can do its job right now:
+
+    database      `SELECT 1` answers
+    job_workers   at least one procrastinate worker sent a heartbeat recently (API and workers
+                  may be separate processes: without a worker, callbacks are stored but never answered)
+    wecom_token   an access_token for the kf secret is in the shared token table, or gettoken gives
+                  one now (the token table makes that at most one gettoken per token lifetime)
+
+Each component is `ok`, `fail` (with the reason) or `disabled` (not configured); HTTP 503 when any
+is `fail`. Nothing here shows a secret: errors are reduced to their errcode and first words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from wxkf.config import Settings
+from wxkf.ops.logging import log_context, new_request_id
+from wxkf.ops.metrics import alive_workers, collect, render
+from wxkf.wecom.client import RetryPolicy, WeComClient
+from wxkf.wecom.errors import APIError, WeComError
+from wxkf.wecom.tokens import PostgresTokenStore, TokenKey
+
+READY_TIMEOUT = 5.0
+REQUEST_ID_HEADER = "X-Request-ID"
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Component = dict[str, Any]
+
+
+class RequestIdMiddleware(BaseHTTPMiddleware):
+    """Bind the caller's X-Request-ID (or a new one) to every log line of the request, and echo it."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        incoming = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = incoming if incoming.isascii() and 0 < len(incoming) <= 64 else new_request_id()
+        with log_context(request_id=request_id):
+            response = await call_next(request)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
+
+
+def install(app: FastAPI) -> None:
+    """Add `/ready`, `/metrics` and the request-id middleware to the app."""
+    app.include_router(router)
+    app.add_middleware(RequestIdMiddleware)
+
+
+router = APIRouter()
+
+
+def _conninfo(request: Request) -> str:
+    return str(request.app.state.database.conninfo)
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Whether this deployment can answer customers now; 503 lists what is not ready."""
+    settings: Settings = request.app.state.settings
+    database = getattr(request.app.state, "database", None)
+    if database is None:
+        components: dict[str, Component] = {"database": {"state": "fail", "error": "starting"}}
+    else:
+        conninfo = str(database.conninfo)
+        names = ("database", "job_workers", "wecom_token")
+        checks: list[Callable[[], Awaitable[Component]]] = [
+            lambda: _database(conninfo),
+            lambda: _workers(conninfo),
+            lambda: _wecom_token(settings, conninfo),
+        ]
+        results = await asyncio.gather(*(_bounded(check) for check in checks))
+        components = dict(zip(names, results, strict=True))
+    is_ready = all(c["state"] != "fail" for c in components.values())
+    body = {"status": "ready" if is_ready else "not_ready", "components": components}
+    return JSONResponse(body, status_code=200 if is_ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return PlainTextResponse(render(await collect(_conninfo(request))), media_type=PROMETHEUS_CONTENT_TYPE)
+
+
+async def _bounded(check: Callable[[], Awaitable[Component]]) -> Component:
+    try:
+        return await asyncio.wait_for(check(), READY_TIMEOUT)
+    except TimeoutError:
+        return {"state": "fail", "error": f"no answer within {READY_TIMEOUT:.0f} s"}
+
+
+async def _database(conninfo: str) -> Component:
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, connect_timeout=5) as conn:
+            await conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return {"state": "fail", "error": type(exc).__name__}
+    return {"state": "ok"}
+
+
+async def _workers(conninfo: str) -> Component:
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, connect_timeout=5) as conn:
+            alive = await alive_workers(conn)
+    except psycopg.Error as exc:
+        return {"state": "fail", "error": type(exc).__name__}
+    if alive == 0:
+        return {
+            "state": "fail",
+            "alive": 0,
+            "error": "没有运行中的 worker：运行 wxkf worker 或 wxkf serve --worker / no job worker is running",
+        }
+    return {"state": "ok", "alive": alive}
+
+
+async def _wecom_token(settings: Settings, conninfo: str) -> Component:
+    secret = settings.wecom_kf_secret
+    if secret is None or not secret.get_secret_value() or not settings.wecom_corp_id:
+        return {"state": "disabled"}
+    store = PostgresTokenStore(conninfo)
+    try:
+        stored = await store.load(TokenKey.for_secret(settings.wecom_corp_id, secret.get_secret_value()))
+        if stored is not None and stored.fresh():
+            return {"state": "ok", "expires_at": stored.expires_at.isoformat()}
+        async with WeComClient(
+            settings.wecom_api_base,
+            settings.wecom_corp_id,
+            secret,
+            token_store=store,
+            retry=RetryPolicy(attempts=1),
+            timeout=READY_TIMEOUT,
+        ) as client:
+            await client.access_token()
+    except APIError as exc:
+        return {"state": "fail", "errcode": exc.errcode, "error": exc.errmsg.split(",")[0]}
+    except WeComError as exc:
+        return {"state": "fail", "error": type(exc).__name__}
+    except psycopg.Error as exc:
+        return {"state": "fail", "error": type(exc).__name__}
+    finally:
+        await store.aclose()
+    return {"state": "ok"}
