@@ -96,7 +96,7 @@ FileOpt = Annotated[list[str], typer.Option("--file", help="文件 media_id / fi
 
 def _print_created(created: TaskCreated) -> None:
     console.print(
-        f"✅ 已创建群发任务 / task created: {created.msgid}（{len(created.recipients)} 位客户 / customers）",
+        f"✅ 已创建群发任务 / task created: {created.msgid}\n   客户 / customers: {len(created.recipients)}",
         highlight=False,
     )
     console.print(
