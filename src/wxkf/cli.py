@@ -10,6 +10,7 @@ from rich.console import Console
 
 from wxkf import __version__
 from wxkf.agent.cli import llm_app
+from wxkf.agent.kb.cli import kb_app
 from wxkf.config import Settings, SettingsError, load_settings
 from wxkf.contact.cli import contact_app
 from wxkf.ops.cli import doctor as doctor_command
@@ -25,6 +26,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(contact_app, name="contact")
 app.add_typer(simulator_app, name="simulator")
 app.add_typer(llm_app, name="llm")
+app.add_typer(kb_app, name="kb")
 app.command("doctor")(doctor_command)
 app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 

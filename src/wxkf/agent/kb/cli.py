@@ -1,0 +1,156 @@
+"""`wxkf kb …`: add documents to the knowledge base, list, search and remove them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from wxkf.agent.kb.bundled import load_sample
+from wxkf.agent.kb.embedders import EmbeddingError, make_embedder
+from wxkf.agent.kb.loaders import FORMATS, UnsupportedDocument, detect_format
+from wxkf.agent.kb.store import KnowledgeBase, KnowledgeBaseError
+from wxkf.db.engine import Database, DatabaseError
+
+kb_app = typer.Typer(help="知识库 / the knowledge base", no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+_STATUS = {
+    "added": "✅ 已添加 / added",
+    "updated": "🔄 已更新 / updated",
+    "unchanged": "➖ 未变化 / unchanged",
+    "duplicate": "➖ 内容重复，已跳过 / duplicate, skipped",
+    "empty": "⚠️ 没有文字 / no text",
+}
+
+
+def _run(action: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
+    """Open the database and the configured embedder, run `action`, and turn failures into exit 1."""
+    from wxkf.cli import settings_or_exit  # the surface's settings loader; imported late (it imports us)
+
+    settings = settings_or_exit()
+
+    async def go() -> T:
+        database = await Database.open(settings)
+        try:
+            return await action(KnowledgeBase(database, make_embedder(settings)))
+        finally:
+            await database.close()
+
+    try:
+        return asyncio.run(go())
+    except (DatabaseError, UnsupportedDocument, EmbeddingError, KnowledgeBaseError) as exc:
+        err_console.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(1) from None
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Files as given, and the supported files inside given directories."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS))
+        elif path.exists():
+            try:
+                detect_format(path)  # refuse before anything is read or written
+            except UnsupportedDocument as exc:
+                err_console.print(str(exc), highlight=False, markup=False)
+                raise typer.Exit(1) from None
+            files.append(path)
+        else:
+            err_console.print(f"文件不存在 / no such file: {path}", highlight=False, markup=False)
+            raise typer.Exit(1)
+    return files
+
+
+@kb_app.command("add")
+def add(
+    paths: Annotated[list[Path], typer.Argument(help="Markdown / text / HTML / PDF files or directories")],
+) -> None:
+    """添加文档（同一文件重复添加不会重复入库）/ add documents (re-adding the same file changes nothing)."""
+    files = _expand(paths)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks = {
+            "add": progress.add_task("读取切分 / reading", total=len(files)),
+            "embed": progress.add_task("向量化 / embedding", total=None, visible=False),
+        }
+
+        def report(stage: str, done: int, total: int) -> None:
+            progress.update(tasks[stage], completed=done, total=total, visible=True)
+
+        results = _run(lambda kb: kb.add_documents(files, progress=report))
+    table = Table("文档 / document", "结果 / result", "片段 / chunks")
+    for result in results:
+        table.add_row(result.source, _STATUS[result.status], str(result.chunks))
+    console.print(table)
+
+
+@kb_app.command("sample")
+def sample() -> None:
+    """载入内置示例知识库（虚构商店的常见问题）/ load the bundled sample FAQ of a fictional shop."""
+    results = _run(load_sample)
+    for result in results:
+        console.print(f"{_STATUS[result.status]}: {result.source} ({result.chunks})", highlight=False)
+
+
+@kb_app.command("list")
+def list_documents() -> None:
+    """列出文档及片段数 / list documents with their chunk counts."""
+    documents = _run(lambda kb: kb.list_documents())
+    if not documents:
+        console.print("知识库为空：用 wxkf kb add 文件 添加 / the knowledge base is empty: wxkf kb add FILE")
+        return
+    table = Table("ID", "来源 / source", "格式 / format", "片段 / chunks", "添加时间 / added")
+    for doc in documents:
+        table.add_row(str(doc.id), doc.source, doc.format, str(doc.chunks), f"{doc.added_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@kb_app.command("search")
+def search(
+    query: Annotated[str, typer.Argument(help="问题 / the question")],
+    k: Annotated[int, typer.Option("-k", help="最多返回几条 / at most this many results", min=1, max=50)] = 5,
+) -> None:
+    """检索知识库 / search the knowledge base (hybrid: vector + terms)."""
+    passages = _run(lambda kb: kb.search(query, k))
+    if not passages:
+        console.print("没有足够相关的内容 / nothing relevant enough in the knowledge base")
+        return
+    for rank, passage in enumerate(passages, start=1):
+        console.print(
+            f"[bold]{rank}. {passage.heading or '（无标题）'}[/bold]  "
+            f"score={passage.score:.4f} relevance={passage.relevance:.2f}",
+            highlight=False,
+        )
+        console.print(f"   来源 / source: {passage.source}", highlight=False, markup=False)
+        console.print(f"   {passage.text}", highlight=False, markup=False)
+
+
+@kb_app.command("remove")
+def remove(
+    target: Annotated[str, typer.Argument(help="文档 ID 或来源路径 / document id or source path")],
+) -> None:
+    """删除文档 / remove a document by id or path."""
+    removed = _run(lambda kb: kb.remove(target))
+    if removed is None:
+        err_console.print(
+            f"没有这个文档：{target}（用 wxkf kb list 查看）/ no such document: see wxkf kb list",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(1)
+    console.print(f"🗑️ 已删除 / removed: {removed.source} ({removed.chunks})", highlight=False)

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from wxkf.cli import app
+
+FAQ = "# 小店\n## 发票\n电子发票在确认收货后申请，24 小时内发到邮箱。\n## 门店\n杭州门店每天十点营业。\n"
+
+
+def test_add_list_search_remove(database_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "faq.md").write_text(FAQ, encoding="utf-8")
+    (docs / "ignored.png").write_bytes(b"\x89PNG")
+
+    added = runner.invoke(app, ["kb", "add", str(docs)], env=env)
+    assert added.exit_code == 0, added.output
+    assert "added" in added.output
+    again = runner.invoke(app, ["kb", "add", str(docs / "faq.md")], env=env)
+    assert "unchanged" in again.output
+
+    listed = runner.invoke(app, ["kb", "list"], env=env)
+    assert "markdown" in listed.output
+    assert " 2 " in listed.output  # two chunks
+
+    found = runner.invoke(app, ["kb", "search", "发票多久能收到"], env=env)
+    assert found.exit_code == 0
+    assert "小店 > 发票" in found.output
+    assert "faq.md" in found.output
+    nothing = runner.invoke(app, ["kb", "search", "今天天气怎么样"], env=env)
+    assert "nothing relevant" in nothing.output
+
+    removed = runner.invoke(app, ["kb", "remove", str(docs / "faq.md")], env=env)
+    assert removed.exit_code == 0, removed.output
+    assert "removed" in removed.output
+    missing = runner.invoke(app, ["kb", "remove", "42"], env=env)
+    assert missing.exit_code == 1
+    assert "no such document" in missing.output
+
+
+def test_unsupported_files_are_refused_before_anything_changes(database_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    (tmp_path / "faq.md").write_text(FAQ, encoding="utf-8")
+    (tmp_path / "faq.docx").write_bytes(b"PK")
+    result = runner.invoke(app, ["kb", "add", str(tmp_path / "faq.md"), str(tmp_path / "faq.docx")], env=env)
+    assert result.exit_code == 1
+    assert ".docx" in result.output
+    assert "empty" in runner.invoke(app, ["kb", "list"], env=env).output
