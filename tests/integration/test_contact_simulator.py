@@ -15,6 +15,7 @@ from wxkf.contact.errors import InvalidMessageError, ReceiveCapError, ReminderLi
 from wxkf.contact.service import ContactService, open_contact_service
 from wxkf.db.engine import Database
 from wxkf.simulator.testing import SimulatorHandle, run_simulator
+from wxkf.wecom.errors import APIError
 
 
 @pytest.fixture
@@ -163,3 +164,15 @@ async def test_bad_message_is_refused_before_anything_is_reserved(
         await service.send(sim.member, customer, MessageContent("长" * 2000))
     assert _calls(sim, "externalcontact/add_msg_template") == 0
     assert await service.ledger.received_in_period(customer) == 0
+
+
+async def test_a_task_wecom_refuses_frees_the_reserved_slot(
+    sim: SimulatorHandle, service: ContactService
+) -> None:
+    customer = sim.external_contacts[0]
+    sim.control.add_fault("externalcontact/add_msg_template", errcode=41048, times=1)
+    with pytest.raises(APIError) as refused:
+        await service.send(sim.member, customer, MessageContent("你好"))
+    assert refused.value.errcode == 41048
+    assert await service.ledger.received_in_period(customer) == 0
+    assert (await service.send(sim.member, customer, MessageContent("你好"))).recipients == [customer]

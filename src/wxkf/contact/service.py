@@ -33,7 +33,7 @@ from wxkf.contact.errors import (
 from wxkf.contact.ledger import ReceiveLedger, SendResult, utc_now
 from wxkf.db.engine import Database
 from wxkf.wecom.client import WeComClient
-from wxkf.wecom.errors import APIError, WeComError
+from wxkf.wecom.errors import APIError, InvalidArgumentError, WeComError
 from wxkf.wecom.models import GetGroupMsgListV2Request
 from wxkf.wecom.tokens import PostgresTokenStore
 
@@ -339,9 +339,12 @@ class ContactService:
             response = await self.contact.add_msg_template(
                 build_request(member, reservation.allowed, content)
             )
-        except BaseException:
+        except (APIError, InvalidArgumentError):
+            # WeCom (or the client's own check) refused: no task exists, the slots are free again.
             await self.ledger.release(reservation)
             raise
+        # Any other failure (timeout, dropped connection) is ambiguous: the task may exist. The
+        # reservation keeps counting until it goes stale, so the cap errs on the side of the customer.
         await self.ledger.commit(reservation, response.msgid, response.fail_list)
         accepted = [u for u in reservation.allowed if u not in set(response.fail_list)]
         async with self.database.engine.begin() as conn:
