@@ -96,7 +96,7 @@ class RunningPipeline:
                 " + (SELECT count(*) FROM kf_inbound WHERE status = 'pending')"
                 " + (SELECT count(*) FROM kf_outbox WHERE status = 'pending')"
             )
-            return rows[0][0] == 0
+            return bool(rows[0][0] == 0)
 
         await self.until(quiet)
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from psycopg_pool import AsyncConnectionPool
+from starlette.requests import ClientDisconnect
 
 from wxkf.config import Settings
 from wxkf.kf.runtime import Pipeline
@@ -172,6 +173,8 @@ def callback_router() -> APIRouter:
             body = await _read_body(request)
         except BodyTooLarge:
             return _reject(413, f"请求体超过 {MAX_BODY_BYTES} 字节 / body larger than 1 MiB")
+        except ClientDisconnect:
+            return _reject(400, "请求未发完连接就断开了 / the client disconnected before sending the body")
         try:
             fields = receiver.crypto.decrypt_callback(msg_signature, timestamp, nonce, body)
         except CallbackCryptoError as exc:

@@ -39,15 +39,12 @@ RETRY = RetryStrategy(
     max_attempts=12, exponential_wait=2, retry_exceptions={RateLimitedError, TransportError}
 )
 
-blueprint = procrastinate.Blueprint()
-
 
 def _pipeline(context: JobContext) -> Pipeline:
     pipeline: Pipeline = context.additional_context["pipeline"]
     return pipeline
 
 
-@blueprint.task(name="sync_account", pass_context=True, retry=RETRY)
 async def sync_account_job(context: JobContext, open_kfid: str, token: str = "") -> None:
     pipeline = _pipeline(context)
     with log_context(open_kfid=open_kfid):
@@ -56,7 +53,6 @@ async def sync_account_job(context: JobContext, open_kfid: str, token: str = "")
         await defer_converse(pipeline.procrastinate, conversation)
 
 
-@blueprint.task(name="converse", pass_context=True, retry=RETRY)
 async def converse_job(context: JobContext, open_kfid: str, external_userid: str) -> None:
     conversation = Conversation(open_kfid, external_userid)
     try:
@@ -84,6 +80,12 @@ async def defer_converse(app: procrastinate.App, conversation: Conversation) -> 
         await app.configure_task(CONVERSE_TASK, lock=lock, queueing_lock=lock).defer_async(
             open_kfid=conversation.open_kfid, external_userid=conversation.external_userid
         )
+
+
+def register_tasks(app: procrastinate.App) -> None:
+    """Register the pipeline's tasks on a procrastinate app (one app per `Pipeline`)."""
+    app.task(name=SYNC_TASK, pass_context=True, retry=RETRY)(sync_account_job)
+    app.task(name=CONVERSE_TASK, pass_context=True, retry=RETRY)(converse_job)
 
 
 def worker_context(pipeline: Pipeline) -> dict[str, Any]:

@@ -56,7 +56,7 @@ class Pipeline:
             conninfo, min_size=1, max_size=pool_size, open=False
         )
         self.procrastinate = procrastinate.App(connector=procrastinate.PsycopgConnector())
-        self.procrastinate.add_tasks_from(jobs.blueprint, namespace="kf")
+        jobs.register_tasks(self.procrastinate)
         self._states: SessionStates | None = None
 
     async def open(self) -> None:
