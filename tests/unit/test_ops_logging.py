@@ -197,6 +197,7 @@ def test_unknown_context_field_is_refused() -> None:
         ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
         ('{"secret": "zzz"}', '{"secret": "***"}'),
         ("nothing to hide", "nothing to hide"),
+        ("{'token': 'ENCxyz', 'n': 1}", "{'token': '***', 'n': 1}"),
         (
             "Job kf:sync_account[1](token='ENCabc', open_kfid='wk1')",
             "Job kf:sync_account[1](token='***', open_kfid='wk1')",

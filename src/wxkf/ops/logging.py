@@ -56,7 +56,9 @@ _context: dict[str, ContextVar[str | None]] = {
 _PATTERNS = [
     # `token=` is also the 10-minute sync_msg token of a callback (wecom-api §2), e.g. in job reprs.
     re.compile(r"(?i)(\b(?:access_token|corpsecret|secret|api_key|password|token)=[\"']?)[^&\s\"'<>,)]+"),
-    re.compile(r"(?i)(\"(?:access_token|corpsecret|secret|api_key|password)\"\s*:\s*\")[^\"]*"),
+    re.compile(
+        r"(?i)([\"'](?:access_token|corpsecret|secret|api_key|password|token)[\"']\s*:\s*[\"'])[^\"']*"
+    ),
     re.compile(r"(?i)(authorization[\"']?\s*[:=]?\s*[\"']?\s*bearer\s+)[^\s\"',}]+"),
     re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)"),
 ]
@@ -277,6 +279,10 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Pa
         library.propagate = True
     # httpx logs every request URL at INFO; the URLs carry access_token (redacted) and are noise.
     logging.getLogger("httpx").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+    # httpcore's DEBUG lines trace sockets, nothing an operator needs.
+    logging.getLogger("httpcore").setLevel(max(level, logging.INFO))
+    # The openai SDK logs whole request bodies at DEBUG: the prompt, i.e. customer messages.
+    logging.getLogger("openai").setLevel(level if settings.log_content else max(level, logging.INFO))
     return directory
 
 
