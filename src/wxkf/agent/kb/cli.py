@@ -40,9 +40,11 @@ def _run(action: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
 
     async def go() -> T:
         database = await Database.open(settings)
+        kb = KnowledgeBase(database, make_embedder(settings))
         try:
-            return await action(KnowledgeBase(database, make_embedder(settings)))
+            return await action(kb)
         finally:
+            await kb.aclose()
             await database.close()
 
     try:

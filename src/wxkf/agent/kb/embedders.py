@@ -48,6 +48,10 @@ class Embedder(Protocol):
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
 
+    async def aclose(self) -> None:
+        """Release connections (the HTTP client of a remote embedder)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CorpusStats:
@@ -120,6 +124,9 @@ class HashingEmbedder:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [self.embed_one(t) for t in texts]
 
+    async def aclose(self) -> None:
+        return None
+
 
 class OpenAIEmbedder:
     """An OpenAI-compatible `/embeddings` endpoint (OpenAI, DashScope, SiliconFlow, a local server …)."""
@@ -162,6 +169,9 @@ class OpenAIEmbedder:
     @property
     def min_similarity(self) -> float:
         return 0.35
+
+    async def aclose(self) -> None:
+        await self._client.close()
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         import openai

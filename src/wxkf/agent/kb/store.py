@@ -102,6 +102,7 @@ class KnowledgeBase:
             print(passage.score, passage.source, passage.heading, passage.text)
 
     `search` returns nothing when no passage is relevant enough, so a caller can say it does not know.
+    The knowledge base owns its embedder (`aclose()` closes it), not the database.
     """
 
     def __init__(self, database: Database, embedder: Embedder, *, min_similarity: float | None = None):
@@ -109,6 +110,9 @@ class KnowledgeBase:
         self.embedder = embedder
         self.min_similarity = embedder.min_similarity if min_similarity is None else min_similarity
         self._reembed_lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        await self.embedder.aclose()
 
     # Writing --------------------------------------------------------------------------------
 
@@ -248,7 +252,7 @@ class KnowledgeBase:
                 text("SELECT term, df FROM kb_terms WHERE term = ANY(:t)"), {"t": list(terms)}
             )
         stats = CorpusStats(
-            n_chunks=state.n_chunks, df={term: df for term, df in rows}, generation=state.generation
+            n_chunks=state.n_chunks, df={str(r.term): int(r.df) for r in rows}, generation=state.generation
         )
         return stats, state
 
