@@ -662,6 +662,14 @@ async def run_doctor(settings: Settings | None = None, *, checks: list[Check] | 
         for check in checks if checks is not None else CHECKS:
             try:
                 report.results.extend(await check(ctx))
+            except psycopg.errors.UndefinedTable:
+                report.results.append(
+                    _skipped(
+                        check.__name__.removeprefix("check_"),
+                        check.__name__,
+                        "数据库尚未迁移，先运行 wxkf db upgrade / the database is not migrated: run wxkf db upgrade",
+                    )
+                )
             except Exception as exc:  # a check's own bug must not hide the other checks
                 report.results.append(
                     CheckResult(
