@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.simulator.testing import SimulatorHandle, run_simulator
 
 
@@ -96,3 +97,25 @@ def test_missing_contact_secret_is_a_clear_error(database_url: str, tmp_path: Pa
     assert result.returncode == 1
     assert "WECOM_CONTACT_SECRET" in result.stderr
     assert "客户联系" in result.stderr
+
+
+def test_staff_chat_lists_customers_through_the_llm(
+    sim: SimulatorHandle, database_url: str, tmp_path: Path
+) -> None:
+    with FakeOpenAI(api_key="sk-test") as fake:
+        fake.tool_call("list_my_customers", {})
+        fake.reply("你有 2 位客户。")
+        env = _env(sim, database_url, tmp_path) | {"LLM_BASE_URL": fake.base_url, "LLM_API_KEY": "sk-test"}
+        result = subprocess.run(
+            [sys.executable, "-m", "wxkf.cli", "contact", "chat", sim.member],
+            env=env,
+            cwd=tmp_path,
+            input="我有哪些客户？\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "你有 2 位客户。" in result.stdout
+        tool_result = next(m for m in fake.chat_requests()[-1].messages if m["role"] == "tool")["content"]
+        assert sim.external_contacts[0] in tool_result

@@ -257,3 +257,44 @@ def tasks(
             "✓" if t.local else "",
         )
     console.print(table)
+
+
+@contact_app.command()
+def chat(member: Annotated[str, typer.Argument(help="以此成员身份对话 / talk as this member")]) -> None:
+    """与员工助手对话（查客户、发消息需确认）/ talk to the staff assistant (sending needs your yes)."""
+    from openai.types.chat import ChatCompletionMessageParam
+
+    from wxkf.agent.llm import LLMClient, LLMError
+    from wxkf.agent.tools import ToolAudit
+    from wxkf.cli import settings_or_exit
+    from wxkf.contact.assistant import StaffAssistant
+    from wxkf.contact.tools import ContactTools
+
+    settings = settings_or_exit()
+    llm = LLMClient.from_settings(settings)
+    if llm is None:
+        err_console.print("❌ 未配置 LLM_API_KEY / DEEPSEEK_API_KEY / no LLM key configured", highlight=False)
+        raise typer.Exit(2)
+    model = llm
+
+    async def converse(service: ContactService) -> None:
+        assistant = StaffAssistant(model, ContactTools(service), ToolAudit(service.database))
+        history: list[ChatCompletionMessageParam] = []
+        try:
+            while True:
+                try:
+                    line = await asyncio.to_thread(input, f"{member}> ")
+                except EOFError:
+                    return
+                if line.strip() in {"", "exit", "quit", "退出"}:
+                    return
+                try:
+                    answer = await assistant.ask(member, history, line)
+                except LLMError as exc:
+                    err_console.print(f"❌ {exc}", highlight=False, markup=False)
+                    continue
+                console.print(answer, highlight=False, markup=False)
+        finally:
+            await model.aclose()
+
+    _run(converse)
