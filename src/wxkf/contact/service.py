@@ -166,16 +166,7 @@ class ContactService:
         page, page_size = max(1, page), min(max(1, page_size), 100)
         ttl = timedelta(seconds=self.settings.contact_customer_cache_ttl_seconds)
         now = self.clock()
-        async with self.database.engine.connect() as conn:
-            listed = (
-                await conn.execute(
-                    text("SELECT fetched_at FROM contact_customer_lists WHERE member_userid = :m"),
-                    {"m": member},
-                )
-            ).scalar()
-        if refresh or listed is None or listed + ttl <= now:
-            await self._refresh_list(member, now)
-            listed = now
+        listed = await self._ensure_list(member, refresh=refresh)
         async with self.database.engine.connect() as conn:
             total = int(
                 (
@@ -222,7 +213,7 @@ class ContactService:
 
     async def customer_ids(self, member: str, *, refresh: bool = False) -> list[str]:
         """All of a member's external_userid (externalcontact/list), through the cache."""
-        await self.customers(member, page=1, page_size=1, refresh=refresh)
+        await self._ensure_list(member, refresh=refresh)
         async with self.database.engine.connect() as conn:
             rows = await conn.execute(
                 text(
@@ -231,6 +222,22 @@ class ContactService:
                 {"m": member},
             )
             return [r[0] for r in rows]
+
+    async def _ensure_list(self, member: str, *, refresh: bool) -> datetime:
+        """Fetch externalcontact/list when asked or when the cached list is older than the TTL."""
+        ttl = timedelta(seconds=self.settings.contact_customer_cache_ttl_seconds)
+        now = self.clock()
+        async with self.database.engine.connect() as conn:
+            listed: datetime | None = (
+                await conn.execute(
+                    text("SELECT fetched_at FROM contact_customer_lists WHERE member_userid = :m"),
+                    {"m": member},
+                )
+            ).scalar()
+        if refresh or listed is None or listed + ttl <= now:
+            await self._refresh_list(member, now)
+            return now
+        return listed
 
     async def _refresh_list(self, member: str, now: datetime) -> None:
         ids = list(dict.fromkeys((await self.contact.list_external_contacts(member)).external_userid))
