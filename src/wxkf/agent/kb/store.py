@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from wxkf.agent.kb.chunking import chunk_sections
+from wxkf.agent.kb.chunking import Chunk, chunk_sections
 from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder
 from wxkf.agent.kb.loaders import UnsupportedDocument, detect_format, read_sections
 from wxkf.agent.kb.text import lexical_terms, term_counts
@@ -279,7 +279,7 @@ class KnowledgeBase:
         dims: set[int] = set()
         for start in range(0, len(stale), _EMBED_BATCH):
             batch = stale[start : start + _EMBED_BATCH]
-            vectors = await embedder.embed([f"{r.heading}\n{r.text}" if r.heading else r.text for r in batch])
+            vectors = await embedder.embed([Chunk(r.heading, r.text).indexed_text for r in batch])
             dims.update(len(v) for v in vectors)
             await conn.execute(
                 text(
@@ -322,7 +322,13 @@ class KnowledgeBase:
         return (await self.search_detailed(query, k))[0]
 
     async def search_detailed(
-        self, query: str, k: int = 5, *, halves: tuple[bool, bool] = (True, True), threshold: bool = True
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        halves: tuple[bool, bool] = (True, True),
+        threshold: bool = True,
+        _caught_up: bool = False,
     ) -> tuple[list[Passage], dict[str, Any]]:
         """`search`, plus the option to use one half only and to skip the threshold (for evaluation)."""
         use_vector, use_lexical = halves
@@ -333,9 +339,16 @@ class KnowledgeBase:
             if state.n_chunks == 0:
                 return [], {}
             if state.embedder_version != embedder.version:
+                if _caught_up:
+                    raise KnowledgeBaseError(
+                        "知识库正被另一种向量模型重新向量化，请稍后重试 / the knowledge base is being "
+                        "re-embedded with another embedder (another process?); try again"
+                    )
                 await conn.rollback()
                 await self._catch_up()
-                return await self.search_detailed(query, k, halves=halves, threshold=threshold)
+                return await self.search_detailed(
+                    query, k, halves=halves, threshold=threshold, _caught_up=True
+                )
             (vector,) = await embedder.embed([query])
             dim = len(vector)
             q = _vector_literal(vector)
