@@ -336,7 +336,9 @@ class FakeWeCom:
 @contextmanager
 def serve(fake: FakeWeCom) -> Iterator[FakeWeCom]:
     """Run `fake` on 127.0.0.1 in a thread; the socket listens before the thread starts, so no wait."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY on accepted sockets only then; without it every
+    # response stalls ~40 ms on delayed ACKs (headers and body are written separately).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
