@@ -13,6 +13,8 @@ from wxkf.agent.cli import llm_app
 from wxkf.agent.kb.cli import kb_app
 from wxkf.config import Settings, SettingsError, load_settings
 from wxkf.contact.cli import contact_app
+from wxkf.kf.cli import session_app as kf_session_app
+from wxkf.kf.cli import worker as kf_worker_command
 from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
 from wxkf.ops.explain import explain as explain_command
@@ -28,6 +30,8 @@ app.add_typer(simulator_app, name="simulator")
 app.add_typer(llm_app, name="llm")
 app.add_typer(kb_app, name="kb")
 app.command("doctor")(doctor_command)
+app.command("worker")(kf_worker_command)
+app.add_typer(kf_session_app, name="session")
 app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 
 console = Console()
@@ -53,6 +57,9 @@ def version() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="listen port")] = 8000,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="同时运行后台任务 / also run the pipeline's jobs")
+    ] = True,
 ) -> None:
     """启动服务 / run the HTTP server (callbacks, health, console)."""
     import uvicorn
@@ -63,7 +70,7 @@ def serve(
     settings = settings_or_exit()
     configure_logging(settings)
     # log_config=None: uvicorn's lines go through wxkf's handlers (JSON, files, redaction).
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port, log_config=None)
 
 
 @app.command()

@@ -1,0 +1,83 @@
+"""kill -9 of the worker process mid-burst: after a restart every message is answered exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.integration.kf_harness import ScriptedResponder, running_pipeline
+
+
+def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "wxkf.cli", "worker", "--stalled-after", "2"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_kill_9_of_the_worker_mid_burst_loses_nothing_and_repeats_nothing(
+    settings_factory: Any, tmp_path: Path
+) -> None:
+    # The web process runs here (no worker); the worker is a separate process we kill.
+    async with running_pipeline(settings_factory, ScriptedResponder(), run_worker=False) as run:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "KF_", "WXKF_"))},
+            "DATABASE_URL": run.conninfo,
+            "WXKF_DATA_DIR": str(tmp_path / "var"),
+            "KF_DEBOUNCE_SECONDS": "0.2",
+            "KF_POLL_INTERVAL_SECONDS": "0.05",
+            **{k.upper(): str(v) for k, v in run.sim.settings_overrides().items()},
+        }
+        log = tmp_path / "worker.log"
+        # Slow sends, so the kill lands while messages are being answered and sent.
+        await run.control("add_fault", "kf/send_msg", delay_ms=150)
+        worker = _start_worker(env, log)
+        try:
+            customers = run.sim.customers
+            for i in range(6):
+                await run.say(customers[i % len(customers)], f"问题{i}")
+
+            async def answering() -> bool:
+                return bool(await run.query("SELECT 1 FROM kf_outbox LIMIT 1"))
+
+            await run.until(answering, timeout=60)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            # The burst goes on while no worker runs; callbacks are still recorded by the web process.
+            for i in range(6, 12):
+                await run.say(customers[i % len(customers)], f"问题{i}")
+            await run.control("wait_callbacks")
+            pending = await run.query(
+                "SELECT (SELECT count(*) FROM kf_outbox WHERE status = 'pending'),"
+                " (SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing')"
+            )
+            assert pending[0] != (0, 0), "the kill came too late to test anything"
+
+            worker = _start_worker(env, log)
+            await run.idle()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(worker.wait, 30)
+
+        assert await run.query("SELECT DISTINCT status FROM kf_inbound") == [("answered",)]
+        assert await run.query("SELECT DISTINCT status FROM kf_outbox") == [("sent",)]
+        outbox = await run.query("SELECT external_userid, msgid FROM kf_outbox ORDER BY id")
+        received: list[tuple[str, str]] = []
+        for customer in customers:
+            received += [
+                (customer, r["msgid"]) for r in await run.received(customer) if r["via"] == "send_msg"
+            ]
+        # Every reply reached the customer, none twice.
+        assert sorted(received) == sorted(outbox)
+        assert len(set(received)) == len(received)
+        # Each of the 12 questions reached a responder exactly once.
+        texts = [t for _, t in await run.query("SELECT msgid, body->'body'->>'content' FROM kf_inbound")]
+        assert sorted(texts) == sorted(f"问题{i}" for i in range(12))
