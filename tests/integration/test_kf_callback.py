@@ -1,0 +1,117 @@
+"""`/wecom/callback` over real HTTP: verification, bad input refused with 4xx and nothing recorded."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from wxkf.simulator.callbacks import event_xml
+from wxkf.wecom.crypto import CallbackCrypto
+
+
+@pytest.fixture
+async def run(settings_factory: Any) -> AsyncIterator[RunningPipeline]:
+    async with running_pipeline(
+        settings_factory, ScriptedResponder(), run_worker=False, kf_accounts=""
+    ) as run:
+        yield run
+
+
+def _envelope(run: RunningPipeline, open_kfid: str = "", token: str = "TOKEN1") -> tuple[str, dict[str, str]]:
+    xml = event_xml(run.sim.corp_id, open_kfid or run.sim.open_kfid, token, 1_800_000_000)
+    return run.sim.crypto().callback_envelope(xml, timestamp="1800000000")
+
+
+async def _recorded(run: RunningPipeline) -> int:
+    return int((await run.query("SELECT count(*) FROM kf_callback_events"))[0][0])
+
+
+async def test_url_verification_answers_the_bare_plaintext(run: RunningPipeline) -> None:
+    # wecom-api §1.4: answer the decrypted echostr, nothing else.
+    reply = run.sim.crypto().encrypt_reply("1616140317555161061")
+    params = {"msg_signature": reply.signature, "timestamp": reply.timestamp, "nonce": reply.nonce}
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        ok = await http.get("/wecom/callback", params={**params, "echostr": reply.encrypt})
+        bad = await http.get("/wecom/callback", params={**params, "echostr": reply.encrypt, "nonce": "x"})
+    assert (ok.status_code, ok.content) == (200, b"1616140317555161061")
+    assert bad.status_code == 403
+
+
+async def test_a_callback_is_recorded_and_a_sync_deferred(run: RunningPipeline) -> None:
+    body, params = _envelope(run)
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        response = await http.post("/wecom/callback", params=params, content=body)
+    assert (response.status_code, response.text) == (200, "success")
+    assert await run.query("SELECT open_kfid, token, known_account FROM kf_callback_events") == [
+        (run.sim.open_kfid, "TOKEN1", True)
+    ]
+    jobs = await run.query("SELECT task_name, args->>'open_kfid' FROM procrastinate_jobs")
+    assert jobs == [("kf:sync_account", run.sim.open_kfid)]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status"),
+    [
+        ("signature", 403),
+        ("corp_id", 403),
+        ("xml", 400),
+        ("ciphertext", 400),
+        ("missing_query", 400),
+    ],
+)
+async def test_bad_callbacks_get_4xx_and_change_nothing(
+    run: RunningPipeline, mutate: str, status: int
+) -> None:
+    body, params = _envelope(run)
+    if mutate == "signature":
+        params = {**params, "msg_signature": "0" * 40}
+    elif mutate == "corp_id":
+        other = CallbackCrypto(run.sim.callback_token, run.sim.encoding_aes_key, "wwSomeOtherCorp")
+        body, params = other.callback_envelope(event_xml("wwSomeOtherCorp", run.sim.open_kfid, "T", 1), "1")
+    elif mutate == "xml":
+        body = "<xml><Encrypt>"
+    elif mutate == "ciphertext":
+        body = "<xml><Encrypt>bm90IGNpcGhlcnRleHQ=</Encrypt></xml>"
+        params = {**params, "msg_signature": _sign(run, params, "bm90IGNpcGhlcnRleHQ=")}
+    elif mutate == "missing_query":
+        params = {}
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        response = await http.post("/wecom/callback", params=params, content=body)
+    assert response.status_code == status
+    assert await _recorded(run) == 0
+
+
+def _sign(run: RunningPipeline, params: dict[str, str], encrypted: str) -> str:
+    from wxkf.wecom.crypto import signature
+
+    return signature(run.sim.callback_token, params["timestamp"], params["nonce"], encrypted)
+
+
+async def test_an_oversized_body_is_refused_before_it_is_read(run: RunningPipeline) -> None:
+    _, params = _envelope(run)
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        declared = await http.post("/wecom/callback", params=params, content=b"x" * (1024 * 1024 + 1))
+
+        async def chunks() -> Any:  # no Content-Length: the limit is enforced while reading
+            for _ in range(40):
+                yield b"x" * 65536
+
+        streamed = await http.post("/wecom/callback", params=params, content=chunks())
+    assert (declared.status_code, streamed.status_code) == (413, 413)
+    assert await _recorded(run) == 0
+
+
+async def test_a_callback_for_an_unknown_account_is_recorded_but_not_synced(settings_factory: Any) -> None:
+    async with running_pipeline(
+        settings_factory, ScriptedResponder(), run_worker=False, kf_accounts="wkOnlyThisOne"
+    ) as run:
+        body, params = _envelope(run)
+        async with httpx.AsyncClient(base_url=run.base_url) as http:
+            response = await http.post("/wecom/callback", params=params, content=body)
+        assert response.status_code == 200
+        assert await run.query("SELECT known_account FROM kf_callback_events") == [(False,)]
+        assert await run.query("SELECT count(*) FROM procrastinate_jobs") == [(0,)]
