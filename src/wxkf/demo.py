@@ -1,17 +1,54 @@
-"""`wxkf demo`: start wxkf on the embedded default and show that it is healthy."""
+"""`wxkf demo`: one minute with wxkf on the built-in WeCom simulator, nothing configured.
+
+The simulator plays WeCom; wxkf runs for real (embedded PostgreSQL, callback route, worker, the
+offline responder on the bundled shop FAQ — or the LLM when a key is configured). You type as a
+WeChat customer and see what WeCom delivers to you, plus wxkf's reason whenever it stays silent.
+Commands show WeCom's rules and wxkf's answers to them:
+
+    /human  a servicer (接待人员) takes the session over — state 3, the bot must not send (95018)
+    /bot    the servicer ends the session — your next message opens a new one the bot answers
+    /48h    the clock jumps 48 hours — the 48 h window closes until you write again
+    /six    wxkf tries to send you 6 notices in a row — WeCom allows 5 per window; the 6th is held
+    /state  the session's state;  /help;  /quit
+
+Without a terminal (CI, a pipe) it plays a scripted tour of the same steps.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
-import httpx
+import psycopg
 import uvicorn
 from rich.console import Console
 
-from wxkf.config import Settings
-from wxkf.web.app import create_app
+from wxkf.config import Settings, load_settings
+from wxkf.kf.policy import Reason
+
+WAIT_SECONDS = 20.0
+TOUR = [
+    "你好",
+    "运费怎么算？",
+    "/human",
+    "还有人在吗？",
+    "/bot",
+    "可以开发票吗？",
+    "/six",
+    "/48h",
+    "我又回来了",
+    "/quit",
+]
+HELP = (
+    "输入文字即以客户身份发消息 / type to write as the customer. "
+    "命令 / commands: /human /bot /48h /six /state /help /quit"
+)
 
 
 def free_port() -> int:
@@ -22,21 +59,21 @@ def free_port() -> int:
 
 
 class BackgroundServer:
-    """Run an ASGI app with uvicorn in a daemon thread on 127.0.0.1 (demo and tests)."""
+    """Run an ASGI app with uvicorn in a daemon thread on 127.0.0.1."""
 
-    def __init__(self, app: object, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread = threading.Thread(target=self._server.run, name="wxkf-server", daemon=True)
 
     def __enter__(self) -> BackgroundServer:
         self._thread.start()
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"server on {self.url} did not start")
+                raise RuntimeError(f"服务未能启动 / the server on {self.url} did not start")
             time.sleep(0.02)
         return self
 
@@ -45,10 +82,250 @@ class BackgroundServer:
         self._thread.join(timeout=30)
 
 
-def run_demo(settings: Settings, console: Console) -> None:
+class Demo:
+    """The customer's side of the demo: what they type, what they receive, and wxkf's reasons."""
+
+    def __init__(self, sim: Any, conninfo: str, console: Console) -> None:
+        self.sim = sim
+        self.control = sim.control
+        self.conninfo = conninfo
+        self.console = console
+        self.customer: str = sim.customers[0]
+        self.seen_received = 0
+        self.seen_decision_id = 0
+
+    # -- what the customer sees ------------------------------------------------------------------
+
+    def received(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.control.received(self.customer)
+        return items
+
+    def show_new(self, wait_for: Callable[[], bool] | None = None) -> None:
+        """Wait until `wait_for` holds (or a timeout), then print what arrived and wxkf's decisions."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while wait_for is not None and not wait_for() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        items = self.received()
+        for item in items[self.seen_received :]:
+            self.console.print(f"[green]客服 / bot[/green] ▸ {_render(item)}", highlight=False)
+        self.seen_received = len(items)
+        for line in self.decisions():
+            self.console.print(f"[dim]  wxkf: {line}[/dim]", highlight=False)
+
+    def decisions(self) -> list[str]:
+        """wxkf's own record of why messages were not answered (kf_inbound.reason)."""
+        with psycopg.connect(self.conninfo) as conn:
+            rows = conn.execute(
+                "SELECT id, status, coalesce(reason, '') FROM kf_inbound "
+                "WHERE external_userid = %s AND id > %s AND status <> 'pending' AND origin = 3 ORDER BY id",
+                (self.customer, self.seen_decision_id),
+            ).fetchall()
+        lines = []
+        for row_id, status, reason in rows:
+            self.seen_decision_id = max(self.seen_decision_id, row_id)
+            if status != "answered":
+                explained = Reason(reason).explain if reason in Reason._value2member_map_ else reason
+                lines.append(f"未回复 / not answered: {explained}")
+        return lines
+
+    def settled(self, before: int) -> Callable[[], bool]:
+        """True once every customer message is handled and any reply arrived."""
+
+        def check() -> bool:
+            with psycopg.connect(self.conninfo) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM kf_inbound WHERE external_userid = %s AND status = 'pending'",
+                    (self.customer,),
+                ).fetchone()
+            pending = row[0] if row else 0
+            return pending == 0 and len(self.received()) > before
+
+        return check
+
+    # -- the customer's actions ------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        before = len(self.received())
+        self.control.send_text(self.customer, text)
+        self.show_new(self.settled(before))
+
+    def state(self) -> None:
+        session = self.control.session(self.customer)
+        self.console.print(
+            f"会话状态 / session state: {session.get('state')} "
+            f"servicer={session.get('servicer_userid') or '-'}",
+            highlight=False,
+        )
+
+    def human(self) -> None:
+        servicer = self.sim.servicers[0]
+        self.control.take(self.customer, servicer)
+        self.console.print(
+            f"👤 接待人员 {servicer} 接入会话（state=3）。此时 send_msg 会被拒绝（95018），wxkf 不会发送。\n"
+            f"   servicer {servicer} took over (state 3): wxkf respects the human and stays silent.",
+            highlight=False,
+        )
+
+    def bot(self) -> None:
+        self.control.end(self.customer)
+        self.console.print(
+            "🔚 接待人员结束了会话（state=4）。客户再发消息即开启新会话，由 wxkf 接待。\n"
+            "   the servicer ended the session; the customer's next message opens a new one.",
+            highlight=False,
+        )
+
+    def forty_eight_hours(self) -> None:
+        self.control.advance(48 * 3600 + 60)
+        self.console.print(
+            "⏩ 时间前进 48 小时：窗口已关闭，WeCom 只允许在客户再次发消息后回复。\n"
+            "   48 hours later: the window is closed until the customer writes again.",
+            highlight=False,
+        )
+
+    def six(self) -> None:
+        from wxkf.kf.outbox import enqueue_texts
+        from wxkf.kf.responder import Conversation
+
+        conversation = Conversation(self.sim.open_kfid, self.customer)
+        texts = [f"通知 {i}/6：您关注的商品有新动态 / notice {i} of 6" for i in range(1, 7)]
+
+        async def enqueue() -> list[str]:
+            async with await psycopg.AsyncConnection.connect(self.conninfo) as conn:
+                msgids = await enqueue_texts(
+                    conn, conversation, texts, kind="push", source=f"demo-six-{time.time_ns()}"
+                )
+                await conn.commit()
+            await _defer_converse(self.conninfo, conversation)
+            return msgids
+
+        before = len(self.received())
+        granted = asyncio.run(enqueue())
+        self.console.print(
+            f"📨 wxkf 想连发 6 条；本窗口预算允许 {len(granted)} 条，其余不发送（WeCom 规则：48 小时内最多 5 条）。\n"
+            f"   wxkf wanted to send 6; the window's budget granted {len(granted)}, the rest is never sent.",
+            highlight=False,
+        )
+        self.show_new(lambda: len(self.received()) >= before + len(granted))
+
+    def run(self, lines: Iterator[str]) -> None:
+        self.console.print(HELP, highlight=False)
+        self.control.enter(self.customer)
+        self.show_new(lambda: len(self.received()) > 0)
+        commands: dict[str, Callable[[], None]] = {
+            "/human": self.human,
+            "/bot": self.bot,
+            "/48h": self.forty_eight_hours,
+            "/six": self.six,
+            "/state": self.state,
+            "/help": lambda: self.console.print(HELP, highlight=False),
+        }
+        for raw in lines:
+            line = raw.strip()
+            if not line:
+                continue
+            if line in {"/quit", "/exit"}:
+                break
+            action = commands.get(line)
+            if action is not None:
+                action()
+            elif line.startswith("/"):
+                self.console.print(f"未知命令 / unknown command {line}. {HELP}", highlight=False)
+            else:
+                self.say(line)
+
+
+async def _defer_converse(conninfo: str, conversation: Any) -> None:
+    import procrastinate
+
+    from wxkf.kf import jobs
+
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo))
+    jobs.register_tasks(app)
+    async with app.open_async():
+        await jobs.defer_converse(app, conversation)
+
+
+def _render(item: dict[str, Any]) -> str:
+    msgtype = item.get("msgtype", "text")
+    body = item.get(msgtype) or {}
+    text = body.get("content") if isinstance(body, dict) else None
+    return str(text) if text else f"[{msgtype}] {body}"
+
+
+def _typed_lines(console: Console) -> Iterator[str]:
+    while True:
+        try:
+            yield console.input("[bold cyan]你 / you[/bold cyan] ▸ ")
+        except (EOFError, KeyboardInterrupt):
+            return
+
+
+def _scripted_lines(console: Console) -> Iterator[str]:
+    for line in TOUR:
+        console.print(f"[bold cyan]你 / you[/bold cyan] ▸ {line}", highlight=False)
+        yield line
+
+
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """The demo's screen is the conversation; wxkf's logs still go to WXKF_DATA_DIR/logs."""
+    import logging
+
+    root = logging.getLogger()
+    consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]
+    for handler in consoles:
+        root.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in consoles:
+            root.addHandler(handler)
+
+
+def run_demo(base: Settings, console: Console, *, interactive: bool | None = None) -> None:
+    from wxkf.db.engine import resolve_conninfo
+    from wxkf.ops.logging import configure_logging
+    from wxkf.simulator.testing import run_simulator
+    from wxkf.web.app import create_app
+
+    interactive = sys.stdin.isatty() if interactive is None else interactive
     console.print(
-        "[bold]wxkf demo[/bold] — 内置 PostgreSQL，无需任何配置 / embedded PostgreSQL, nothing configured"
+        "[bold]wxkf demo[/bold] — 内置 WeCom 模拟器 + 内置 PostgreSQL，无需任何配置 / "
+        "built-in WeCom simulator and embedded PostgreSQL, nothing configured",
+        highlight=False,
     )
-    with BackgroundServer(create_app(settings)) as server:
-        health = httpx.get(f"{server.url}/health", timeout=10).json()
-        console.print(f"✅ 服务已启动 / server up at {server.url} — /health → {health}")
+    with run_simulator(customers=2) as sim:
+        settings = load_settings(
+            **sim.settings_overrides(),
+            wxkf_data_dir=base.wxkf_data_dir,
+            database_url=base.database_url,
+            kf_debounce_seconds=0.3,
+        )
+        configure_logging(settings)
+        with _quiet_logs():
+            _load_sample_kb(settings, console)
+            with BackgroundServer(create_app(settings, run_worker=True)) as server:
+                sim.control.set_callback_url(f"{server.url}/wecom/callback")
+                console.print(
+                    f"✅ wxkf 已启动 {server.url}，模拟器 {sim.base_url}，客服账号 {sim.open_kfid}\n",
+                    highlight=False,
+                )
+                demo = Demo(sim, resolve_conninfo(settings), console)
+                demo.run(_typed_lines(console) if interactive else _scripted_lines(console))
+    console.print("👋 演示结束 / demo finished", highlight=False)
+
+
+def _load_sample_kb(settings: Settings, console: Console) -> None:
+    from wxkf.agent.kb import KnowledgeBase, load_sample, make_embedder
+    from wxkf.db.engine import Database
+
+    async def load() -> int:
+        database = await Database.open(settings)
+        try:
+            results = await load_sample(KnowledgeBase(database, make_embedder(settings)))
+        finally:
+            await database.close()
+        return len(results)
+
+    count = asyncio.run(load())
+    console.print(f"📚 示例知识库已加载 / sample knowledge base loaded ({count} documents)", highlight=False)

@@ -282,6 +282,8 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Pa
     # httpcore's DEBUG lines trace sockets, nothing an operator needs.
     logging.getLogger("httpcore").setLevel(max(level, logging.INFO))
     # The openai SDK logs whole request bodies at DEBUG: the prompt, i.e. customer messages.
+    # pgserver narrates every pg_ctl call at INFO; its warnings and errors are what an operator needs.
+    logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
     logging.getLogger("openai").setLevel(level if settings.log_content else max(level, logging.INFO))
     return directory
 
