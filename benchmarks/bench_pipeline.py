@@ -1,0 +1,317 @@
+"""The conversation pipeline under load: callback acks, end-to-end throughput, callback → send_msg latency.
+
+Processes: a private PostgreSQL (pgserver), the simulator (`wxkf simulator`), the wxkf server
+(`wxkf serve --no-worker`) and, for parts B and C, one `wxkf worker` — each its own process, as in
+production. The responder is the built-in FAQ one (instant, no LLM), so the figures are the pipeline's.
+
+A. Callback acknowledgements/s, closed loop at concurrency 16, against `/health` on the same server
+   (alternating rounds), then an open loop at 200 callbacks/s for latency p50/p99.
+B. End to end: CUSTOMERS customers write one message each while no worker runs (the callbacks are
+   recorded); then one worker starts and answers them all. messages/s from the first to the last
+   send_msg, and the worker's CPU use over that span (cores).
+C. Latency from the customer's message to our send_msg (debounce 0, instant responder), 10 msg/s.
+
+    .venv/bin/python benchmarks/bench_pipeline.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+import psycopg
+
+from wxkf.db.engine import ensure_pgvector, start_embedded
+from wxkf.db.migrate import upgrade
+from wxkf.simulator.callbacks import event_xml
+from wxkf.simulator.seed import seed_world
+from wxkf.simulator.testing import handle_for
+
+SEED = 20240101
+CUSTOMERS = 1000
+CONCURRENCY = 16
+ACK_ROUND = 1500
+ROUNDS = 3
+OPEN_LOOP_RATE = 200
+OPEN_LOOP_SECONDS = 5
+LATENCY_MESSAGES = 100
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def wait_http(url: str) -> None:
+    deadline = time.monotonic() + 60
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.1)
+
+
+async def closed_loop(client: httpx.AsyncClient, requests: list[Any]) -> float:
+    """requests/s for `requests` (callables returning a coroutine) at CONCURRENCY."""
+    queue = list(reversed(requests))
+
+    async def drain() -> None:
+        while queue:
+            response = await queue.pop()(client)
+            assert response.status_code == 200, response.text
+
+    started = time.perf_counter()
+    await asyncio.gather(*(drain() for _ in range(CONCURRENCY)))
+    return len(requests) / (time.perf_counter() - started)
+
+
+def envelopes(
+    crypto: Any, corp_id: str, open_kfid: str, prefix: str, n: int
+) -> list[tuple[str, dict[str, str]]]:
+    out = []
+    for i in range(n):
+        xml = event_xml(corp_id, open_kfid, f"{prefix}{i}", 1_800_000_000 + i)
+        out.append(crypto.callback_envelope(xml, timestamp=str(1_800_000_000 + i)))
+    return out
+
+
+def post(envelope: tuple[str, dict[str, str]]) -> Any:
+    body, params = envelope
+    return lambda client: client.post("/wecom/callback", params=params, content=body)
+
+
+def get_health(client: httpx.AsyncClient) -> Any:
+    return client.get("/health")
+
+
+async def part_a(base: str, crypto: Any, corp_id: str, open_kfid: str) -> dict[str, float]:
+    bare: list[float] = []
+    acks: list[float] = []
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        await closed_loop(client, [get_health] * 200)  # warm up both paths
+        await closed_loop(client, [post(e) for e in envelopes(crypto, corp_id, open_kfid, "warm", 200)])
+        for r in range(ROUNDS):
+            bare.append(await closed_loop(client, [get_health] * ACK_ROUND))
+            acks.append(
+                await closed_loop(
+                    client, [post(e) for e in envelopes(crypto, corp_id, open_kfid, f"r{r}-", ACK_ROUND)]
+                )
+            )
+        # Open loop: one callback every 1/RATE s, whatever the answers do.
+        latencies: list[float] = []
+        batch = envelopes(crypto, corp_id, open_kfid, "open", OPEN_LOOP_RATE * OPEN_LOOP_SECONDS)
+
+        async def one(envelope: tuple[str, dict[str, str]]) -> None:
+            started = time.perf_counter()
+            response = await post(envelope)(client)
+            assert response.status_code == 200
+            latencies.append((time.perf_counter() - started) * 1000)
+
+        tasks = []
+        start = time.perf_counter()
+        for i, envelope in enumerate(batch):
+            delay = start + i / OPEN_LOOP_RATE - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(envelope)))
+        await asyncio.gather(*tasks)
+    return {
+        "bare": statistics.median(bare),
+        "acks": statistics.median(acks),
+        "p50": pct(latencies, 0.5),
+        "p99": pct(latencies, 0.99),
+    }
+
+
+def query(conninfo: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(conninfo) as conn:
+        return list(conn.execute(sql, params).fetchall())
+
+
+async def control_pool(sim: str, calls: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    queue = list(reversed(calls))
+    async with httpx.AsyncClient(base_url=sim, timeout=60) as client:
+
+        async def drain() -> None:
+            while queue:
+                path, body = queue.pop()
+                response = await client.post(path, json=body)
+                assert response.status_code == 200, response.text
+                results.append(response.json())
+
+        await asyncio.gather(*(drain() for _ in range(8)))
+    return results
+
+
+async def wait_until(check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the pipeline did not finish in time")
+        await asyncio.sleep(0.1)
+
+
+async def part_b(
+    sim: str, conninfo: str, customers: list[str], open_kfid: str, start_worker: Any
+) -> dict[str, float]:
+    calls = [
+        (
+            f"/sim/customers/{c}/messages",
+            {"open_kfid": open_kfid, "msgtype": "text", "body": {"content": "价格"}},
+        )
+        for c in customers
+    ]
+    await control_pool(sim, calls)
+    async with httpx.AsyncClient(base_url=sim) as client:
+        await client.post("/sim/callbacks/wait", json={"timeout": 60})
+    worker = start_worker()
+    proc = psutil.Process(worker.pid)
+    n = len(customers)
+
+    def sent() -> int:
+        return int(query(conninfo, "SELECT count(*) FROM kf_outbox WHERE status = 'sent'")[0][0])
+
+    await wait_until(lambda: sent() >= 1, 120)
+    cpu0, t0 = sum(proc.cpu_times()[:2]), time.perf_counter()
+    await wait_until(lambda: sent() >= n, 600)
+    cpu1, t1 = sum(proc.cpu_times()[:2]), time.perf_counter()
+    [(span,)] = query(conninfo, "SELECT extract(epoch FROM max(sent_at) - min(sent_at)) FROM kf_outbox")
+    return {"n": n, "per_s": (n - 1) / float(span), "cores": (cpu1 - cpu0) / (t1 - t0)}
+
+
+async def part_c(sim: str, conninfo: str, customers: list[str], open_kfid: str) -> dict[str, float]:
+    started: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=sim, timeout=30) as client:
+        for i, customer in enumerate(customers[:LATENCY_MESSAGES]):
+            t = time.time()
+            response = await client.post(
+                f"/sim/customers/{customer}/messages",
+                json={"open_kfid": open_kfid, "msgtype": "text", "body": {"content": f"latency {i}"}},
+            )
+            started[response.json()["msgid"]] = t
+            await asyncio.sleep(0.1)
+    ids = list(started)
+    await wait_until(
+        lambda: (
+            query(
+                conninfo, "SELECT count(*) FROM kf_outbox WHERE status='sent' AND source_msgid = ANY(%s)", ids
+            )[0][0]
+            >= len(ids)
+        ),
+        120,
+    )
+    rows = query(
+        conninfo,
+        "SELECT source_msgid, extract(epoch FROM sent_at) FROM kf_outbox WHERE source_msgid = ANY(%s)",
+        ids,
+    )
+    latencies = [(float(sent_at) - started[msgid]) * 1000 for msgid, sent_at in rows]
+    return {"p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99)}
+
+
+async def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="wxkf-bench-"))
+    conninfo = start_embedded(tmp)
+    ensure_pgvector(conninfo)
+    upgrade(conninfo)
+    world = seed_world(seed=SEED, customers=CUSTOMERS + LATENCY_MESSAGES)
+    sim_port, app_port = free_port(), free_port()
+    sim, base = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{app_port}"
+    handle = handle_for(sim, world)
+    handle.control.close()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "KF_", "WXKF_", "LLM_"))},
+        **{k.upper(): str(v) for k, v in handle.settings_overrides().items()},
+        "DATABASE_URL": conninfo,
+        "WXKF_DATA_DIR": str(tmp / "var"),
+        "LOG_LEVEL": "WARNING",
+        "KF_DEBOUNCE_SECONDS": "0",
+        "KF_POLL_INTERVAL_SECONDS": "0.1",
+        "KF_CLOSING_HINT": "",
+    }
+    cli = [sys.executable, "-m", "wxkf.cli"]
+    quiet = subprocess.DEVNULL
+    processes = [
+        subprocess.Popen(
+            [
+                *cli,
+                "simulator",
+                "--port",
+                str(sim_port),
+                "--customers",
+                str(CUSTOMERS + LATENCY_MESSAGES),
+                "--seed",
+                str(SEED),
+                "--callback-url",
+                f"{base}/wecom/callback",
+            ],
+            env=env,
+            stdout=quiet,
+            stderr=quiet,
+        ),
+        subprocess.Popen(
+            [*cli, "serve", "--no-worker", "--port", str(app_port)], env=env, stdout=quiet, stderr=quiet
+        ),
+    ]
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        worker = subprocess.Popen(
+            [*cli, "worker", "--concurrency", "32"], env=env, stdout=quiet, stderr=quiet
+        )
+        processes.append(worker)
+        return worker
+
+    try:
+        await wait_http(f"{sim}/sim/ping")
+        await wait_http(f"{base}/health")
+        a = await part_a(base, handle.crypto(), handle.corp_id, handle.open_kfid)
+        query(conninfo, "SELECT 1")
+        with psycopg.connect(conninfo, autocommit=True) as conn:  # part A's fake tokens: nothing to sync
+            conn.execute("DELETE FROM kf_callback_events")
+            conn.execute("DELETE FROM procrastinate_jobs")
+        customers = handle.customers
+        b = await part_b(sim, conninfo, customers[:CUSTOMERS], handle.open_kfid, start_worker)
+        c = await part_c(sim, conninfo, customers[CUSTOMERS:], handle.open_kfid)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.1f}"
+    print(f"machine: {machine}")
+    print(
+        f"A. callback acks/s {a['acks']:.0f} vs bare /health {a['bare']:.0f} → ratio {a['acks'] / a['bare']:.2f} "
+        f"(target ≥ 0.60); at {OPEN_LOOP_RATE}/s: p50 {a['p50']:.1f} ms, p99 {a['p99']:.1f} ms (target < 20 ms)"
+    )
+    print(
+        f"B. end to end: {b['n']} messages, {b['per_s']:.0f} msg/s = {b['per_s'] * 60:,.0f}/min "
+        f"(target 10,000/min), worker CPU {b['cores']:.2f} cores (target ≤ 1)"
+    )
+    print(f"C. customer message → send_msg: p50 {c['p50']:.0f} ms, p99 {c['p99']:.0f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
