@@ -1,0 +1,79 @@
+"""Events and servicers through the whole pipeline (wecom-api §3 event table, §5 welcome)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.integration.kf_harness import ScriptedResponder, running_pipeline
+
+
+async def test_enter_session_gets_the_welcome_through_send_msg_on_event(settings_factory: Any) -> None:
+    async with running_pipeline(settings_factory, ScriptedResponder(), kf_welcome_text="欢迎光临") as run:
+        customer = run.sim.customers[0]
+        event = await run.control("enter", customer)
+        assert event["event"]["welcome_code"]
+        await run.idle()
+        assert await run.texts(customer, via="welcome") == ["欢迎光临"]
+        # wecom-api §5: the welcome has its own quota; the 5-message budget is untouched.
+        assert await run.query("SELECT kind, status FROM kf_outbox") == [("welcome", "sent")]
+        assert await run.query("SELECT count(*) FROM kf_conversations WHERE replies_used > 0") == [(0,)]
+
+
+async def test_a_servicer_message_pauses_the_bot_for_that_customer(settings_factory: Any) -> None:
+    responder = ScriptedResponder()
+    async with running_pipeline(settings_factory, responder) as run:
+        customer, other, servicer = run.sim.customers[0], run.sim.customers[1], run.sim.servicers[0]
+        await run.say(customer, "你好")
+        await run.idle()
+        await run.control("servicer_reply", customer, servicer, "我是人工客服")
+        await run.idle()
+        await run.control("set_state", customer, 1)  # the servicer hands back; only the pause holds the bot
+        await run.say(customer, "还在吗")
+        await run.say(other, "你好")
+        await run.idle()
+        assert await run.texts(customer) == ["答复：你好"]
+        assert await run.texts(other) == ["答复：你好"]
+        reasons = await run.query(
+            "SELECT reason FROM kf_inbound WHERE external_userid = %s AND origin = 3 ORDER BY id", customer
+        )
+        assert reasons == [(None,), ("paused",)]
+
+
+async def test_a_recalled_message_is_not_answered(settings_factory: Any) -> None:
+    responder = ScriptedResponder()
+    async with running_pipeline(settings_factory, responder, kf_debounce_seconds=2.0) as run:
+        customer = run.sim.customers[0]
+        kept = await run.say(customer, "第一条")
+        recalled = await run.say(customer, "发错了")
+        await run.control("recall", customer, recalled["msgid"])
+        await run.idle()
+        assert await run.texts(customer) == ["答复：第一条"]
+        statuses = await run.query("SELECT msgid, status FROM kf_inbound WHERE origin = 3 ORDER BY id")
+        assert statuses == [(kept["msgid"], "answered"), (recalled["msgid"], "recalled")]
+
+
+async def test_msg_send_fail_marks_the_outbox_row_failed_with_the_reason(settings_factory: Any) -> None:
+    async with running_pipeline(settings_factory, ScriptedResponder()) as run:
+        customer = run.sim.customers[0]
+        await run.say(customer, "你好")
+        await run.idle()
+        [(msgid,)] = await run.query("SELECT msgid FROM kf_outbox")
+        await run.control("fail_message", customer, msgid, 10)
+        await run.idle()
+        [(status, fail_type, error)] = await run.query("SELECT status, fail_type, error FROM kf_outbox")
+        assert (status, fail_type) == ("failed", 10)
+        assert "用户拒收" in error
+        assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.send_fail.10'") == [(1,)]
+
+
+async def test_non_text_messages_reach_the_responder_as_structured_content(settings_factory: Any) -> None:
+    responder = ScriptedResponder()
+    async with running_pipeline(settings_factory, responder) as run:
+        customer = run.sim.customers[0]
+        location = {"latitude": 31.2, "longitude": 121.4, "name": "人民广场", "address": "上海市"}
+        await run.control("send", customer, "location", location)
+        await run.idle()
+        [message] = responder.requests[0].messages
+        assert message.msgtype == "location"
+        assert message.content["name"] == "人民广场"
+        assert message.text.startswith("[位置 location] 人民广场")
