@@ -60,13 +60,15 @@ async def _ensure_row(conn: AsyncConnection[Any], conversation: Conversation) ->
 
 
 async def _locked_state(conn: AsyncConnection[Any], conversation: Conversation) -> BudgetState:
-    await _ensure_row(conn, conversation)
-    cur = await conn.execute(
+    query = (
         "SELECT window_started_at, replies_used FROM kf_conversations "
-        "WHERE open_kfid = %s AND external_userid = %s FOR UPDATE",
-        (conversation.open_kfid, conversation.external_userid),
+        "WHERE open_kfid = %s AND external_userid = %s FOR UPDATE"
     )
-    row = await cur.fetchone()
+    key = (conversation.open_kfid, conversation.external_userid)
+    row = await (await conn.execute(query, key)).fetchone()
+    if row is None:  # a conversation WeCom has not told us about yet: it has no budget, but a row
+        await _ensure_row(conn, conversation)
+        row = await (await conn.execute(query, key)).fetchone()
     assert row is not None  # the row was ensured above
     window, used = row
     return BudgetState(window, used)

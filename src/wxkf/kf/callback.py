@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import ClientDisconnect
 
 from wxkf.config import Settings
+from wxkf.kf.jobs import defer_sync, sync_lock
 from wxkf.kf.runtime import Pipeline
 from wxkf.wecom.crypto import CallbackCrypto
 from wxkf.wecom.errors import CallbackCryptoError, CorpIdMismatchError, InvalidSignatureError
@@ -79,22 +80,31 @@ class CallbackReceiver:
     def known(self, open_kfid: str) -> bool:
         return bool(open_kfid) and (not self.accounts or open_kfid in self.accounts)
 
-    async def record(self, open_kfid: str, token: str, create_time: int) -> bool:
-        """Store the event; True when it is new (False: a repeat of one already stored)."""
+    async def record(self, open_kfid: str, token: str, create_time: int) -> tuple[bool, bool]:
+        """Store the event in one round trip: (is it new, is a sync of the account already queued).
+
+        A queued (`todo`) sync has not started, so it will read everything WeCom had when this
+        callback was sent: deferring another would only hit its queueing lock. Reading
+        procrastinate's table here saves that second round trip on every callback of a burst.
+        """
         known = self.known(open_kfid)
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 """
-                INSERT INTO kf_callback_events (open_kfid, token, create_time, known_account)
-                VALUES (%s, %s, %s, %s)
-                ON CONFLICT (open_kfid, token, create_time)
-                DO UPDATE SET deliveries = kf_callback_events.deliveries + 1
-                RETURNING deliveries = 1
+                WITH event AS (
+                    INSERT INTO kf_callback_events (open_kfid, token, create_time, known_account)
+                    VALUES (%s, %s, %s, %s)
+                    ON CONFLICT (open_kfid, token, create_time)
+                    DO UPDATE SET deliveries = kf_callback_events.deliveries + 1
+                    RETURNING deliveries = 1 AS is_new
+                )
+                SELECT (SELECT is_new FROM event),
+                       EXISTS (SELECT 1 FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo')
                 """,
-                (open_kfid, token, create_time, known),
+                (open_kfid, token, create_time, known, sync_lock(open_kfid)),
             )
             row = await cur.fetchone()
-        return bool(row and row[0])
+        return (bool(row and row[0]), bool(row and row[1]))
 
     async def defer_sync(self, open_kfid: str, token: str) -> None:
         """Defer the account's sync; concurrent callers for one account share one defer.
@@ -102,8 +112,6 @@ class CallbackReceiver:
         Sharing is safe: the job that defer creates (or finds queued) starts after the defer returns,
         so it sees every message WeCom had when any of the callers' callbacks was sent.
         """
-        from wxkf.kf.jobs import defer_sync
-
         running = self._deferring.get(open_kfid)
         if running is not None:
             await asyncio.shield(running)
@@ -190,7 +198,7 @@ def callback_router() -> APIRouter:
             create_time = int(fields.get("CreateTime", "0") or 0)
         except ValueError:
             return _reject(400, "CreateTime 不是整数 / CreateTime is not an integer")
-        is_new = await receiver.record(open_kfid, token, create_time)
+        is_new, sync_queued = await receiver.record(open_kfid, token, create_time)
         if not receiver.known(open_kfid):
             log.warning(
                 "未知客服账号的回调，已记录但不同步 / callback for an unknown kf account %r: recorded, not synced "
@@ -200,7 +208,8 @@ def callback_router() -> APIRouter:
             )
             return PlainTextResponse("success")
         # Deferred on repeats too: if we crashed between recording and deferring, the repeat heals it.
-        await receiver.defer_sync(open_kfid, token)
+        if not sync_queued:
+            await receiver.defer_sync(open_kfid, token)
         if not is_new:
             log.info("重复回调 / repeated callback for %s", open_kfid, extra={"decision": "callback_repeat"})
         return PlainTextResponse("success")

@@ -86,7 +86,7 @@ def _step(title: str) -> None:
 
 
 async def _show_state(pipeline: Pipeline, conversation: Conversation) -> tuple[int, str | None]:
-    state = await pipeline.states.get(conversation, fresh=True)
+    state = await pipeline.states.get(conversation)
     console.print(f"✅ 当前状态 / state: {state_name(state.state)} (state={state.state})")
     if state.servicer_userid:
         console.print(f"   接待人员 / servicer: {state.servicer_userid}")

@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from wxkf.kf import ledger, outbox
-from wxkf.kf.budget import ReplyBudget
+from wxkf.kf.budget import BudgetState
 from wxkf.kf.inbound import to_inbound_message
 from wxkf.kf.ledger import ORIGIN_CUSTOMER, ORIGIN_SERVICER, InboundRow
 from wxkf.kf.policy import Action, Reason, decide, state_name
 from wxkf.kf.responder import Conversation, ReplyRequest
-from wxkf.kf.service_state import record_api_error, store_state
+from wxkf.kf.service_state import SessionState, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
 from wxkf.ops.logging import log_context
 from wxkf.wecom.errors import APIError, RateLimitedError, SessionStateError, TransportError
@@ -194,18 +194,28 @@ async def _skip(pipeline: Pipeline, batch: list[InboundRow], reason: Reason, det
 
 async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[InboundRow]) -> None:
     settings = pipeline.settings
+    # One read for the pause, the cached state and the budget.
     async with pipeline.pool.connection() as conn:
         cur = await conn.execute(
-            "SELECT paused_until FROM kf_conversations WHERE open_kfid = %s AND external_userid = %s",
-            (conversation.open_kfid, conversation.external_userid),
+            """
+            SELECT paused_until, window_started_at, replies_used,
+                   CASE WHEN state_checked_at > now() - make_interval(secs => %s) THEN service_state END,
+                   servicer_userid
+            FROM kf_conversations WHERE open_kfid = %s AND external_userid = %s
+            """,
+            (settings.kf_state_cache_seconds, conversation.open_kfid, conversation.external_userid),
         )
         found = await cur.fetchone()
-    if found and found[0] and found[0] > datetime.now(UTC):
-        await _skip(pipeline, batch, Reason.PAUSED, f" until {found[0]:%H:%M:%S}")
+    paused_until, window, used, cached_state, cached_servicer = found or (None, None, 0, None, None)
+    if paused_until and paused_until > datetime.now(UTC):
+        await _skip(pipeline, batch, Reason.PAUSED, f" until {paused_until:%H:%M:%S}")
         return
 
     try:
-        state = await pipeline.states.get(conversation)
+        if cached_state is not None:
+            state = SessionState(cached_state, cached_servicer)
+        else:
+            state = await pipeline.states.get(conversation)
     except APIError as exc:
         if isinstance(exc, RateLimitedError):
             raise
@@ -227,9 +237,7 @@ async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[In
         await _skip(pipeline, batch, reason, f" [state={state_name(state.state)}]")
         return
 
-    budget = ReplyBudget()
-    async with pipeline.pool.connection() as conn:
-        remaining = await budget.remaining(conn, conversation)
+    remaining = BudgetState(window, used).remaining(datetime.now(UTC))
     if remaining < 1:
         await _skip(pipeline, batch, Reason.BUDGET_USED_UP)
         return

@@ -65,8 +65,13 @@ def _key(*parts: str) -> str:
     return ":".join(parts)
 
 
+def sync_lock(open_kfid: str) -> str:
+    """The lock and queueing lock of an account's sync job."""
+    return _key("kf-sync", open_kfid)
+
+
 async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") -> None:
-    lock = _key("kf-sync", open_kfid)
+    lock = sync_lock(open_kfid)
     with contextlib.suppress(AlreadyEnqueued):
         await app.configure_task(SYNC_TASK, lock=lock, queueing_lock=lock).defer_async(
             open_kfid=open_kfid, token=token

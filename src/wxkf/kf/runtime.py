@@ -106,7 +106,7 @@ class Pipeline:
     @property
     def states(self) -> SessionStates:
         if self._states is None:
-            self._states = SessionStates(self.client, self.pool, self.settings.kf_state_cache_seconds)
+            self._states = SessionStates(self.client, self.pool)
         return self._states
 
     # --- the worker ------------------------------------------------------------------------------

@@ -65,25 +65,14 @@ async def record_api_error(
 
 
 class SessionStates:
-    """Read and change a conversation's service_state, with a short cache."""
+    """Read and change a conversation's service_state; what WeCom says is cached in `kf_conversations`."""
 
-    def __init__(self, client: WeComClient, pool: AsyncConnectionPool[Any], cache_seconds: float) -> None:
+    def __init__(self, client: WeComClient, pool: AsyncConnectionPool[Any]) -> None:
         self._client = client
         self._pool = pool
-        self._cache_seconds = cache_seconds
 
-    async def get(self, conversation: Conversation, *, fresh: bool = False) -> SessionState:
-        if not fresh and self._cache_seconds > 0:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT service_state, servicer_userid FROM kf_conversations "
-                    "WHERE open_kfid = %s AND external_userid = %s AND service_state IS NOT NULL "
-                    "AND state_checked_at > now() - make_interval(secs => %s)",
-                    (conversation.open_kfid, conversation.external_userid, self._cache_seconds),
-                )
-                row = await cur.fetchone()
-            if row is not None:
-                return SessionState(row[0], row[1])
+    async def get(self, conversation: Conversation) -> SessionState:
+        """Ask WeCom (the conversation job reads the cache itself, with its other state)."""
         state, servicer = await self._client.get_service_state(
             conversation.open_kfid, conversation.external_userid
         )
