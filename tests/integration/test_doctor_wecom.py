@@ -267,10 +267,10 @@ async def test_clock_is_compared_with_the_date_wecom_sends(
     clock = only(report, "clock")
     assert clock.status == status
     if skew:
-        # The Date header has whole seconds: the measured offset may be a second short.
+        # The Date header has whole seconds, and a loaded machine adds latency: allow two seconds.
         match = re.search(r"本机比企业微信(慢|快)约 (\d+) 秒", clock.detail)
         assert match is not None
         assert match.group(1) == ("慢" if skew > 0 else "快")
-        assert abs(int(match.group(2)) - abs(skew)) <= 1
+        assert abs(int(match.group(2)) - abs(skew)) <= 2
     if status == "fail":
         assert "NTP" in clock.fix

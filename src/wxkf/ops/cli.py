@@ -20,7 +20,7 @@ def render(report: DoctorReport, console: Console) -> None:
     table.add_column("结果 / result", overflow="fold")
     table.add_column("解决方法 / fix", overflow="fold")
     for result in report.results:
-        fix = result.fix + (f"\n→ docs/troubleshooting.md#{result.see}" if result.see else "")
+        fix = result.fix + (f"\n→ {result.see}" if result.see else "")
         table.add_row(result.icon, result.title, result.detail, fix)
     console.print(table)
     if report.ok:
