@@ -31,6 +31,10 @@ _EMBED_BATCH = 256
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.); damps the head of each list
 CANDIDATES = 30  # per half, before fusion
 BM25_K1, BM25_B = 1.2, 0.75
+# The lexical half scores at most this many chunks, chosen by the question's rarer terms: common terms
+# still add to a chunk's score, but a question made of everyday words cannot make PostgreSQL score
+# most of a large knowledge base (each scored chunk is a random heap page).
+LEXICAL_CANDIDATE_BUDGET = 500
 MIN_COVERAGE = 0.45  # share of a question's term weight (IDF) a passage must contain to count lexically
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -368,14 +372,22 @@ class KnowledgeBase:
                 )
                 vector_ranked = list(rows.scalars())
             if use_lexical and matchable:
+                any_of, all_of = _candidate_terms(matchable, stats)
+                # Candidates first (GIN), capped; then BM25 with binary term frequency over them.
                 rows = await conn.execute(
                     text(
-                        "SELECT c.id FROM kb_chunks c WHERE c.terms && CAST(:terms AS text[]) ORDER BY "
+                        "WITH candidates AS MATERIALIZED ("
+                        " SELECT id, terms, n_terms FROM kb_chunks"
+                        f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
+                        " LIMIT :budget) "
+                        "SELECT c.id FROM candidates c ORDER BY "
                         "(SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w) "
                         " WHERE q.t = ANY(c.terms))"
                         " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id LIMIT :n"
                     ),
                     {
+                        "filter": all_of or any_of,
+                        "budget": LEXICAL_CANDIDATE_BUDGET,
                         "terms": [t for t, _ in matchable],
                         "ws": [w for _, w in matchable],
                         "k1": BM25_K1,
@@ -434,6 +446,25 @@ class KnowledgeBase:
         async with self._reembed_lock, self.database.engine.begin() as conn:
             await self._lock(conn)
             await self._reembed_stale(conn, None)
+
+
+def _candidate_terms(terms: Sequence[tuple[str, float]], stats: CorpusStats) -> tuple[list[str], list[str]]:
+    """Which chunks the lexical half scores: those with any of the first list, or all of the second.
+
+    Any of the rarest terms whose chunks add up to the budget; when even the rarest term is in more
+    chunks than that, chunks holding the two rarest terms together.
+    """
+    ordered = sorted((t for t, _ in terms), key=lambda t: stats.df.get(t, 0))
+    if stats.df.get(ordered[0], 0) > LEXICAL_CANDIDATE_BUDGET:
+        return [], ordered[:2]
+    chosen: list[str] = []
+    total = 0
+    for term in ordered:
+        total += stats.df.get(term, 0)
+        if chosen and total > LEXICAL_CANDIDATE_BUDGET:
+            break
+        chosen.append(term)
+    return chosen, []
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
