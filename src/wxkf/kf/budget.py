@@ -8,7 +8,9 @@ spend the same message. The welcome message is not counted: send_msg_on_event ha
 
 Other areas use it like this (inside their own transaction)::
 
-    granted = await ReplyBudget().reserve(conn, conversation, 2)   # 0, 1 or 2
+    async with conn.transaction():
+        granted = await ReplyBudget().reserve(conn, conversation, 2)   # 0, 1 or 2
+        ...write the outbox rows (`wxkf.kf.outbox.enqueue_texts` does both)
 """
 
 from __future__ import annotations

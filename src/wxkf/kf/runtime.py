@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import procrastinate
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from wxkf.config import Settings
@@ -31,6 +32,12 @@ from wxkf.wecom.tokens import PostgresTokenStore
 log = logging.getLogger("wxkf.kf.worker")
 
 HEARTBEAT_SECONDS = 1.0
+
+
+async def _autocommit(conn: AsyncConnection[Any]) -> None:
+    # Set per connection, not in the pool's kwargs: procrastinate reuses those kwargs for its
+    # LISTEN connection and adds autocommit itself.
+    await conn.set_autocommit(True)
 
 
 class PipelineNotConfigured(RuntimeError):
@@ -52,8 +59,10 @@ class Pipeline:
         self._client = client
         self._owns_client = client is None
         self._responder = responder
+        # Autocommit: a single statement needs no BEGIN/COMMIT round trips; every multi-statement
+        # change in the pipeline runs in an explicit `conn.transaction()`.
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, open=False
+            conninfo, min_size=1, max_size=pool_size, open=False, configure=_autocommit
         )
         self.procrastinate = procrastinate.App(connector=procrastinate.PsycopgConnector())
         jobs.register_tasks(self.procrastinate)
