@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 import uvicorn
+from fastapi import FastAPI
 
 from wxkf.kf.responder import Reply, ReplyRequest, Responder
 from wxkf.simulator.testing import SimulatorHandle, run_simulator
@@ -52,6 +53,7 @@ class RunningPipeline:
     sim: SimulatorHandle
     conninfo: str
     base_url: str
+    app: FastAPI
 
     async def control(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(getattr(self.sim.control, method), *args, **kwargs)
@@ -131,7 +133,7 @@ async def running_pipeline(
             base_url = f"http://127.0.0.1:{port}"
             await asyncio.to_thread(sim.control.set_callback_url, f"{base_url}/wecom/callback")
             conninfo = settings.database_url.get_secret_value()
-            yield RunningPipeline(sim, conninfo, base_url)
+            yield RunningPipeline(sim, conninfo, base_url, app)
         finally:
             server.should_exit = True
             await task

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
-from wxkf.kf.responder import Reply
+from wxkf.kf.responder import Conversation, Reply
 from wxkf.simulator.callbacks import event_xml
 
 
@@ -119,3 +119,20 @@ async def test_six_answers_wanted_in_one_window_five_are_sent(settings_factory: 
         assert replies[-1].endswith("请再发消息继续咨询。")
         assert not [c for c in await run.control("calls", "kf/send_msg") if c.get("errcode")]
         assert responder.requests[0].remaining_budget == 5
+
+
+async def test_push_texts_go_through_the_same_budget(settings_factory: Any) -> None:
+    responder = ScriptedResponder()
+    async with running_pipeline(settings_factory, responder, kf_closing_hint="") as run:
+        customer = run.sim.customers[0]
+        await run.say(customer, "有货了通知我")
+        await run.idle()
+        pipeline = run.app.state.pipeline
+        conversation = Conversation(run.sim.open_kfid, customer)
+        texts = [f"通知{i}" for i in range(1, 7)]
+        queued = await pipeline.queue_texts(conversation, texts, kind="push", source="restock-1")
+        again = await pipeline.queue_texts(conversation, texts, kind="push", source="restock-1")
+        await run.idle()
+        # One reply + 4 notices = 5 in the window (wecom-api §4); queueing the same source twice sends once.
+        assert (len(queued), again) == (4, [])
+        assert await run.texts(customer) == ["答复：有货了通知我", "通知1", "通知2", "通知3", "通知4"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -24,7 +25,8 @@ from psycopg_pool import AsyncConnectionPool
 from wxkf.config import Settings
 from wxkf.kf import jobs, ledger
 from wxkf.kf.faq import FAQResponder, load_faq
-from wxkf.kf.responder import Responder
+from wxkf.kf.outbox import OutboxKind, enqueue_texts
+from wxkf.kf.responder import Conversation, Responder
 from wxkf.kf.service_state import SessionStates
 from wxkf.wecom.client import WeComClient
 from wxkf.wecom.tokens import PostgresTokenStore
@@ -117,6 +119,23 @@ class Pipeline:
         if self._states is None:
             self._states = SessionStates(self.client, self.pool)
         return self._states
+
+    # --- sending from elsewhere (push, tools, contact) ----------------------------------------------
+
+    async def queue_texts(
+        self, conversation: Conversation, texts: Sequence[str], *, kind: OutboxKind, source: str
+    ) -> list[str]:
+        """Send `texts` to a kf customer through the budget and the outbox; returns the msgids queued.
+
+        Fewer than `texts` when the 48 h / 5 budget runs out (wecom-api §4); the conversation job
+        sends them in order, with retries. `source` makes the msgids deterministic: queueing the same
+        (kind, source) twice sends once.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            msgids = await enqueue_texts(conn, conversation, texts, kind=kind, source=source)
+        if msgids:
+            await jobs.defer_converse(self.procrastinate, conversation)
+        return msgids
 
     # --- the worker ------------------------------------------------------------------------------
 
