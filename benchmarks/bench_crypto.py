@@ -1,8 +1,10 @@
 """Callback decrypt+verify throughput, against a baseline measured in the same run.
 
-Baseline: the bare SHA-1 signature plus AES-CBC decrypt of the same ciphertext (what any receiver
-must do at minimum). Measured: `CallbackCrypto.decrypt_callback`, i.e. XML envelope parsing, the
-constant-time signature check, strict padding/length/corp-id checks and parsing the inner XML.
+Baseline: what the official sample library does for the same callback — stdlib (unprotected) XML
+parsing of the envelope, SHA-1 signature compared with `==`, AES-CBC decrypt, lax unpadding, stdlib
+parsing of the inner XML. Measured: `CallbackCrypto.decrypt_callback` — the same steps done strictly:
+defusedxml for both documents, constant-time comparison, strict PKCS#7/length/corp-id checks. The
+ratio is the price of that strictness.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import json
 import platform
 import time
+import xml.etree.ElementTree as StdET  # the baseline is the unprotected parser the samples use
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -45,15 +48,25 @@ def main() -> dict[str, float]:
     cipher = Cipher(algorithms.AES(key), modes.CBC(key[:16]))
 
     def baseline() -> None:
-        signature(TOKEN, query["timestamp"], query["nonce"], encrypted)
+        envelope = {c.tag: c.text for c in StdET.fromstring(body)}
+        assert (
+            signature(TOKEN, query["timestamp"], query["nonce"], envelope["Encrypt"] or "")
+            == query["msg_signature"]
+        )
         d = cipher.decryptor()
-        d.update(base64.b64decode(encrypted)) + d.finalize()
+        plain = d.update(base64.b64decode(encrypted)) + d.finalize()
+        plain = plain[: -plain[-1]]
+        length = int.from_bytes(plain[16:20], "big")
+        {c.tag: c.text for c in StdET.fromstring(plain[20 : 20 + length])}
 
     def full() -> None:
         crypto.decrypt_callback(query["msg_signature"], query["timestamp"], query["nonce"], body)
 
-    base_ops = rate(baseline)
-    full_ops = rate(full)
+    # Alternate short rounds and keep each side's best, so load from elsewhere hits both alike.
+    base_ops = full_ops = 0.0
+    for _ in range(6):
+        base_ops = max(base_ops, rate(baseline, 0.4))
+        full_ops = max(full_ops, rate(full, 0.4))
     result = {
         "baseline_ops_per_s": round(base_ops),
         "decrypt_verify_ops_per_s": round(full_ops),

@@ -41,7 +41,8 @@ def signature(token: str, timestamp: str, nonce: str, encrypted: str) -> str:
 def parse_xml(text: str | bytes) -> dict[str, str]:
     """Parse a flat WeCom XML document into {tag: text}; malformed or hostile XML is rejected."""
     try:
-        root: Element = SafeET.fromstring(text)
+        # WeCom's documents never carry a DOCTYPE (spec §1.5, §2): refuse any, not only entities.
+        root: Element = SafeET.fromstring(text, forbid_dtd=True)
     except Exception as exc:  # defusedxml raises ParseError and its own DefusedXmlException tree
         raise MalformedXMLError(f"XML 无法解析 / malformed XML: {exc}") from exc
     return {child.tag: (child.text or "") for child in root}
