@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     kf_debounce_seconds: float = Field(default=1.5, ge=0)  # a burst in this window is answered together
     kf_history_max_age_minutes: float = Field(default=10.0, ge=0)  # first sync skips older messages
     kf_welcome_text: str = "您好，我是智能客服，请问有什么可以帮您？"  # empty: no welcome message
-    kf_closing_hint: str = "如需继续咨询，请再给我们发一条消息。"  # empty: no hint on the budget's last message
+    # Added to the budget's last message (wecom-api §4); empty: no hint.
+    kf_closing_hint: str = "如需继续咨询，请再给我们发一条消息。"
     kf_state_cache_seconds: float = Field(default=10.0, ge=0)
     kf_accounts: str = ""  # comma-separated open_kfids served; empty: every account that calls back
     kf_faq_file: Path | None = None  # the default FAQ responder's JSON file; unset: a built-in greeting FAQ
