@@ -77,3 +77,19 @@ async def test_non_text_messages_reach_the_responder_as_structured_content(setti
         assert message.msgtype == "location"
         assert message.content["name"] == "人民广场"
         assert message.text.startswith("[位置 location] 人民广场")
+
+
+async def test_a_sync_msg_error_is_explained_counted_and_recovered_from(settings_factory: Any) -> None:
+    responder = ScriptedResponder()
+    async with running_pipeline(settings_factory, responder) as run:
+        customer = run.sim.customers[0]
+        # 60020: the server's IP is not in 企业可信IP — retrying cannot help until the admin fixes it.
+        await run.control("add_fault", "kf/sync_msg", errcode=60020, times=1)
+        await run.say(customer, "第一条")
+        await run.idle()
+        assert await run.texts(customer) == []
+        assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.errcode.60020'") == [(1,)]
+        # Fixed: the next callback syncs both messages; nothing was lost.
+        await run.say(customer, "第二条")
+        await run.idle()
+        assert [m.text for r in responder.requests for m in r.messages] == ["第一条", "第二条"]

@@ -21,9 +21,10 @@ from procrastinate.exceptions import AlreadyEnqueued
 
 from wxkf.kf.conversation import ConcurrentUpdate, converse
 from wxkf.kf.responder import Conversation
+from wxkf.kf.service_state import record_api_error
 from wxkf.kf.sync import sync_account
 from wxkf.ops.logging import log_context
-from wxkf.wecom.errors import RateLimitedError, TransportError
+from wxkf.wecom.errors import APIError, RateLimitedError, TransportError
 
 if TYPE_CHECKING:
     from wxkf.kf.runtime import Pipeline
@@ -48,7 +49,15 @@ def _pipeline(context: JobContext) -> Pipeline:
 async def sync_account_job(context: JobContext, open_kfid: str, token: str = "") -> None:
     pipeline = _pipeline(context)
     with log_context(open_kfid=open_kfid):
-        touched = await sync_account(pipeline, open_kfid, token or None)
+        try:
+            touched = await sync_account(pipeline, open_kfid, token or None)
+        except APIError as exc:
+            if isinstance(exc, RateLimitedError):
+                raise  # retried with backoff
+            # Retrying cannot help (permissions, IP whitelist, a wrong open_kfid): one line with the
+            # fix, counted; the next callback tries again.
+            await record_api_error(pipeline.pool, exc, Conversation(open_kfid, "-"), "拉取消息 / kf/sync_msg")
+            return
     for conversation in sorted(touched, key=lambda c: c.external_userid):
         await defer_converse(pipeline.procrastinate, conversation)
 
