@@ -44,7 +44,7 @@ from wxkf.agent.kb.chunking import split_sentences
 from wxkf.agent.kb.embedders import CorpusStats
 from wxkf.agent.kb.loaders import markdown_sections
 from wxkf.agent.kb.store import _vector_literal
-from wxkf.agent.kb.text import term_counts
+from wxkf.agent.kb.text import TERMS_VERSION, term_counts
 from wxkf.config import Settings
 from wxkf.db.engine import Database, ensure_pgvector
 from wxkf.db.migrate import upgrade
@@ -148,8 +148,9 @@ async def load_synthetic(database: Database, n_chunks: int) -> tuple[dict[str, f
                 copy.write_row((term, count))
         avg = sum(len(t) for t in term_lists) / n_chunks
         conn.execute(
-            "UPDATE kb_state SET generation = 1, n_chunks = %s, avg_terms = %s, embedder_version = %s",
-            (n_chunks, avg, embedder.version),
+            "UPDATE kb_state SET generation = 1, n_chunks = %s, avg_terms = %s, embedder_version = %s, "
+            "terms_version = %s",
+            (n_chunks, avg, embedder.version, TERMS_VERSION),
         )
         loaded = time.perf_counter() - started
         started = time.perf_counter()

@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import text
 
 from wxkf.agent.kb import HashingEmbedder, KnowledgeBase, UnsupportedDocument, load_sample
+from wxkf.agent.kb.text import TERMS_VERSION
 from wxkf.db.engine import Database
 
 from ..unit.kb_pdf import minimal_pdf
@@ -165,7 +166,7 @@ async def test_a_new_embedder_version_re_embeds_every_chunk(database: Database, 
     assert versions == 1
     state_version = await scalar(database, "SELECT embedder_version FROM kb_state")
     assert isinstance(state_version, str)
-    assert state_version.startswith("hashing-2:d1024:")
+    assert state_version.startswith("hashing-3:d1024:")
     assert await scalar(database, "SELECT to_regclass('ix_kb_chunks_hnsw_256')") is not None
 
 
@@ -184,3 +185,23 @@ async def test_vector_search_uses_the_hnsw_index(kb: KnowledgeBase) -> None:
             )
         )
     assert "ix_kb_chunks_hnsw_1024" in plan
+
+
+async def test_chunks_termed_by_an_older_version_are_re_termed_before_searching(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    path = tmp_path / "faq.md"
+    path.write_text(FAQ + "## 门店\n### 有线下门店吗？\n杭州有一家体验店。\n", encoding="utf-8")
+    await kb.add_documents([path])
+    # As a knowledge base written before synonym concepts existed would look.
+    async with kb.database.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE kb_chunks SET terms = array_remove(terms, '≈门店'); UPDATE kb_state SET terms_version = NULL"
+            )
+        )
+    assert await scalar(kb.database, "SELECT count(*) FROM kb_chunks WHERE '≈门店' = ANY(terms)") == 0
+    passages = await kb.search("有实体店吗", k=1)
+    assert passages[0].heading.endswith("有线下门店吗？")
+    assert await scalar(kb.database, "SELECT count(*) FROM kb_chunks WHERE '≈门店' = ANY(terms)") == 1
+    assert await scalar(kb.database, "SELECT terms_version FROM kb_state") == TERMS_VERSION

@@ -58,4 +58,15 @@ def test_terms_are_cjk_unigrams_bigrams_and_lowercased_words_without_stopwords()
     assert {"退", "货", "运费", "货运", "iphone"} <= set(counts)
     assert "怎么" not in counts
     assert "请问" not in counts
-    assert lexical_terms("退货运费 iPhone") == ["退货", "货运", "运费", "iphone"]
+    assert lexical_terms("退货运费 iPhone") == ["退货", "货运", "运费", "iphone", "≈运费"]
+
+
+def test_synonyms_meet_at_a_concept_term_and_scaffolding_makes_no_bigram() -> None:
+    assert lexical_terms("退货运费 iPhone")[:4] == ["退货", "货运", "运费", "iphone"]
+    # 实体店 and 门店 name one thing: both texts carry the concept term, so they match lexically.
+    assert "≈门店" in lexical_terms("有实体店可以去看看吗")
+    assert "≈门店" in term_counts("线下门店地址")
+    # 专票 is both an invoice and a special VAT invoice.
+    assert {"≈发票", "≈专用发票"} <= set(lexical_terms("公司报销需要专票"))
+    # 可以 is cut out of the run, so no "店可" bigram bridges it.
+    assert "店可" not in lexical_terms("实体店可以去吗")

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wxkf.agent.kb.chunking import Chunk, chunk_sections
 from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder
 from wxkf.agent.kb.loaders import UnsupportedDocument, detect_format, read_sections
-from wxkf.agent.kb.text import lexical_terms, term_counts
+from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
 
 _WRITE_LOCK = 0x6B625F77  # "kb_w": one writer at a time across processes
@@ -36,6 +36,11 @@ BM25_K1, BM25_B = 1.2, 0.75
 # most of a large knowledge base (each scored chunk is a random heap page).
 LEXICAL_CANDIDATE_BUDGET = 500
 MIN_COVERAGE = 0.45  # share of a question's term weight (IDF) a passage must contain to count lexically
+# Both halves agreeing: this share of the embedder's threshold and this term coverage together.
+JOINT_SIMILARITY, JOINT_COVERAGE = 0.7, 0.25
+# A question is answered when one of its best few passages is relevant; then the ranking's top k are
+# returned as they are (the next ones complete the answer more often than they mislead).
+GATE_DEPTH = 3
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -50,7 +55,7 @@ class Passage:
 
     `score` is the fused rank score (higher is better, for ordering); `relevance` is the calibrated
     evidence in [0, 1] — the larger of the vector similarity and the share of the question's terms
-    the passage contains — and is what the relevance threshold applied to.
+    the passage contains.
     """
 
     text: str
@@ -137,7 +142,8 @@ class KnowledgeBase:
                 results.append(await self._add_one(conn, doc, chunks))
                 if progress:
                     progress("add", done + 1, len(prepared))
-            if any(r.status in ("added", "updated") for r in results):
+            retermed = await self._reterm_stale(conn)
+            if retermed or any(r.status in ("added", "updated") for r in results):
                 await self._refresh_corpus(conn)
             await self._reembed_stale(conn, progress)
         return results
@@ -207,6 +213,7 @@ class KnowledgeBase:
                 )
             ).first()
             if deleted is not None:
+                await self._reterm_stale(conn)
                 await self._refresh_corpus(conn)
                 await self._reembed_stale(conn, None)
         return found if deleted is not None else None
@@ -227,6 +234,33 @@ class KnowledgeBase:
             text("SELECT count(*) FROM kb_chunks WHERE document_id = :d"), {"d": document_id}
         )
         return int(result.scalar_one())
+
+    async def _reterm_stale(self, conn: AsyncConnection) -> bool:
+        """Recompute every chunk's terms when they came from another version of the term extraction.
+
+        True when terms changed (the caller then refreshes the corpus statistics, which re-embeds).
+        """
+        version = (await conn.execute(text("SELECT terms_version FROM kb_state"))).scalar()
+        if version == TERMS_VERSION:
+            return False
+        rows = (await conn.execute(text("SELECT id, heading, text FROM kb_chunks ORDER BY id"))).all()
+        for start in range(0, len(rows), _EMBED_BATCH):
+            batch = rows[start : start + _EMBED_BATCH]
+            term_lists = [sorted(term_counts(Chunk(r.heading, r.text).indexed_text)) for r in batch]
+            await conn.execute(
+                text(
+                    "UPDATE kb_chunks AS c SET terms = CAST(u.terms AS text[]), n_terms = u.n "
+                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:terms AS text[]), CAST(:ns AS int[])) "
+                    "AS u(id, terms, n) WHERE c.id = u.id"
+                ),
+                {
+                    "ids": [r.id for r in batch],
+                    "terms": [_array_literal(t) for t in term_lists],
+                    "ns": [len(t) for t in term_lists],
+                },
+            )
+        await conn.execute(text("UPDATE kb_state SET terms_version = :v"), {"v": TERMS_VERSION})
+        return True
 
     async def _refresh_corpus(self, conn: AsyncConnection) -> None:
         """Recount document frequencies and move to a new generation (the IDF has changed)."""
@@ -319,9 +353,9 @@ class KnowledgeBase:
         """The `k` best passages for `query`, best first; empty when nothing is relevant enough.
 
         Hybrid: the nearest chunks by vector (HNSW, cosine) and the best chunks by terms (BM25 over
-        CJK bigrams and words) are fused with reciprocal rank fusion; a passage is kept only when its
-        vector similarity reaches the embedder's threshold or it contains most of the question's
-        term weight.
+        CJK bigrams, words and synonym concepts) are fused with reciprocal rank fusion; the question
+        is answered only when one of the best few passages is relevant (`_relevant`: vector
+        similarity, term coverage, or both together).
         """
         return (await self.search_detailed(query, k))[0]
 
@@ -342,7 +376,7 @@ class KnowledgeBase:
             embedder = self._embedder_for(stats)
             if state.n_chunks == 0:
                 return [], {}
-            if state.embedder_version != embedder.version:
+            if state.embedder_version != embedder.version or state.terms_version != TERMS_VERSION:
                 if _caught_up:
                     raise KnowledgeBaseError(
                         "知识库正被另一种向量模型重新向量化，请稍后重试 / the knowledge base is being "
@@ -419,14 +453,11 @@ class KnowledgeBase:
                     "ids": list(fused),
                 },
             )
-            passages = []
+            passages: list[Passage] = []
             evidence: dict[int, tuple[float, float]] = {}
             for r in details:
                 coverage = r.matched / total_weight if total_weight else 0.0
                 evidence[r.id] = (r.similarity, coverage)
-                relevant = r.similarity >= self.min_similarity or coverage >= MIN_COVERAGE
-                if threshold and not relevant:
-                    continue
                 passages.append(
                     Passage(
                         text=r.text,
@@ -439,12 +470,29 @@ class KnowledgeBase:
                     )
                 )
         passages.sort(key=lambda p: (-p.score, -p.relevance, p.chunk_id))
+        if threshold and not any(self._relevant(*evidence[p.chunk_id]) for p in passages[:GATE_DEPTH]):
+            passages = []
         return passages[:k], {"vector": vector_ranked, "lexical": lexical_ranked, "evidence": evidence}
 
+    def _relevant(self, similarity: float, coverage: float) -> bool:
+        """Whether a passage is evidence that the knowledge base can answer the question.
+
+        Either half alone when it is strong, or both halves agreeing at lower levels: an unrelated
+        question reaches some vector similarity through shared characters, or some term coverage
+        through one shared word, but rarely both.
+        """
+        return (
+            similarity >= self.min_similarity
+            or coverage >= MIN_COVERAGE
+            or (similarity >= JOINT_SIMILARITY * self.min_similarity and coverage >= JOINT_COVERAGE)
+        )
+
     async def _catch_up(self) -> None:
-        """Re-embed after the embedder changed (another model, dimension or algorithm)."""
+        """Re-term and re-embed after the term extraction or the embedder changed (an upgrade, a model)."""
         async with self._reembed_lock, self.database.engine.begin() as conn:
             await self._lock(conn)
+            if await self._reterm_stale(conn):
+                await self._refresh_corpus(conn)
             await self._reembed_stale(conn, None)
 
 
@@ -465,6 +513,12 @@ def _candidate_terms(terms: Sequence[tuple[str, float]], stats: CorpusStats) -> 
             break
         chosen.append(term)
     return chosen, []
+
+
+def _array_literal(items: Sequence[str]) -> str:
+    """A PostgreSQL text[] literal (for unnest over an array of arrays, which psycopg cannot send)."""
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
