@@ -14,7 +14,6 @@ from wxkf.agent.kb.cli import kb_app
 from wxkf.config import Settings, SettingsError, load_settings
 from wxkf.contact.cli import contact_app
 from wxkf.kf.cli import session_app as kf_session_app
-from wxkf.kf.cli import worker as kf_worker_command
 from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
 from wxkf.ops.explain import explain as explain_command
@@ -30,7 +29,6 @@ app.add_typer(simulator_app, name="simulator")
 app.add_typer(llm_app, name="llm")
 app.add_typer(kb_app, name="kb")
 app.command("doctor")(doctor_command)
-app.command("worker")(kf_worker_command)
 app.add_typer(kf_session_app, name="session")
 app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 
@@ -71,6 +69,35 @@ def serve(
     configure_logging(settings)
     # log_config=None: uvicorn's lines go through wxkf's handlers (JSON, files, redaction).
     uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port, log_config=None)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(help="并发任务数 / jobs at once (KF_WORKER_CONCURRENCY)")
+    ] = None,
+    stalled_after: Annotated[
+        float,
+        typer.Option(
+            help="worker 心跳停止多少秒后接管其任务 / seconds before a dead worker's jobs are requeued"
+        ),
+    ] = 10.0,
+) -> None:
+    """运行后台任务（拉取消息、回复、发送）/ run the pipeline's jobs (sync, answer, send)."""
+    from wxkf.db.engine import DatabaseError
+    from wxkf.kf.runtime import PipelineNotConfigured
+    from wxkf.ops.logging import configure_logging
+    from wxkf.service import run_worker
+
+    settings = settings_or_exit()
+    configure_logging(settings)
+    try:
+        asyncio.run(
+            run_worker(settings, concurrency=concurrency, stalled_after=stalled_after, announce=console.print)
+        )
+    except (DatabaseError, PipelineNotConfigured) as exc:
+        err_console.print(str(exc), highlight=False)
+        raise typer.Exit(1) from None
 
 
 @app.command()

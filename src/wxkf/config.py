@@ -95,7 +95,6 @@ class Settings(BaseSettings):
     kf_closing_hint: str = "如需继续咨询，请再给我们发一条消息。"
     kf_state_cache_seconds: float = Field(default=10.0, ge=0)
     kf_accounts: str = ""  # comma-separated open_kfids served; empty: every account that calls back
-    kf_faq_file: Path | None = None  # the default FAQ responder's JSON file; unset: a built-in greeting FAQ
     kf_worker_concurrency: int = Field(default=16, ge=1)
     kf_poll_interval_seconds: float = Field(default=0.1, gt=0)
 

@@ -42,7 +42,9 @@ TOUR = [
     "可以开发票吗？",
     "/six",
     "/48h",
-    "我又回来了",
+    "退货的运费谁承担？",
+    "你们老板最喜欢哪支足球队？",
+    "/state",
     "/quit",
 ]
 HELP = (
@@ -152,7 +154,7 @@ class Demo:
     def state(self) -> None:
         session = self.control.session(self.customer)
         self.console.print(
-            f"会话状态 / session state: {session.get('state')} "
+            f"会话状态 / session state: {session.get('service_state')} "
             f"servicer={session.get('servicer_userid') or '-'}",
             highlight=False,
         )
@@ -201,8 +203,9 @@ class Demo:
         before = len(self.received())
         granted = asyncio.run(enqueue())
         self.console.print(
-            f"📨 wxkf 想连发 6 条；本窗口预算允许 {len(granted)} 条，其余不发送（WeCom 规则：48 小时内最多 5 条）。\n"
-            f"   wxkf wanted to send 6; the window's budget granted {len(granted)}, the rest is never sent.",
+            f"📨 wxkf 想连发 6 条；本窗口只剩 {len(granted)} 条额度（客户每次发消息后 48 小时内最多 5 条），"
+            f"其余的不发送。\n   wxkf wanted to send 6; this window had {len(granted)} left "
+            f"(5 per customer message within 48 h), so the rest is never sent.",
             highlight=False,
         )
         self.show_new(lambda: len(self.received()) >= before + len(granted))

@@ -15,7 +15,7 @@ from wxkf.agent.kb.bundled import load_sample
 from wxkf.agent.kb.embedders import HashingEmbedder
 from wxkf.agent.kb.store import KnowledgeBase
 from wxkf.agent.memory import PipelineMemory, Speaker
-from wxkf.agent.prompts import HANDOFF_TEXT
+from wxkf.agent.prompts import GREETING_TEXT, HANDOFF_TEXT, TRANSFER_TEXT
 from wxkf.agent.responder import LLMResponder, OfflineResponder, build_responder
 from wxkf.config import Settings
 from wxkf.db.engine import Database
@@ -49,6 +49,21 @@ async def test_offline_answers_a_known_question_from_the_faq_with_its_source(kb:
     assert reply.sources
     assert reply.sources[0].startswith("sample/shop_faq.md")
     assert "sample/shop_faq.md" in reply.text
+
+
+@pytest.mark.parametrize("greeting", ["你好", "您好！", "在吗？", "hello"])
+async def test_offline_greets_a_greeting_instead_of_queueing_it_for_a_person(
+    kb: KnowledgeBase, greeting: str
+) -> None:
+    reply = await OfflineResponder(kb).respond(request(greeting))
+    assert reply.text == GREETING_TEXT
+    assert not reply.handoff
+
+
+async def test_offline_transfers_a_customer_who_asks_for_a_person(kb: KnowledgeBase) -> None:
+    reply = await OfflineResponder(kb).respond(request("帮我转人工客服"))
+    assert reply.text == TRANSFER_TEXT
+    assert reply.handoff
 
 
 async def test_offline_hands_an_unknown_question_to_a_person(kb: KnowledgeBase) -> None:

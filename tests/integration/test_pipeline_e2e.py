@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from wxkf.kf.conversation import RESPONDER_FALLBACK
 from wxkf.kf.responder import Conversation, Reply
 from wxkf.simulator.callbacks import event_xml
 
@@ -136,3 +137,18 @@ async def test_push_texts_go_through_the_same_budget(settings_factory: Any) -> N
         # One reply + 4 notices = 5 in the window (wecom-api §4); queueing the same source twice sends once.
         assert (len(queued), again) == (4, [])
         assert await run.texts(customer) == ["答复：有货了通知我", "通知1", "通知2", "通知3", "通知4"]
+
+
+async def test_a_failing_responder_gets_the_customer_a_fallback_and_a_human(settings_factory: Any) -> None:
+    def broken(request: Any) -> Reply:
+        raise RuntimeError("knowledge base unreachable")
+
+    async with running_pipeline(settings_factory, ScriptedResponder(answer=broken)) as run:
+        customer = run.sim.customers[0]
+        await run.say(customer, "在吗")
+        await run.idle()
+        assert await run.texts(customer) == [RESPONDER_FALLBACK]
+        # The fallback went out first; then the session was handed to the queue (wecom-api §6, state 2).
+        session = await run.control("session", customer)
+        assert session["service_state"] == 2
+        assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.responder_error'") == [(1,)]

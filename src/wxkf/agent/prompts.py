@@ -8,6 +8,7 @@ of at most 2048 bytes each, per customer message).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -26,6 +27,17 @@ HANDOFF_TEXT = (
     "这个问题我暂时无法确定答案，我会转给同事为您处理，请稍候。\n"
     "I'm not sure about this one, so I'll pass it to a colleague who will get back to you."
 )
+
+GREETING_TEXT = "您好！我是智能客服，请问有什么可以帮您？\nHello! How can I help you?"
+TRANSFER_TEXT = "好的，正在为您转接人工客服，请稍候。\nSure, I'm connecting you to a colleague."
+
+# What the offline responder recognises without the knowledge base: a bare greeting, and a request
+# for a person. Anything else is a question for the knowledge base.
+GREETING_RE = re.compile(
+    r"^\s*(你好|您好|hello|hi|嗨|哈喽|在吗|在不在|有人吗|早上好|下午好|晚上好)[\s啊呀吗呢哈～~!！。.,，？?]*$",
+    re.IGNORECASE,
+)
+ASK_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|真人|人工服务|human agent|real person", re.IGNORECASE)
 
 
 class PassageLike(Protocol):

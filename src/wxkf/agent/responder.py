@@ -25,8 +25,12 @@ from wxkf.agent.kb.store import KnowledgeBase
 from wxkf.agent.llm import LLMAuthError, LLMClient, LLMError
 from wxkf.agent.memory import ConversationMemory, MemorySource, PipelineMemory, Speaker, Turn
 from wxkf.agent.prompts import (
+    ASK_HUMAN_RE,
     FALLBACK_TEXT,
+    GREETING_RE,
+    GREETING_TEXT,
     HANDOFF_TEXT,
+    TRANSFER_TEXT,
     PassageLike,
     cite,
     offline_answer,
@@ -103,6 +107,12 @@ class OfflineResponder:
 
     async def respond(self, request: ReplyRequest) -> Reply:
         query = _query(request)
+        if ASK_HUMAN_RE.search(query):
+            return Reply(text=TRANSFER_TEXT, handoff=True)
+        if GREETING_RE.match(query):
+            # A greeting is not a question: answering it with "I'll pass this on" would queue the
+            # customer for a human before they asked anything.
+            return Reply(text=GREETING_TEXT)
         if self.retriever is not None and query:
             # The knowledge base returns nothing below its relevance threshold, so any passage will do.
             passages = await self.retriever.search(query, 1)

@@ -1,4 +1,4 @@
-"""`wxkf worker` and `wxkf session get|end|transfer`: the pipeline's jobs, and a session by hand.
+"""`wxkf session get|end|transfer`: a customer's kf session by hand.
 
 `wxkf session end` is brief 001's `force_end_session`: read the state, end the session with the
 current servicer (state 3 → 4), read the state again — printing each step.
@@ -50,35 +50,6 @@ def _run(settings: Settings, body: Callable[[Pipeline], Awaitable[None]]) -> Non
     except DatabaseError as exc:
         console.print(str(exc))
         raise typer.Exit(1) from None
-
-
-def worker(
-    concurrency: Annotated[
-        int | None, typer.Option(help="并发任务数 / jobs at once (KF_WORKER_CONCURRENCY)")
-    ] = None,
-    stalled_after: Annotated[
-        float,
-        typer.Option(
-            help="worker 心跳停止多少秒后接管其任务 / seconds before a dead worker's jobs are requeued"
-        ),
-    ] = 10.0,
-) -> None:
-    """运行后台任务（拉取消息、回复、发送）/ run the pipeline's jobs (sync, answer, send)."""
-    from wxkf.ops.logging import configure_logging
-
-    settings = _settings()
-    configure_logging(settings)
-
-    async def body(pipeline: Pipeline) -> None:
-        pipeline.client  # noqa: B018 - fail at start, with the fix, when WeCom is not configured
-        console.print(
-            f"✅ worker 已启动 / worker started (concurrency {concurrency or settings.kf_worker_concurrency})"
-        )
-        await pipeline.run_worker(
-            concurrency=concurrency, stalled_after=stalled_after, install_signal_handlers=True
-        )
-
-    _run(settings, body)
 
 
 def _step(title: str) -> None:

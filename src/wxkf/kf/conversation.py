@@ -22,7 +22,7 @@ from wxkf.kf.budget import BudgetState
 from wxkf.kf.inbound import to_inbound_message
 from wxkf.kf.ledger import ORIGIN_CUSTOMER, ORIGIN_SERVICER, InboundRow
 from wxkf.kf.policy import Action, Reason, decide, state_name
-from wxkf.kf.responder import Conversation, ReplyRequest
+from wxkf.kf.responder import Conversation, Reply, ReplyRequest
 from wxkf.kf.service_state import SessionState, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
 from wxkf.ops.logging import log_context
@@ -36,6 +36,9 @@ log = logging.getLogger("wxkf.kf.conversation")
 
 WELCOME_CODE_TTL = timedelta(seconds=20)  # wecom-api §5: welcome_code is valid for 20 s
 MAX_DEBOUNCE_ROUNDS = 5  # a customer typing forever is still answered after 5 windows
+
+
+RESPONDER_FALLBACK = "抱歉，系统暂时繁忙，已为您通知人工客服，请稍候。"
 
 
 class ConcurrentUpdate(Exception):
@@ -243,9 +246,19 @@ async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[In
         return
 
     messages = [to_inbound_message(r.msgid, r.msgtype, r.body, r.send_time) for r in batch]
-    reply = await pipeline.responder.respond(
-        ReplyRequest(conversation=conversation, messages=messages, remaining_budget=remaining)
-    )
+    try:
+        reply = await pipeline.responder.respond(
+            ReplyRequest(conversation=conversation, messages=messages, remaining_budget=remaining)
+        )
+    except Exception:
+        # The customer must not be met with silence because the responder broke: say so, ask for a human.
+        log.exception(
+            "应答器出错，已发送兜底回复并转人工 / the responder failed: sent the fallback and asked for a human",
+            extra={"decision": "responder_failed"},
+        )
+        async with pipeline.pool.connection() as conn:
+            await ledger.count(conn, "kf.responder_error")
+        reply = Reply(text=RESPONDER_FALLBACK, handoff=True)
     parts = split_text(reply.text, remaining)
     if not parts:
         await _skip(pipeline, batch, Reason.NO_REPLY)

@@ -24,7 +24,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from wxkf.config import Settings
 from wxkf.kf import jobs, ledger
-from wxkf.kf.faq import FAQResponder, load_faq
 from wxkf.kf.outbox import OutboxKind, enqueue_texts
 from wxkf.kf.responder import Conversation, Responder
 from wxkf.kf.service_state import SessionStates
@@ -108,10 +107,16 @@ class Pipeline:
             )
         return self._client
 
+    def use_responder(self, responder: Responder) -> None:
+        """Answer with `responder` from now on (the service plugs the agent in here)."""
+        self._responder = responder
+
     @property
     def responder(self) -> Responder:
         if self._responder is None:
-            self._responder = FAQResponder(load_faq(self.settings.kf_faq_file))
+            raise RuntimeError(
+                "流水线没有应答器：由 wxkf.service 接入智能体 / no responder: wxkf.service plugs the agent in"
+            )
         return self._responder
 
     @property

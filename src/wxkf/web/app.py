@@ -46,17 +46,26 @@ def create_app(
         await pipeline.open()
         app.state.pipeline = pipeline
         app.state.callback_receiver = CallbackReceiver(settings, pipeline)
-        worker = asyncio.create_task(pipeline.run_worker()) if run_worker else None
-        try:
-            yield
-        finally:
-            if worker is not None:
-                worker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker
-            await pipeline.close()
-            if database is None:
-                await db.close()
+        async with contextlib.AsyncExitStack() as stack:
+            worker = None
+            if run_worker:
+                if responder is None:
+                    from wxkf.service import agent_responder  # the surface plugs the agent in
+
+                    pipeline.use_responder(
+                        await stack.enter_async_context(agent_responder(settings, db, pipeline))
+                    )
+                worker = asyncio.create_task(pipeline.run_worker())
+            try:
+                yield
+            finally:
+                if worker is not None:
+                    worker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await worker
+        await pipeline.close()
+        if database is None:
+            await db.close()
 
     app = FastAPI(title="wxkf", version=__version__, lifespan=lifespan)
     app.state.settings = settings
