@@ -13,7 +13,7 @@ from rich.console import Console
 
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.agent.llm import LLMClient, LLMError
-from wxkf.config import Settings, SettingsError, load_settings
+from wxkf.config import Settings
 from wxkf.kf.responder import Conversation, InboundMessage, Reply, ReplyRequest
 
 llm_app = typer.Typer(help="大模型与智能回复 / the LLM and the agent's answers", no_args_is_help=True)
@@ -22,11 +22,9 @@ err_console = Console(stderr=True)
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        err_console.print(str(exc), highlight=False, markup=False)
-        raise typer.Exit(2) from None
+    from wxkf.cli import settings_or_exit  # the CLI's one settings loader; late: wxkf.cli imports this module
+
+    return settings_or_exit()
 
 
 @llm_app.command("check")
