@@ -59,7 +59,7 @@ def serve(
         bool, typer.Option("--worker/--no-worker", help="同时运行后台任务 / also run the pipeline's jobs")
     ] = True,
 ) -> None:
-    """启动服务 / run the HTTP server (callbacks, health, console)."""
+    """启动服务 / run the HTTP service: callbacks, /health, /ready, /metrics, and the worker unless --no-worker."""
     import uvicorn
 
     from wxkf.ops.logging import configure_logging
