@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,13 +11,17 @@ from rich.console import Console
 from wxkf import __version__
 from wxkf.agent.cli import llm_app
 from wxkf.agent.kb.cli import kb_app
-from wxkf.config import Settings, SettingsError, load_settings
 from wxkf.contact.cli import contact_app
 from wxkf.kf.cli import session_app as kf_session_app
 from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
 from wxkf.ops.explain import explain as explain_command
 from wxkf.simulator.cli import simulator_app
+
+# Commands import what they need in their bodies, so `wxkf --help`, `wxkf version` and `wxkf explain`
+# start without pydantic-settings, the database, the openai SDK or FastAPI.
+if TYPE_CHECKING:
+    from wxkf.config import Settings
 
 app = typer.Typer(
     help="wxkf — 微信客服 AI 客服 / AI customer service on WeChat Customer Service", no_args_is_help=True
@@ -38,6 +42,8 @@ err_console = Console(stderr=True)
 
 def settings_or_exit() -> Settings:
     """Load settings; print the problems (never the secrets) and exit 2 when they are invalid."""
+    from wxkf.config import SettingsError, load_settings
+
     try:
         return load_settings()
     except SettingsError as exc:

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import threading
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from wxkf.agent.fake_openai import FakeOpenAI
-from wxkf.agent.llm import LLMClient, LLMError
-from wxkf.config import Settings
-from wxkf.kf.responder import Conversation, InboundMessage, Reply, ReplyRequest
+# The openai SDK and the pipeline load inside the commands that use them: `wxkf --help` and the
+# other commands start without them.
+if TYPE_CHECKING:
+    from wxkf.agent.llm import LLMClient
+    from wxkf.config import Settings
+    from wxkf.kf.responder import Reply
 
 llm_app = typer.Typer(help="大模型与智能回复 / the LLM and the agent's answers", no_args_is_help=True)
 console = Console()
@@ -30,6 +32,8 @@ def _settings() -> Settings:
 @llm_app.command("check")
 def check() -> None:
     """调用一次大模型，确认密钥和账户可用 / call the LLM once to check the key and the account."""
+    from wxkf.agent.llm import LLMClient, LLMError
+
     settings = _settings()
     llm = LLMClient.from_settings(settings)
     if llm is None:
@@ -68,6 +72,7 @@ def ask(
     """用知识库（和已配置的大模型）回答一个问题 / answer a question as the agent would."""
     from wxkf.agent.responder import build_responder
     from wxkf.db.engine import Database, DatabaseError
+    from wxkf.kf.responder import Conversation, InboundMessage, ReplyRequest
 
     settings = _settings()
 
@@ -103,6 +108,8 @@ def fake_server(
     api_key: Annotated[str, typer.Option(help="the key it accepts")] = "sk-local",
 ) -> None:
     """运行本地模拟大模型（OpenAI 兼容）/ run the local fake OpenAI-compatible server."""
+    from wxkf.agent.fake_openai import FakeOpenAI
+
     with FakeOpenAI(api_key=api_key, port=port) as fake:
         console.print(
             f"LLM_BASE_URL={fake.base_url} LLM_API_KEY={api_key}  (Ctrl-C 停止 / to stop)",

@@ -5,24 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from wxkf.contact.content import MessageContent, attachment
 from wxkf.contact.errors import ContactError
-from wxkf.contact.service import (
-    CUSTOMER_STATUS,
-    ContactService,
-    TaskCreated,
-    TaskStatus,
-    open_contact_service,
-)
-from wxkf.db.engine import Database, DatabaseError
 from wxkf.wecom.errors import WeComError
-from wxkf.wecom.models import TemplateAttachment
+
+# Message content (pydantic models), the service and the database (SQLAlchemy, httpx) load when a
+# command runs: `wxkf --help` and the
+# other commands start without them.
+if TYPE_CHECKING:
+    from wxkf.contact.service import ContactService, TaskCreated, TaskStatus
+    from wxkf.wecom.models import TemplateAttachment
 
 contact_app = typer.Typer(
     help="客户联系：员工发消息给客户 / customer contact: staff → customer messages", no_args_is_help=True
@@ -36,6 +33,8 @@ T = TypeVar("T")
 def _run(action: Callable[[ContactService], Awaitable[T]]) -> T:
     """Open settings, database and service; turn every known failure into a message and exit 1."""
     from wxkf.cli import settings_or_exit  # lazily: wxkf.cli imports this module to register it
+    from wxkf.contact.service import open_contact_service
+    from wxkf.db.engine import Database, DatabaseError
 
     settings = settings_or_exit()
 
@@ -57,6 +56,8 @@ def _run(action: Callable[[ContactService], Awaitable[T]]) -> T:
 def _attachments(
     image: list[str], link: list[str], miniprogram: list[str], video: list[str], file: list[str]
 ) -> tuple[TemplateAttachment, ...]:
+    from wxkf.contact.content import attachment
+
     out: list[TemplateAttachment] = []
     for value in image:
         key = "pic_url" if value.startswith(("http://", "https://")) else "media_id"
@@ -152,6 +153,8 @@ def send(
     """发消息给一位客户（需成员确认）/ send one customer a message (the member confirms it)."""
 
     async def go(service: ContactService) -> TaskCreated:
+        from wxkf.contact.content import MessageContent
+
         content = MessageContent(text, _attachments(image, link, miniprogram, video, file))
         return await service.send(member, external_userid, content)
 
@@ -182,6 +185,8 @@ def broadcast(
         raise typer.Exit(2)
 
     async def go(service: ContactService) -> TaskCreated:
+        from wxkf.contact.content import MessageContent
+
         content = MessageContent(text, _attachments(image, link, miniprogram, video, file))
         return await service.broadcast(member, None if all_customers else ids, content)
 
@@ -189,6 +194,8 @@ def broadcast(
 
 
 def print_status(status: TaskStatus) -> None:
+    from wxkf.contact.service import CUSTOMER_STATUS
+
     console.print(
         f"群发任务 / task {status.msgid}" + ("（已取消 / cancelled）" if status.cancelled else ""),
         highlight=False,

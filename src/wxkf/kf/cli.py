@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from wxkf.config import Settings
 from wxkf.kf.policy import state_name
 from wxkf.kf.responder import Conversation
-from wxkf.kf.runtime import Pipeline, PipelineNotConfigured
-from wxkf.kf.service_state import explain_api_error
 from wxkf.wecom.errors import APIError, WeComError
+
+# The pipeline (procrastinate, psycopg, httpx) loads when a session command runs: `wxkf --help`
+# and the other commands start without it.
+if TYPE_CHECKING:
+    from wxkf.config import Settings
+    from wxkf.kf.runtime import Pipeline
 
 session_app = typer.Typer(help="会话状态 / a customer's kf session (wecom-api §6)", no_args_is_help=True)
 console = Console(highlight=False)
@@ -36,6 +39,7 @@ def _settings() -> Settings:
 
 def _run(settings: Settings, body: Callable[[Pipeline], Awaitable[None]]) -> None:
     from wxkf.db.engine import Database, DatabaseError
+    from wxkf.kf.runtime import Pipeline
 
     async def main() -> None:
         database = await Database.open(settings)
@@ -68,6 +72,9 @@ def _session_command(
     title: str, action: Callable[[Pipeline, Conversation, int, str | None], Awaitable[None]]
 ) -> Callable[..., None]:
     def command(open_kfid: str, external_userid: str) -> None:
+        from wxkf.kf.runtime import PipelineNotConfigured
+        from wxkf.kf.service_state import explain_api_error
+
         settings = _settings()
         conversation = Conversation(open_kfid, external_userid)
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from wxkf.ops.doctor import DoctorReport, run_doctor
+# The checks (httpx, psycopg, the WeCom client) load when `wxkf doctor` runs, not for `wxkf --help`.
+if TYPE_CHECKING:
+    from wxkf.ops.doctor import DoctorReport
 
 
 def render(report: DoctorReport, console: Console) -> None:
@@ -34,6 +36,8 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="输出 JSON / print JSON for machines")] = False,
 ) -> None:
     """检查部署并给出修复方法 / check the deployment and say how to fix what is wrong."""
+    from wxkf.ops.doctor import run_doctor
+
     report = asyncio.run(run_doctor())
     if as_json:
         typer.echo(json.dumps(report.to_json(), ensure_ascii=False, indent=2))

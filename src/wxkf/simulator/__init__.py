@@ -7,11 +7,35 @@ customer-contact APIs over HTTP, a control API for tests and demos, and encrypte
 For tests, `wxkf.simulator.testing.run_simulator` runs it on a free port in a background thread.
 """
 
-from wxkf.simulator.app import create_simulator_app
-from wxkf.simulator.behaviour import Behaviour, RoutingMode
-from wxkf.simulator.clock import SimClock
-from wxkf.simulator.errors import SimError
-from wxkf.simulator.seed import seed_world
-from wxkf.simulator.world import World
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wxkf.simulator.app import create_simulator_app
+    from wxkf.simulator.behaviour import Behaviour, RoutingMode
+    from wxkf.simulator.clock import SimClock
+    from wxkf.simulator.errors import SimError
+    from wxkf.simulator.seed import seed_world
+    from wxkf.simulator.world import World
+
+# Names load on first use (PEP 562): `import wxkf.simulator.cli` for `wxkf --help` must not pull in
+# the simulator's FastAPI app.
+_SOURCES = {
+    "create_simulator_app": "app",
+    "Behaviour": "behaviour",
+    "RoutingMode": "behaviour",
+    "SimClock": "clock",
+    "SimError": "errors",
+    "seed_world": "seed",
+    "World": "world",
+}
+
+
+def __getattr__(name: str) -> Any:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{source}"), name)
+
 
 __all__ = ["Behaviour", "RoutingMode", "SimClock", "SimError", "World", "create_simulator_app", "seed_world"]

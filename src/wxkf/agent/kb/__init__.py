@@ -10,24 +10,56 @@ the `Embedder` seam with `HashingEmbedder` (offline default) and `OpenAIEmbedder
 and `load_sample` for the bundled demo FAQ.
 """
 
-from wxkf.agent.kb.bundled import SAMPLE_DIR, load_sample
-from wxkf.agent.kb.embedders import (
-    CorpusStats,
-    Embedder,
-    EmbeddingError,
-    HashingEmbedder,
-    OpenAIEmbedder,
-    make_embedder,
-)
-from wxkf.agent.kb.loaders import UnsupportedDocument
-from wxkf.agent.kb.store import (
-    AddResult,
-    DocumentInfo,
-    KnowledgeBase,
-    KnowledgeBaseError,
-    Passage,
-    SourceDocument,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wxkf.agent.kb.bundled import SAMPLE_DIR, load_sample
+    from wxkf.agent.kb.embedders import (
+        CorpusStats,
+        Embedder,
+        EmbeddingError,
+        HashingEmbedder,
+        OpenAIEmbedder,
+        make_embedder,
+    )
+    from wxkf.agent.kb.loaders import UnsupportedDocument
+    from wxkf.agent.kb.store import (
+        AddResult,
+        DocumentInfo,
+        KnowledgeBase,
+        KnowledgeBaseError,
+        Passage,
+        SourceDocument,
+    )
+
+# Names load on first use (PEP 562): `import wxkf.agent.kb.cli` for `wxkf --help` must not pull in
+# the store's SQLAlchemy and pgvector.
+_SOURCES = {
+    "SAMPLE_DIR": "bundled",
+    "load_sample": "bundled",
+    "CorpusStats": "embedders",
+    "Embedder": "embedders",
+    "EmbeddingError": "embedders",
+    "HashingEmbedder": "embedders",
+    "OpenAIEmbedder": "embedders",
+    "make_embedder": "embedders",
+    "UnsupportedDocument": "loaders",
+    "AddResult": "store",
+    "DocumentInfo": "store",
+    "KnowledgeBase": "store",
+    "KnowledgeBaseError": "store",
+    "Passage": "store",
+    "SourceDocument": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{source}"), name)
+
 
 __all__ = [
     "SAMPLE_DIR",

@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wxkf.agent.kb.bundled import load_sample
-from wxkf.agent.kb.embedders import EmbeddingError, make_embedder
 from wxkf.agent.kb.loaders import FORMATS, UnsupportedDocument, detect_format
-from wxkf.agent.kb.store import KnowledgeBase, KnowledgeBaseError
-from wxkf.db.engine import Database, DatabaseError
+
+# The store (SQLAlchemy, pgvector) loads when a command opens the database: `wxkf --help` and the
+# other commands start without it.
+if TYPE_CHECKING:
+    from wxkf.agent.kb.store import KnowledgeBase
 
 kb_app = typer.Typer(help="知识库 / the knowledge base", no_args_is_help=True)
 console = Console()
@@ -34,7 +35,10 @@ _STATUS = {
 
 def _run(action: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
     """Open the database and the configured embedder, run `action`, and turn failures into exit 1."""
+    from wxkf.agent.kb.embedders import EmbeddingError, make_embedder
+    from wxkf.agent.kb.store import KnowledgeBase, KnowledgeBaseError
     from wxkf.cli import settings_or_exit  # the surface's settings loader; imported late (it imports us)
+    from wxkf.db.engine import Database, DatabaseError
 
     settings = settings_or_exit()
 
@@ -104,6 +108,8 @@ def add(
 @kb_app.command("sample")
 def sample() -> None:
     """载入内置示例知识库（虚构商店的常见问题）/ load the bundled sample FAQ of a fictional shop."""
+    from wxkf.agent.kb.bundled import load_sample
+
     results = _run(load_sample)
     for result in results:
         console.print(f"{_STATUS[result.status]}: {result.source} ({result.chunks})", highlight=False)
