@@ -282,24 +282,16 @@ class KnowledgeBase:
         self, conn: AsyncConnection, terms: Sequence[str] | None
     ) -> tuple[CorpusStats, Any]:
         """The corpus statistics, for all terms (`None`) or only the given ones."""
+        state = (await conn.execute(text("SELECT * FROM kb_state"))).one()
         if terms is None:
-            state = (await conn.execute(text("SELECT * FROM kb_state"))).one()
             rows = await conn.execute(text("SELECT term, df FROM kb_terms"))
-            df = {str(r.term): int(r.df) for r in rows}
         else:
-            # One round trip for a search: the state, with the question's terms' frequencies.
-            state = (
-                await conn.execute(
-                    text(
-                        "SELECT s.*, coalesce(f.terms, '{}') AS df_terms, coalesce(f.dfs, '{}') AS df_counts "
-                        "FROM kb_state s, (SELECT array_agg(term ORDER BY term) AS terms, "
-                        "array_agg(df ORDER BY term) AS dfs FROM kb_terms WHERE term = ANY(:t)) AS f"
-                    ),
-                    {"t": list(terms)},
-                )
-            ).one()
-            df = {str(t): int(d) for t, d in zip(state.df_terms, state.df_counts, strict=True)}
-        stats = CorpusStats(n_chunks=state.n_chunks, df=df, generation=state.generation)
+            rows = await conn.execute(
+                text("SELECT term, df FROM kb_terms WHERE term = ANY(:t)"), {"t": list(terms)}
+            )
+        stats = CorpusStats(
+            n_chunks=state.n_chunks, df={str(r.term): int(r.df) for r in rows}, generation=state.generation
+        )
         return stats, state
 
     def _embedder_for(self, stats: CorpusStats) -> Embedder:
@@ -401,43 +393,44 @@ class KnowledgeBase:
             weights = [stats.idf(t) for t in query_terms]
             total_weight = sum(weights)
             matchable = [(t, w) for t, w in zip(query_terms, weights, strict=True) if t in stats.df]
-            # Both halves in one statement (one round trip); each ARRAY(...) keeps its subquery's order.
-            # hnsw.ef_search stays at pgvector's default of 40, above CANDIDATES.
-            vector_sql = (
-                f"ARRAY(SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} "
-                f"ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n)"
-                if use_vector
-                else "ARRAY[]::bigint[]"
-            )
-            lexical_sql = "ARRAY[]::bigint[]"
-            params: dict[str, Any] = {"q": q, "n": CANDIDATES}
+            vector_ranked: list[int] = []
+            lexical_ranked: list[int] = []
+            if use_vector:
+                await conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, CANDIDATES)}"))
+                rows = await conn.execute(
+                    text(
+                        f"SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} "
+                        f"ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n"
+                    ),
+                    {"q": q, "n": CANDIDATES},
+                )
+                vector_ranked = list(rows.scalars())
             if use_lexical and matchable:
                 any_of, all_of = _candidate_terms(matchable, stats)
                 # Candidates first (GIN), capped; then BM25 with binary term frequency over them.
-                lexical_sql = (
-                    "ARRAY(WITH candidates AS MATERIALIZED ("
-                    " SELECT id, terms, n_terms FROM kb_chunks"
-                    f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
-                    " LIMIT :budget) "
-                    "SELECT c.id FROM candidates c ORDER BY "
-                    "(SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w) "
-                    " WHERE q.t = ANY(c.terms))"
-                    " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id LIMIT :n)"
+                rows = await conn.execute(
+                    text(
+                        "WITH candidates AS MATERIALIZED ("
+                        " SELECT id, terms, n_terms FROM kb_chunks"
+                        f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
+                        " LIMIT :budget) "
+                        "SELECT c.id FROM candidates c ORDER BY "
+                        "(SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w) "
+                        " WHERE q.t = ANY(c.terms))"
+                        " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id LIMIT :n"
+                    ),
+                    {
+                        "filter": all_of or any_of,
+                        "budget": LEXICAL_CANDIDATE_BUDGET,
+                        "terms": [t for t, _ in matchable],
+                        "ws": [w for _, w in matchable],
+                        "k1": BM25_K1,
+                        "b": BM25_B,
+                        "avg": state.avg_terms,
+                        "n": CANDIDATES,
+                    },
                 )
-                params |= {
-                    "filter": all_of or any_of,
-                    "budget": LEXICAL_CANDIDATE_BUDGET,
-                    "terms": [t for t, _ in matchable],
-                    "ws": [w for _, w in matchable],
-                    "k1": BM25_K1,
-                    "b": BM25_B,
-                    "avg": state.avg_terms,
-                }
-            halves_row = (
-                await conn.execute(text(f"SELECT {vector_sql} AS v, {lexical_sql} AS l"), params)
-            ).one()
-            vector_ranked: list[int] = list(halves_row.v)
-            lexical_ranked: list[int] = list(halves_row.l)
+                lexical_ranked = list(rows.scalars())
             fused: dict[int, float] = {}
             for ranked in (vector_ranked, lexical_ranked):
                 for rank, chunk_id in enumerate(ranked):
