@@ -226,7 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                     kb = KnowledgeBase(database, HashingEmbedder())
                     await load_sample(kb)
                     results["quality"] = await evaluate(kb)
-                elif not args.skip_latency:
+                elif name == "scale" and not args.skip_latency:
                     results["latency"] = await latency(database, args.chunks)
             finally:
                 await database.close()
