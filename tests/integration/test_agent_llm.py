@@ -361,7 +361,9 @@ async def test_persistent_5xx_gives_the_fallback_after_bounded_retries(
     assert len(fake.chat_requests()) == 3  # the first attempt and LLM_MAX_RETRIES=2 retries
     (failure,) = await rows(database, "SELECT kind, status_code, model FROM agent_llm_failures")
     assert dict(failure) == {"kind": "server", "status_code": 503, "model": "deepseek-chat"}
-    (counter,) = await rows(database, "SELECT name, value FROM kf_counters")
+    (counter,) = await rows(
+        database, "SELECT name, value FROM kf_counters WHERE name LIKE 'agent.llm_failure.%'"
+    )
     assert dict(counter) == {"name": "agent.llm_failure.server", "value": 1}
 
 

@@ -3,7 +3,9 @@
 - `LLMResponder`: retrieves passages, recalls the conversation, tells the model the message budget,
   and lets it call tools (at most `MAX_TOOL_ROUNDS` rounds). When the LLM fails even after its
   bounded retries, the customer gets a polite fallback and a person is asked to take over; the
-  failure goes to `agent_llm_failures`, a counter (`agent.llm_failure.<kind>`) and the log.
+  failure goes to `agent_llm_failures`, a counter (`agent.llm_failure.<kind>`) and the log. Every
+  model call's latency (failed ones too) goes to `kf_counters` as histogram buckets (`LatencyLog`),
+  so /metrics shows the same figure whichever process answered.
 - `OfflineResponder`: no LLM key. Answers with the best passage when it is relevant enough,
   otherwise says a person will take over (`handoff=True`).
 
@@ -13,16 +15,17 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from sqlalchemy import text
 
 from wxkf.agent.kb.embedders import make_embedder
 from wxkf.agent.kb.store import KnowledgeBase
-from wxkf.agent.llm import LLMAuthError, LLMClient, LLMError
+from wxkf.agent.llm import Completion, LLMAuthError, LLMClient, LLMError
 from wxkf.agent.memory import ConversationMemory, MemorySource, PipelineMemory, Speaker, Turn
 from wxkf.agent.prompts import (
     ASK_HUMAN_RE,
@@ -41,6 +44,7 @@ from wxkf.agent.tools_kf import KfSessionApi, kf_tools
 from wxkf.config import Settings
 from wxkf.db.engine import Database
 from wxkf.kf.responder import Conversation, Reply, ReplyRequest
+from wxkf.ops.metrics import llm_latency_counters
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,35 @@ class FailureLog:
             )
 
 
+class LatencyLog:
+    """Adds each LLM call's latency to the histogram counters in `kf_counters`, in one statement."""
+
+    def __init__(self, database: Database | None) -> None:
+        self.database = database
+        self.calls = 0  # this process's view, for tests
+
+    async def record(self, seconds: float) -> None:
+        self.calls += 1
+        if self.database is None:
+            return
+        increments = llm_latency_counters(seconds)
+        rows = ", ".join(f"(:name{i}, :value{i})" for i in range(len(increments)))
+        params: dict[str, object] = {}
+        for i, (name, value) in enumerate(increments.items()):
+            params[f"name{i}"], params[f"value{i}"] = name, value
+        try:
+            async with self.database.engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        f"INSERT INTO kf_counters (name, value) VALUES {rows} "
+                        "ON CONFLICT (name) DO UPDATE SET value = kf_counters.value + EXCLUDED.value"
+                    ),
+                    params,
+                )
+        except Exception as exc:  # a lost sample must not cost the customer their answer
+            log.warning("LLM latency not recorded: %s", type(exc).__name__)
+
+
 class OfflineResponder:
     """Answers from the knowledge base alone; hands everything else to a person."""
 
@@ -146,8 +179,10 @@ class LLMResponder:
         tools: ToolRegistry,
         failures: FailureLog,
         persona: str = "",
+        latency: LatencyLog | None = None,
     ) -> None:
         self.llm = llm
+        self.latency = latency or LatencyLog(failures.database)
         self.retriever = retriever
         self.memory = memory
         self.tools = tools
@@ -197,15 +232,32 @@ class LLMResponder:
             messages.extend(_turn_message(t) for t in turns)
         messages.append({"role": "user", "content": query or "[空消息 empty message]"})
         for _round in range(MAX_TOOL_ROUNDS):
-            completion = await self.llm.complete(messages, tools=schemas)
+            completion = await self._complete(messages, schemas)
             if not completion.tool_calls:
                 return self._final(completion.content, context)
             messages.append(completion.as_message())
             for call in completion.tool_calls:
                 outcome = await self.tools.call(call.name, call.arguments, context)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
-        completion = await self.llm.complete(messages, tools=schemas, allow_tools=False)
+        completion = await self._complete(messages, schemas, allow_tools=False)
         return self._final(completion.content, context)
+
+    async def _complete(
+        self,
+        messages: Sequence[ChatCompletionMessageParam],
+        tools: Sequence[ChatCompletionToolParam],
+        *,
+        allow_tools: bool = True,
+    ) -> Completion:
+        """One model call, timed: the latency is recorded whether the call answers or fails."""
+        started = time.monotonic()
+        try:
+            completion = await self.llm.complete(messages, tools=tools, allow_tools=allow_tools)
+        except LLMError:
+            await self.latency.record(time.monotonic() - started)
+            raise
+        await self.latency.record(time.monotonic() - started)
+        return completion
 
     @staticmethod
     def _final(content: str, context: ToolContext) -> str:

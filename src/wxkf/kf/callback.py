@@ -7,6 +7,11 @@ repeats a callback it thinks failed (§1.7); a repeat changes nothing but a deli
 Bad input gets a 4xx and one log line with the reason, and nothing is recorded: bad signature or
 wrong corp id → 403, malformed XML or ciphertext → 400, a body over 1 MiB → 413 (checked from
 Content-Length and while reading, before decrypting anything). Never a 5xx for bad input.
+
+Each refusal adds one to `kf.callback.<outcome>` in `kf_counters` (exported as
+`wxkf_callbacks_total{outcome}`), and nothing else is written: bad_signature, wrong_corp_id,
+malformed, oversized, disconnected, not_configured, and url_refused for a failed URL verification.
+A non-kf callback on this URL is acknowledged and counted as `ignored`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import ClientDisconnect
 
 from wxkf.config import Settings
+from wxkf.kf import ledger
 from wxkf.kf.jobs import defer_sync, sync_lock
 from wxkf.kf.runtime import Pipeline
 from wxkf.wecom.crypto import CallbackCrypto
@@ -45,6 +52,14 @@ def _reject(status: int, reason: str) -> PlainTextResponse:
 
 def _status_for(error: CallbackCryptoError) -> int:
     return 403 if isinstance(error, InvalidSignatureError | CorpIdMismatchError) else 400
+
+
+def _outcome_for(error: CallbackCryptoError) -> str:
+    if isinstance(error, InvalidSignatureError):
+        return "bad_signature"
+    if isinstance(error, CorpIdMismatchError):
+        return "wrong_corp_id"
+    return "malformed"
 
 
 async def _read_body(request: Request) -> bytes:
@@ -76,6 +91,19 @@ class CallbackReceiver:
         self._pool: AsyncConnectionPool[Any] = pipeline.pool
         self._pipeline = pipeline
         self._deferring: dict[str, asyncio.Future[None]] = {}
+
+    async def count(self, outcome: str) -> None:
+        """One more callback with `outcome` in `kf_counters`; a database hiccup costs the count, not a 5xx."""
+        try:
+            async with self._pool.connection() as conn:
+                await ledger.count(conn, f"kf.callback.{outcome}")
+        except psycopg.Error as exc:
+            log.warning("回调计数失败 / could not count a %s callback: %s", outcome, type(exc).__name__)
+
+    async def refuse(self, outcome: str, status: int, reason: str) -> PlainTextResponse:
+        """Count the refusal, log it, and answer `status` with the reason."""
+        await self.count(outcome)
+        return _reject(status, reason)
 
     def known(self, open_kfid: str) -> bool:
         return bool(open_kfid) and (not self.accounts or open_kfid in self.accounts)
@@ -151,15 +179,19 @@ def callback_router() -> APIRouter:
     ) -> Response:
         """wecom-api §1.4: answer the decrypted echostr, bare (no quotes, BOM or newline)."""
         if receiver.crypto is None:
-            return _reject(
-                404, "回调未配置：设置 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID / callback not configured"
+            return await receiver.refuse(
+                "not_configured",
+                404,
+                "回调未配置：设置 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID / callback not configured",
             )
         if not (msg_signature and timestamp and nonce and echostr):
-            return _reject(400, "缺少 msg_signature/timestamp/nonce/echostr / missing query parameters")
+            return await receiver.refuse(
+                "url_refused", 400, "缺少 msg_signature/timestamp/nonce/echostr / missing query parameters"
+            )
         try:
             plain = receiver.crypto.verify_url(msg_signature, timestamp, nonce, echostr)
         except CallbackCryptoError as exc:
-            return _reject(_status_for(exc), exc.message)
+            return await receiver.refuse("url_refused", _status_for(exc), exc.message)
         log.info("回调 URL 验证成功 / callback URL verified", extra={"decision": "url_verified"})
         return Response(plain, media_type="text/plain")
 
@@ -172,32 +204,45 @@ def callback_router() -> APIRouter:
         nonce: Annotated[str, Query()] = "",
     ) -> Response:
         if receiver.crypto is None:
-            return _reject(
-                404, "回调未配置：设置 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID / callback not configured"
+            return await receiver.refuse(
+                "not_configured",
+                404,
+                "回调未配置：设置 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID / callback not configured",
             )
         if not (msg_signature and timestamp and nonce):
-            return _reject(400, "缺少 msg_signature/timestamp/nonce / missing query parameters")
+            return await receiver.refuse(
+                "malformed", 400, "缺少 msg_signature/timestamp/nonce / missing query parameters"
+            )
         try:
             body = await _read_body(request)
         except BodyTooLarge:
-            return _reject(413, f"请求体超过 {MAX_BODY_BYTES} 字节 / body larger than 1 MiB")
+            return await receiver.refuse(
+                "oversized", 413, f"请求体超过 {MAX_BODY_BYTES} 字节 / body larger than 1 MiB"
+            )
         except ClientDisconnect:
-            return _reject(400, "请求未发完连接就断开了 / the client disconnected before sending the body")
+            return await receiver.refuse(
+                "disconnected",
+                400,
+                "请求未发完连接就断开了 / the client disconnected before sending the body",
+            )
         try:
             fields = receiver.crypto.decrypt_callback(msg_signature, timestamp, nonce, body)
         except CallbackCryptoError as exc:
-            return _reject(_status_for(exc), exc.message)
+            return await receiver.refuse(_outcome_for(exc), _status_for(exc), exc.message)
         event = fields.get("Event", "")
         if fields.get("MsgType") != "event" or event != KF_EVENT:
             # Another app's callback on this URL: acknowledged, so WeCom does not repeat it.
             log.info("忽略非微信客服回调 / ignored a non-kf callback: %s/%s", fields.get("MsgType"), event)
+            await receiver.count("ignored")
             return PlainTextResponse("success")
         open_kfid = fields.get("OpenKfId", "")
         token = fields.get("Token", "")
         try:
             create_time = int(fields.get("CreateTime", "0") or 0)
         except ValueError:
-            return _reject(400, "CreateTime 不是整数 / CreateTime is not an integer")
+            return await receiver.refuse(
+                "malformed", 400, "CreateTime 不是整数 / CreateTime is not an integer"
+            )
         is_new, sync_queued = await receiver.record(open_kfid, token, create_time)
         if not receiver.known(open_kfid):
             log.warning(

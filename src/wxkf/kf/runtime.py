@@ -59,6 +59,8 @@ class Pipeline:
         self.conninfo = conninfo
         self._client = client
         self._owns_client = client is None
+        if client is not None and client.on_api_error is None:
+            client.on_api_error = self.count_api_error
         self._responder = responder
         # Autocommit: a single statement needs no BEGIN/COMMIT round trips; every multi-statement
         # change in the pipeline runs in an explicit `conn.transaction()`.
@@ -104,8 +106,15 @@ class Pipeline:
                 self.settings.wecom_corp_id,
                 secret,
                 token_store=PostgresTokenStore(self.conninfo),
+                on_api_error=self.count_api_error,
             )
         return self._client
+
+    async def count_api_error(self, api: str, errcode: int) -> None:
+        """The client's `on_api_error` hook: every errcode WeCom answers, shared by all processes
+        through `kf_counters` (`wecom.errcode.<api>.<errcode>`, read by /metrics)."""
+        async with self.pool.connection() as conn:
+            await ledger.count(conn, f"wecom.errcode.{api}.{errcode}")
 
     def use_responder(self, responder: Responder) -> None:
         """Answer with `responder` from now on (the service plugs the agent in here)."""

@@ -10,10 +10,14 @@ nothing lost when a process restarts. Counters are monotonic as long as the rows
   kf.skipped.<reason>             messages not answered, by reason → wxkf_messages_skipped_total{reason}
   kf.skipped.budget_used_up       the 48 h / 5 budget ran out      → also wxkf_budget_exhausted_total
   kf.send_fail.<fail_type>        msg_send_fail events             → wxkf_send_failures_total{fail_type}
-  kf.errcode.<n>                  service_state API errors         → wxkf_wecom_errors_total{api="kf/service_state"}
-  kf.callback.<outcome>           callbacks refused before storage → wxkf_callbacks_total{outcome}
-  agent.llm.calls / agent.llm.latency_ms   LLM calls and their summed latency → wxkf_llm_latency_seconds
-  anything else                   → wxkf_counter_total{name}
+  wecom.errcode.<api>.<n>         every errcode WeCom answered (each attempt; the pipeline's client's
+                                  `on_api_error` hook)   → wxkf_wecom_errors_total{api, errcode}
+  kf.callback.<outcome>           callbacks refused before storage (and `ignored` non-kf ones)
+                                                                   → wxkf_callbacks_total{outcome}
+  agent.llm.calls, agent.llm.latency_ms, agent.llm.latency_le.<bound>
+                                  LLM calls, their summed latency, and how many fell in each bucket
+                                  (`llm_latency_counters`)         → wxkf_llm_latency_seconds histogram
+  anything else (kf.errcode.<n>, the pipeline's own decision counter, …) → wxkf_counter_total{name}
 """
 
 from __future__ import annotations
@@ -25,18 +29,40 @@ from typing import Any
 import psycopg
 
 SYNC_LAG_WINDOW = "15 minutes"
+# Upper bounds (seconds) of the LLM latency histogram: a chat completion takes 1–20 s; 60 s is past
+# any sensible LLM_TIMEOUT_SECONDS with retries.
+LLM_LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+_LLM_BUCKET = "agent.llm.latency_le."
+_WECOM_ERRCODE = "wecom.errcode."
 WORKER_ALIVE = "60 seconds"  # procrastinate workers heartbeat every few seconds
 
 
 @dataclass
 class Metric:
     name: str
-    kind: str  # counter | gauge | summary
+    kind: str  # counter | gauge | summary | histogram
     help: str
     samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
 
     def add(self, value: float, **labels: str) -> None:
         self.samples.append((labels, float(value)))
+
+
+def _bound(value: float) -> str:
+    return _number(value) if value != float("inf") else "+Inf"
+
+
+def llm_latency_counters(seconds: float) -> dict[str, int]:
+    """The `kf_counters` increments for one LLM call that took `seconds` (see the module docstring).
+
+    Each call adds to one bucket (the smallest bound it fits under); the export makes them cumulative.
+    """
+    bound = next((b for b in LLM_LATENCY_BUCKETS if seconds <= b), float("inf"))
+    return {
+        "agent.llm.calls": 1,
+        "agent.llm.latency_ms": round(seconds * 1000),
+        _LLM_BUCKET + _bound(bound): 1,
+    }
 
 
 def _escape(value: str) -> str:
@@ -123,12 +149,9 @@ async def collect(conninfo: str) -> list[Metric]:
         depth = Metric("wxkf_outbox_depth", "gauge", "Outbound messages waiting to be sent")
         depth.add((await rows("SELECT count(*) FROM kf_outbox WHERE status = 'pending'"))[0][0])
 
-        errors = Metric("wxkf_wecom_errors_total", "counter", "WeCom API errcodes, by API")
-        for api, errcode, count in await rows(
-            "SELECT CASE WHEN code IS NULL THEN 'kf/send_msg' ELSE 'kf/send_msg_on_event' END, errcode, count(*) "
-            "FROM kf_outbox WHERE errcode IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2"
-        ):
-            errors.add(count, api=str(api), errcode=str(errcode))
+        errors = Metric(
+            "wxkf_wecom_errors_total", "counter", "Errcodes WeCom answered, by API (each attempt)"
+        )
 
         counters = {
             str(name): int(value) for name, value in await rows("SELECT name, value FROM kf_counters")
@@ -149,15 +172,21 @@ async def collect(conninfo: str) -> list[Metric]:
         send_fail = Metric("wxkf_send_failures_total", "counter", "msg_send_fail events, by fail_type")
         llm_calls = counters.pop("agent.llm.calls", 0)
         llm_ms = counters.pop("agent.llm.latency_ms", 0)
+        llm_buckets: dict[float, int] = dict.fromkeys(LLM_LATENCY_BUCKETS, 0)
         other = Metric("wxkf_counter_total", "counter", "Other pipeline counters, by name")
         for name, value in sorted(counters.items()):
             head, _, tail = name.rpartition(".")
-            if head == "kf.skipped":
+            if name.startswith(_LLM_BUCKET):
+                upper = name.removeprefix(_LLM_BUCKET)
+                if upper != "+Inf":  # the +Inf bucket is every call: agent.llm.calls
+                    llm_buckets[float(upper)] = llm_buckets.get(float(upper), 0) + value
+            elif name.startswith(_WECOM_ERRCODE):
+                api, _, errcode = name.removeprefix(_WECOM_ERRCODE).rpartition(".")
+                errors.add(value, api=api, errcode=errcode)
+            elif head == "kf.skipped":
                 skipped.add(value, reason=tail)
             elif head == "kf.send_fail":
                 send_fail.add(value, fail_type=tail)
-            elif head == "kf.errcode":
-                errors.add(value, api="kf/service_state", errcode=tail)
             elif head == "kf.callback":
                 callbacks.add(value, outcome=tail)
             elif head == "agent.llm_failure":
@@ -170,7 +199,14 @@ async def collect(conninfo: str) -> list[Metric]:
         )
         for kind, count in await rows("SELECT kind, count(*) FROM agent_llm_failures GROUP BY 1 ORDER BY 1"):
             llm_failures.add(count, kind=str(kind))
-        llm_latency = Metric("wxkf_llm_latency_seconds", "summary", "LLM call latency")
+        llm_latency = Metric(
+            "wxkf_llm_latency_seconds", "histogram", "LLM call latency, failed calls included"
+        )
+        cumulative = 0
+        for bound in sorted(llm_buckets):
+            cumulative += llm_buckets[bound]
+            llm_latency.add(cumulative, __suffix="_bucket", le=_bound(bound))
+        llm_latency.add(llm_calls, __suffix="_bucket", le="+Inf")
         llm_latency.add(llm_ms / 1000, __suffix="_sum")
         llm_latency.add(llm_calls, __suffix="_count")
 

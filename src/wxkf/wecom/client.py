@@ -12,6 +12,9 @@
 * Every error is a `WeComError` (see `wxkf.wecom.errors`); `_decode_json` is the one place where a
   response becomes data or an exception. Nothing this module raises or logs contains the secret or
   an access_token: URLs and bodies are redacted before they reach a message.
+* `on_api_error(api, errcode)`: an optional async hook called for every errcode WeCom answers
+  (each attempt, gettoken included), so a layer above can count them — this module stays free of
+  any database. A failing hook is logged and never changes the call's outcome.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import mimetypes
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -83,6 +86,9 @@ logger = logging.getLogger("wxkf.wecom")
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ResultT = TypeVar("ResultT")
 
+ApiErrorHook = Callable[[str, int], Awaitable[None]]
+"""`on_api_error(api, errcode)`, e.g. `("kf/send_msg", 95018)`."""
+
 EXCERPT_CHARS = 200
 _SECRET_PARAM_RE = re.compile(r"""(access_token|corpsecret)(["']?\s*[:=]\s*["']?)[^&\s"'<>,;}]*""", re.I)
 
@@ -134,6 +140,18 @@ def _retryable(error: WeComError) -> bool:
     return isinstance(error, TransportError) and error.retryable
 
 
+async def _report(hook: ApiErrorHook, api: str, errcode: int) -> None:
+    try:
+        await hook(api, errcode)
+    except Exception as exc:  # counting must not turn a WeCom answer into another failure
+        logger.warning(
+            "WeCom 错误码计数失败 / the on_api_error hook failed for api=%s errcode=%s: %s",
+            api,
+            errcode,
+            type(exc).__name__,
+        )
+
+
 def _excerpt(response: httpx.Response) -> str:
     return response.content[: EXCERPT_CHARS * 2].decode("utf-8", "replace")[:EXCERPT_CHARS]
 
@@ -151,6 +169,7 @@ class WeComClient:
         retry: RetryPolicy = RetryPolicy(),
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = 10.0,
+        on_api_error: ApiErrorHook | None = None,
     ) -> None:
         self._secret = secret if isinstance(secret, SecretStr) else SecretStr(secret)
         if not corp_id or not self._secret.get_secret_value():
@@ -166,6 +185,7 @@ class WeComClient:
         self._timeout = timeout
         self._token: CachedToken | None = None
         self._token_lock = asyncio.Lock()
+        self.on_api_error = on_api_error
         self._http = httpx.AsyncClient(base_url=api_base.rstrip("/"), transport=transport, timeout=timeout)
 
     def __repr__(self) -> str:
@@ -268,6 +288,9 @@ class WeComClient:
                     api, f"连接失败 / request failed: {type(exc).__name__}: {self._redact(str(exc))}"
                 )
             self._log_failure(api, error, attempt)
+            hook = self.on_api_error
+            if hook is not None and isinstance(error, APIError):
+                await _report(hook, api, error.errcode)
             if (
                 auth
                 and not token_refreshed
