@@ -486,19 +486,7 @@ async def check_callback_url(ctx: DoctorContext) -> list[CheckResult]:
     elapsed = time.monotonic() - started
     body = response.text
     if response.status_code != 200 or body != plaintext:
-        return [
-            CheckResult(
-                "callback_url",
-                title,
-                "fail",
-                f"{url} 返回 HTTP {response.status_code}，内容与解密后的 echostr 不符 / "
-                "did not echo the decrypted echostr",
-                "确认 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID 与企业微信后台「回调配置」一致，且该地址"
-                "指向本服务的 /wecom/callback / make Token, EncodingAESKey and CorpID match the console "
-                "and point the URL at this service's /wecom/callback",
-                see=_catalog("messages-not-received")[1],
-            )
-        ]
+        return [_callback_mismatch(url, response.status_code, body)]
     # wecom-api §1.4: WeCom wants the echo within 1 second.
     if elapsed > 1.0:
         return [
@@ -513,6 +501,51 @@ async def check_callback_url(ctx: DoctorContext) -> list[CheckResult]:
     return [
         CheckResult("callback_url", title, "ok", f"{url} 通过签名验证 / answered the signed verification")
     ]
+
+
+def _callback_mismatch(url: str, status: int, body: str) -> CheckResult:
+    """Why the URL did not echo the plaintext, told apart by what it answered (wecom-api §1.4)."""
+    title = "回调地址 / callback URL"
+    see = _catalog("messages-not-received")[1]
+    # The body is the server's own answer (wxkf's refusal reason, a proxy's page): shown short, on one line.
+    excerpt = " ".join(body.split())[:120]
+    if status == 403:
+        # wxkf's /wecom/callback answers 403 when the signature or the corp id does not match.
+        return CheckResult(
+            "callback_url",
+            title,
+            "fail",
+            f"{url} 拒绝了签名验证（HTTP 403，签名或企业ID不匹配）/ refused the signed verification "
+            f"(signature or corp id mismatch): {excerpt}",
+            "服务端与本机的 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID 不一致：三者都须与企业微信后台「回调配置」"
+            "相同；修改 .env 后重启 wxkf serve / WECOM_TOKEN, WECOM_AES_KEY and WECOM_CORP_ID differ between "
+            "the server and this machine: make all three match the console's callback settings and restart "
+            "wxkf serve",
+            see=see,
+        )
+    if status == 200:
+        return CheckResult(
+            "callback_url",
+            title,
+            "fail",
+            f"{url} 返回了其他内容，而不是解密后的 echostr / answered something else than the decrypted "
+            f"echostr: {excerpt!r}",
+            "该地址没有指向 wxkf 的 /wecom/callback（检查反向代理的转发路径），或响应被加了引号、BOM、换行；"
+            "企业微信要求原样返回明文 / the URL does not reach wxkf's /wecom/callback (check the reverse "
+            "proxy's path), or the answer was wrapped in quotes, a BOM or a newline: WeCom wants the bare "
+            "plaintext",
+            see=see,
+        )
+    return CheckResult(
+        "callback_url",
+        title,
+        "fail",
+        f"{url} 返回 HTTP {status}，内容与解密后的 echostr 不符 / did not echo the decrypted echostr: {excerpt}",
+        "确认 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID 与企业微信后台「回调配置」一致，且该地址"
+        "指向本服务的 /wecom/callback / make Token, EncodingAESKey and CorpID match the console "
+        "and point the URL at this service's /wecom/callback",
+        see=see,
+    )
 
 
 # LLM ----------------------------------------------------------------------------------------------
