@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -82,3 +83,15 @@ async def database(database_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     )
     yield db
     await db.close()
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A WXKF_DATA_DIR for tests that start the embedded PostgreSQL themselves.
+
+    Outside pytest's basetemp on purpose: as root, pgserver runs PostgreSQL as its own user and opens
+    up the data dir's parents for it, and pytest resets the mode of its shared basetemp root.
+    """
+    path = Path(tempfile.mkdtemp(prefix="wxkf-data-"))
+    yield path / "var"
+    shutil.rmtree(path, ignore_errors=True)

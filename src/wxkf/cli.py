@@ -73,6 +73,7 @@ def serve(
 
     settings = settings_or_exit()
     configure_logging(settings)
+    database_or_exit(settings)  # a clear message, not a start-up traceback, when the database is unusable
     # log_config=None: uvicorn's lines go through wxkf's handlers (JSON, files, redaction).
     uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port, log_config=None)
 
@@ -114,12 +115,9 @@ def demo() -> None:
     run_demo(settings_or_exit(), console)
 
 
-@db_app.command("upgrade")
-def db_upgrade() -> None:
-    """应用数据库迁移 / apply the database migrations."""
+def database_or_exit(settings: Settings) -> str:
+    """Open the database once (start the embedded one, migrate): print the fix and exit 1 if it fails."""
     from wxkf.db.engine import Database, DatabaseError, describe
-
-    settings = settings_or_exit()
 
     async def run() -> str:
         database = await Database.open(settings, migrate=True)
@@ -127,10 +125,16 @@ def db_upgrade() -> None:
         return describe(database.conninfo)
 
     try:
-        where = asyncio.run(run())
+        return asyncio.run(run())
     except DatabaseError as exc:
-        err_console.print(str(exc), highlight=False)
+        err_console.print(str(exc), highlight=False, markup=False)
         raise typer.Exit(1) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """应用数据库迁移 / apply the database migrations."""
+    where = database_or_exit(settings_or_exit())
     console.print(f"✅ 数据库已是最新 / database up to date: {where}", highlight=False)
 
 

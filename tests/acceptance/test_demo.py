@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 
-def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path) -> None:
+def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_data_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "LLM_", "DEEPSEEK_"))}
-    env.update({"WXKF_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"})
+    env.update({"WXKF_DATA_DIR": str(embedded_data_dir), "COLUMNS": "200"})
     done = subprocess.run(
         [sys.executable, "-m", "wxkf.cli", "demo"],
         stdin=subprocess.DEVNULL,

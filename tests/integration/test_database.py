@@ -38,8 +38,8 @@ def test_unreachable_database_is_a_clear_error() -> None:
     assert "hunter2" not in str(info.value)
 
 
-async def test_embedded_default_starts_and_keeps_data(tmp_path: Path) -> None:
-    settings = Settings(_env_file=None, wxkf_data_dir=tmp_path / "var")
+async def test_embedded_default_starts_and_keeps_data(embedded_data_dir: Path) -> None:
+    settings = Settings(_env_file=None, wxkf_data_dir=embedded_data_dir)
     first = await Database.open(settings)
     async with first.engine.begin() as conn:
         await conn.execute(text("CREATE TABLE kept (v int)"))
