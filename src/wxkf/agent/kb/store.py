@@ -31,6 +31,7 @@ _EMBED_BATCH = 256
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.); damps the head of each list
 CANDIDATES = 30  # per half, before fusion
 BM25_K1, BM25_B = 1.2, 0.75
+EF_SEARCH = max(40, CANDIDATES)  # pgvector's default, and never under the candidates wanted
 # The lexical half scores at most this many chunks, chosen by the question's rarer terms: common terms
 # still add to a chunk's score, but a question made of everyday words cannot make PostgreSQL score
 # most of a large knowledge base (each scored chunk is a random heap page).
@@ -294,6 +295,27 @@ class KnowledgeBase:
         )
         return stats, state
 
+    async def _search_state(self, conn: AsyncConnection, terms: Sequence[str]) -> tuple[CorpusStats, Any]:
+        """A search's first and only bookkeeping round trip: the state, the question's term frequencies,
+        and the HNSW search width (`hnsw.ef_search`, pgvector's candidate list; at least the
+        candidates wanted, or the index returns fewer).
+
+        The search runs in autocommit, so the setting is the session's: it stays on the pooled
+        connection, where only HNSW scans read it, and every search sets it again.
+        """
+        state = (
+            await conn.execute(
+                text(
+                    "SELECT s.*, f.df_terms, f.df_counts, set_config('hnsw.ef_search', :ef, false) "
+                    "FROM kb_state s, (SELECT coalesce(array_agg(term), '{}') AS df_terms, "
+                    "coalesce(array_agg(df), '{}') AS df_counts FROM kb_terms WHERE term = ANY(:t)) AS f"
+                ),
+                {"t": list(terms), "ef": str(EF_SEARCH)},
+            )
+        ).one()
+        df = {str(t): int(d) for t, d in zip(state.df_terms, state.df_counts, strict=True)}
+        return CorpusStats(n_chunks=state.n_chunks, df=df, generation=state.generation), state
+
     def _embedder_for(self, stats: CorpusStats) -> Embedder:
         if isinstance(self.embedder, CorpusWeighted):
             return self.embedder.with_stats(stats)
@@ -371,8 +393,11 @@ class KnowledgeBase:
         """`search`, plus the option to use one half only and to skip the threshold (for evaluation)."""
         use_vector, use_lexical = halves
         query_terms = lexical_terms(query)
+        # Autocommit: each statement is its own snapshot, as under READ COMMITTED, without the round
+        # trips of BEGIN and ROLLBACK around a read-only search.
         async with self.database.engine.connect() as conn:
-            stats, state = await self._corpus_stats(conn, sorted(set(query_terms) | set(term_counts(query))))
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            stats, state = await self._search_state(conn, sorted(set(query_terms) | set(term_counts(query))))
             embedder = self._embedder_for(stats)
             if state.n_chunks == 0:
                 return [], {}
@@ -382,93 +407,92 @@ class KnowledgeBase:
                         "知识库正被另一种向量模型重新向量化，请稍后重试 / the knowledge base is being "
                         "re-embedded with another embedder (another process?); try again"
                     )
-                await conn.rollback()
                 await self._catch_up()
                 return await self.search_detailed(
                     query, k, halves=halves, threshold=threshold, _caught_up=True
                 )
             (vector,) = await embedder.embed([query])
             dim = len(vector)
-            q = _vector_literal(vector)
             weights = [stats.idf(t) for t in query_terms]
             total_weight = sum(weights)
             matchable = [(t, w) for t, w in zip(query_terms, weights, strict=True) if t in stats.df]
-            vector_ranked: list[int] = []
-            lexical_ranked: list[int] = []
+            # Each half returns its passages with both kinds of evidence (vector similarity, matched
+            # term weight), so fusion and the gate need no third statement.
+            params: dict[str, Any] = {
+                "q": _vector_literal(vector),
+                "terms": [t for t, _ in matchable] or [""],
+                "ws": [w for _, w in matchable] or [0.0],
+                "n": CANDIDATES,
+            }
+            evidence_sql = (
+                "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
+                f" CASE WHEN vector_dims(c.embedding) = {dim} "
+                f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
+                f" coalesce(({_MATCHED.format(terms='c.terms')}), 0) AS matched "
+                "FROM ranked r JOIN kb_chunks c ON c.id = r.id JOIN kb_documents d ON d.id = c.document_id"
+            )
+            rows: dict[str, list[Any]] = {"vector": [], "lexical": []}
             if use_vector:
-                await conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(40, CANDIDATES)}"))
-                rows = await conn.execute(
+                result = await conn.execute(
                     text(
-                        f"SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} "
-                        f"ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n"
+                        "WITH ranked AS (SELECT id, rank FROM unnest(ARRAY("
+                        f" SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim}"
+                        f" ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n"
+                        ")) WITH ORDINALITY AS u(id, rank)) " + evidence_sql
                     ),
-                    {"q": q, "n": CANDIDATES},
+                    params,
                 )
-                vector_ranked = list(rows.scalars())
+                rows["vector"] = sorted(result, key=lambda r: r.rank)
             if use_lexical and matchable:
                 any_of, all_of = _candidate_terms(matchable, stats)
                 # Candidates first (GIN), capped; then BM25 with binary term frequency over them.
-                rows = await conn.execute(
+                result = await conn.execute(
                     text(
                         "WITH candidates AS MATERIALIZED ("
                         " SELECT id, terms, n_terms FROM kb_chunks"
                         f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
-                        " LIMIT :budget) "
-                        "SELECT c.id FROM candidates c ORDER BY "
-                        "(SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w) "
-                        " WHERE q.t = ANY(c.terms))"
-                        " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id LIMIT :n"
+                        " LIMIT :budget), "
+                        "ranked AS (SELECT c.id, row_number() OVER (ORDER BY "
+                        f"({_MATCHED.format(terms='c.terms')})"
+                        " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id) AS rank"
+                        " FROM candidates c ORDER BY rank LIMIT :n) " + evidence_sql
                     ),
-                    {
+                    params
+                    | {
                         "filter": all_of or any_of,
                         "budget": LEXICAL_CANDIDATE_BUDGET,
-                        "terms": [t for t, _ in matchable],
-                        "ws": [w for _, w in matchable],
                         "k1": BM25_K1,
                         "b": BM25_B,
                         "avg": state.avg_terms,
-                        "n": CANDIDATES,
                     },
                 )
-                lexical_ranked = list(rows.scalars())
-            fused: dict[int, float] = {}
-            for ranked in (vector_ranked, lexical_ranked):
-                for rank, chunk_id in enumerate(ranked):
-                    fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-            if not fused:
-                return [], {"vector": vector_ranked, "lexical": lexical_ranked}
-            details = await conn.execute(
-                text(
-                    "SELECT c.id, c.document_id, c.heading, c.text, d.source, "
-                    f" CASE WHEN vector_dims(c.embedding) = {dim} "
-                    f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
-                    " coalesce((SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w)"
-                    "  WHERE q.t = ANY(c.terms)), 0) AS matched "
-                    "FROM kb_chunks c JOIN kb_documents d ON d.id = c.document_id WHERE c.id = ANY(:ids)"
-                ),
-                {
-                    "q": q,
-                    "terms": [t for t, _ in matchable] or [""],
-                    "ws": [w for _, w in matchable] or [0.0],
-                    "ids": list(fused),
-                },
-            )
-            passages: list[Passage] = []
-            evidence: dict[int, tuple[float, float]] = {}
-            for r in details:
-                coverage = r.matched / total_weight if total_weight else 0.0
-                evidence[r.id] = (r.similarity, coverage)
-                passages.append(
-                    Passage(
-                        text=r.text,
-                        source=r.source,
-                        heading=r.heading,
-                        score=fused[r.id],
-                        relevance=round(max(r.similarity, min(1.0, coverage)), 4),
-                        chunk_id=r.id,
-                        document_id=r.document_id,
-                    )
+                rows["lexical"] = sorted(result, key=lambda r: r.rank)
+        vector_ranked = [r.id for r in rows["vector"]]
+        lexical_ranked = [r.id for r in rows["lexical"]]
+        fused: dict[int, float] = {}
+        for ranked in (vector_ranked, lexical_ranked):
+            for rank, chunk_id in enumerate(ranked):
+                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        if not fused:
+            return [], {"vector": vector_ranked, "lexical": lexical_ranked}
+        passages: list[Passage] = []
+        evidence: dict[int, tuple[float, float]] = {}
+        for r in (*rows["vector"], *rows["lexical"]):
+            if r.id in evidence:
+                continue
+            coverage = r.matched / total_weight if total_weight else 0.0
+            evidence[r.id] = (r.similarity, coverage)
+            passages.append(
+                Passage(
+                    text=r.text,
+                    source=r.source,
+                    heading=r.heading,
+                    score=fused[r.id],
+                    relevance=round(max(r.similarity, min(1.0, coverage)), 4),
+                    chunk_id=r.id,
+                    document_id=r.document_id,
                 )
+            )
         passages.sort(key=lambda p: (-p.score, -p.relevance, p.chunk_id))
         if threshold and not any(self._relevant(*evidence[p.chunk_id]) for p in passages[:GATE_DEPTH]):
             passages = []
@@ -494,6 +518,10 @@ class KnowledgeBase:
             if await self._reterm_stale(conn):
                 await self._refresh_corpus(conn)
             await self._reembed_stale(conn, None)
+
+
+# The matched share of the question's weight in a chunk's terms (binary term frequency).
+_MATCHED = "SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w) WHERE q.t = ANY({terms})"
 
 
 def _candidate_terms(terms: Sequence[tuple[str, float]], stats: CorpusStats) -> tuple[list[str], list[str]]:
