@@ -15,6 +15,7 @@ Other areas use it like this (inside their own transaction)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -84,16 +85,46 @@ async def _store(conn: AsyncConnection[Any], conversation: Conversation, state: 
     )
 
 
+# One statement per customer message, the SQL form of `BudgetState.after_customer_message` (the
+# sync writes it for every recorded customer message, so it is on the hot path): a newer message
+# opens a fresh window, an older one (replayed late) changes nothing. It also forgets the cached
+# service_state: wecom-api §6, a customer message moves state 4 → 0, so what we cached is stale.
+_RECORD_CUSTOMER_MESSAGE = """
+INSERT INTO kf_conversations (open_kfid, external_userid, window_started_at, replies_used)
+VALUES (%s, %s, %s, 0)
+ON CONFLICT (open_kfid, external_userid) DO UPDATE SET
+    replies_used = CASE
+        WHEN kf_conversations.window_started_at IS NULL
+          OR EXCLUDED.window_started_at > kf_conversations.window_started_at THEN 0
+        ELSE kf_conversations.replies_used END,
+    window_started_at = greatest(kf_conversations.window_started_at, EXCLUDED.window_started_at),
+    state_checked_at = NULL,
+    updated_at = now()
+"""
+
+
 class ReplyBudget:
     """The budget ledger in `kf_conversations`. Call inside the caller's transaction."""
 
     async def record_customer_message(
         self, conn: AsyncConnection[Any], conversation: Conversation, send_time: datetime
     ) -> None:
-        state = await _locked_state(conn, conversation)
-        new = state.after_customer_message(send_time)
-        if new != state:
-            await _store(conn, conversation, new)
+        """The customer wrote at `send_time`: a fresh window (and the cached state forgotten)."""
+        await self.record_customer_messages(conn, [(conversation, send_time)])
+
+    async def record_customer_messages(
+        self, conn: AsyncConnection[Any], messages: Sequence[tuple[Conversation, datetime]]
+    ) -> None:
+        """`record_customer_message` for a whole sync page, in one round trip (pipeline mode).
+
+        Recording a message twice changes no budget, so callers need not filter out duplicates.
+        """
+        if messages:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    _RECORD_CUSTOMER_MESSAGE,
+                    [(c.open_kfid, c.external_userid, send_time) for c, send_time in messages],
+                )
 
     async def remaining(
         self, conn: AsyncConnection[Any], conversation: Conversation, now: datetime | None = None

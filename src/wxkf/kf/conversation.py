@@ -17,6 +17,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from psycopg.rows import dict_row
+
 from wxkf.kf import ledger, outbox
 from wxkf.kf.budget import BudgetState
 from wxkf.kf.inbound import to_inbound_message
@@ -45,29 +47,78 @@ class ConcurrentUpdate(Exception):
     """Another worker processed these rows first; this attempt changes nothing."""
 
 
+# The pause, the cached service_state and the budget of one conversation, read in one query.
+_CONVERSATION_STATE = """
+SELECT paused_until, window_started_at, replies_used,
+       CASE WHEN state_checked_at > now() - make_interval(secs => %s) THEN service_state END,
+       servicer_userid
+FROM kf_conversations WHERE open_kfid = %s AND external_userid = %s
+"""
+ConversationState = tuple[Any, ...]  # a `_CONVERSATION_STATE` row: pause, window, used, state, servicer
+NO_STATE: ConversationState = (None, None, 0, None, None)
+
+
 async def converse(pipeline: Pipeline, conversation: Conversation) -> None:
     with log_context(open_kfid=conversation.open_kfid, external_userid=conversation.external_userid):
-        await deliver(pipeline, conversation)
-        rows = await _wait_for_quiet(pipeline, conversation)
+        rows, state = await _wait_for_quiet(pipeline, conversation)
         if rows:
-            await _process(pipeline, conversation, rows)
-            await deliver(pipeline, conversation)
+            unsent = await _process(pipeline, conversation, rows, state)
+            await deliver(pipeline, conversation, unsent)
 
 
-async def _wait_for_quiet(pipeline: Pipeline, conversation: Conversation) -> list[InboundRow]:
+async def _snapshot(
+    pipeline: Pipeline, conversation: Conversation
+) -> tuple[list[dict[str, Any]], list[InboundRow], ConversationState]:
+    """Unsent outbox rows, pending inbound rows and the conversation's state: one round trip."""
+    key = (conversation.open_kfid, conversation.external_userid)
+    async with pipeline.pool.connection() as conn, conn.pipeline():
+        unsent = conn.cursor(row_factory=dict_row)
+        inbound = conn.cursor(row_factory=dict_row)
+        state = conn.cursor()
+        await unsent.execute(outbox.PENDING, key)
+        await inbound.execute(ledger.PENDING_ROWS, key)
+        await state.execute(_CONVERSATION_STATE, (pipeline.settings.kf_state_cache_seconds, *key))
+        return (
+            list(await unsent.fetchall()),
+            [InboundRow(**row) for row in await inbound.fetchall()],
+            await state.fetchone() or NO_STATE,
+        )
+
+
+async def _wait_for_quiet(
+    pipeline: Pipeline, conversation: Conversation
+) -> tuple[list[InboundRow], ConversationState | None]:
+    """Send what an earlier run left in the outbox, then wait until the customer stops typing.
+
+    Returns the pending rows and the conversation's state read with them (None: read it again).
+    """
     debounce = pipeline.settings.kf_debounce_seconds
-    for _ in range(MAX_DEBOUNCE_ROUNDS):
-        async with pipeline.pool.connection() as conn:
-            rows = await ledger.pending_rows(conn, conversation)
+    leftovers_sent = False
+    rounds = 0
+    while True:
+        unsent, rows, state = await _snapshot(pipeline, conversation)
+        if unsent and not leftovers_sent:
+            # Order, and recovery after a crash: what is already in the outbox goes first. Sending
+            # may change the cached state (95018 forgets it), so everything is read again after.
+            await deliver(pipeline, conversation, unsent)
+            leftovers_sent = True
+            continue
         customer = [r.age_seconds for r in rows if r.origin == ORIGIN_CUSTOMER]
         if not customer or debounce <= 0 or min(customer) >= debounce:
-            return rows
+            return rows, state
         await asyncio.sleep(debounce - min(customer))
-    return rows
+        rounds += 1
+        if rounds >= MAX_DEBOUNCE_ROUNDS:
+            return rows, None  # the rows read before the last wait; the state is read afresh
 
 
-async def _process(pipeline: Pipeline, conversation: Conversation, rows: list[InboundRow]) -> None:
+async def _process(
+    pipeline: Pipeline, conversation: Conversation, rows: list[InboundRow], state: ConversationState | None
+) -> list[dict[str, Any]] | None:
+    """Handle the rows in order; returns the unsent outbox rows after answering (None: not read)."""
     batch: list[InboundRow] = []
+    if any(row.msgtype == "event" or row.origin != ORIGIN_CUSTOMER for row in rows):
+        state = None  # events and servicer messages change the pause and the state: read it afresh
     for row in rows:
         if row.msgtype == "event":
             recalled = await _handle_event(pipeline, conversation, row)
@@ -82,7 +133,8 @@ async def _process(pipeline: Pipeline, conversation: Conversation, rows: list[In
             async with pipeline.pool.connection() as conn:
                 await ledger.mark(conn, [row.id], "handled")
     if batch:
-        await _answer(pipeline, conversation, batch)
+        return await _answer(pipeline, conversation, batch, state)
+    return None
 
 
 # --- events (wecom-api §3 event table) ------------------------------------------------------------
@@ -195,24 +247,22 @@ async def _skip(pipeline: Pipeline, batch: list[InboundRow], reason: Reason, det
     )
 
 
-async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[InboundRow]) -> None:
+async def _answer(
+    pipeline: Pipeline, conversation: Conversation, batch: list[InboundRow], found: ConversationState | None
+) -> list[dict[str, Any]] | None:
+    """Answer `batch`; returns the conversation's unsent outbox rows after queueing (None: not read)."""
     settings = pipeline.settings
-    # One read for the pause, the cached state and the budget.
-    async with pipeline.pool.connection() as conn:
-        cur = await conn.execute(
-            """
-            SELECT paused_until, window_started_at, replies_used,
-                   CASE WHEN state_checked_at > now() - make_interval(secs => %s) THEN service_state END,
-                   servicer_userid
-            FROM kf_conversations WHERE open_kfid = %s AND external_userid = %s
-            """,
-            (settings.kf_state_cache_seconds, conversation.open_kfid, conversation.external_userid),
-        )
-        found = await cur.fetchone()
-    paused_until, window, used, cached_state, cached_servicer = found or (None, None, 0, None, None)
+    if found is None:
+        async with pipeline.pool.connection() as conn:
+            cur = await conn.execute(
+                _CONVERSATION_STATE,
+                (settings.kf_state_cache_seconds, conversation.open_kfid, conversation.external_userid),
+            )
+            found = await cur.fetchone() or NO_STATE
+    paused_until, window, used, cached_state, cached_servicer = found
     if paused_until and paused_until > datetime.now(UTC):
         await _skip(pipeline, batch, Reason.PAUSED, f" until {paused_until:%H:%M:%S}")
-        return
+        return None
 
     try:
         if cached_state is not None:
@@ -224,7 +274,7 @@ async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[In
             raise
         await record_api_error(pipeline.pool, exc, conversation, "读取会话状态 / service_state/get")
         await _skip(pipeline, batch, Reason.SEND_REFUSED, f" (errcode {exc.errcode})")
-        return
+        return None
     action, reason = decide(state.state, settings.kf_session_policy)
     if action is Action.END_SESSION:
         try:
@@ -235,15 +285,15 @@ async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[In
                 raise
             await record_api_error(pipeline.pool, exc, conversation, "结束人工会话 / service_state/trans → 4")
             await _skip(pipeline, batch, Reason.HUMAN_SERVING, f" (结束失败 / end failed: {exc.errcode})")
-            return
+            return None
     if reason is not None:
         await _skip(pipeline, batch, reason, f" [state={state_name(state.state)}]")
-        return
+        return None
 
     remaining = BudgetState(window, used).remaining(datetime.now(UTC))
     if remaining < 1:
         await _skip(pipeline, batch, Reason.BUDGET_USED_UP)
-        return
+        return None
 
     messages = [to_inbound_message(r.msgid, r.msgtype, r.body, r.send_time) for r in batch]
     try:
@@ -260,19 +310,29 @@ async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[In
             await ledger.count(conn, "kf.responder_error")
         reply = Reply(text=RESPONDER_FALLBACK, handoff=True)
     parts = split_text(reply.text, remaining)
+    unsent: list[dict[str, Any]] | None = None
     if not parts:
         await _skip(pipeline, batch, Reason.NO_REPLY)
     else:
         if len(parts) == remaining and settings.kf_closing_hint.strip():
             # wecom-api §4: this is the window's last message; invite the customer to write again.
             parts = add_closing_hint(parts, settings.kf_closing_hint)
-        async with pipeline.pool.connection() as conn, conn.transaction():
-            if await ledger.mark(conn, [r.id for r in batch], "answered") != len(batch):
-                raise ConcurrentUpdate()
-            msgids = await outbox.enqueue_texts(
-                conn, conversation, parts, kind="reply", source=batch[-1].msgid
-            )
-            await ledger.count(conn, "kf.replied", len(batch))
+        # Pipeline mode: the transaction takes two round trips instead of one per statement — the
+        # budget's row lock needs its answer (BEGIN, mark and the lock go together), the rest goes
+        # with the COMMIT, and the outbox is read right after it for sending.
+        async with pipeline.pool.connection() as conn, conn.pipeline():
+            async with conn.transaction():
+                marked = await ledger.start_mark(conn, [r.id for r in batch], "answered")
+                msgids = await outbox.enqueue_texts(
+                    conn, conversation, parts, kind="reply", source=batch[-1].msgid
+                )
+                # The budget's lock was answered, so the mark's count (sent before it) is known.
+                if marked.rowcount != len(batch):
+                    raise ConcurrentUpdate()
+                await ledger.count(conn, "kf.replied", len(batch))
+            pending = conn.cursor(row_factory=dict_row)
+            await pending.execute(outbox.PENDING, (conversation.open_kfid, conversation.external_userid))
+            unsent = list(await pending.fetchall())
         log.info(
             "已回复 %d 条客户消息，%d 条回复，剩余额度 %d / answered %d message(s) with %d part(s)",
             len(batch),
@@ -283,14 +343,18 @@ async def _answer(pipeline: Pipeline, conversation: Conversation, batch: list[In
             extra={"decision": "replied", "content": reply.text},
         )
     if reply.handoff:
-        await _handoff(pipeline, conversation, reply.handoff_servicer)
+        await _handoff(pipeline, conversation, reply.handoff_servicer, unsent)
+        return []  # sent before the handoff
+    return unsent
 
 
-async def _handoff(pipeline: Pipeline, conversation: Conversation, servicer: str | None) -> None:
+async def _handoff(
+    pipeline: Pipeline, conversation: Conversation, servicer: str | None, unsent: list[dict[str, Any]] | None
+) -> None:
     """The responder asked for a human: trans → 3 with the servicer, or → 2 (the pool) (wecom-api §6)."""
     to_state = 3 if servicer else 2
     try:
-        await deliver(pipeline, conversation)  # the reply goes out while the bot may still send
+        await deliver(pipeline, conversation, unsent)  # the reply goes out while the bot may still send
         await pipeline.states.trans(conversation, to_state, servicer)
     except APIError as exc:
         if isinstance(exc, RateLimitedError):
@@ -301,15 +365,20 @@ async def _handoff(pipeline: Pipeline, conversation: Conversation, servicer: str
 # --- sending --------------------------------------------------------------------------------------
 
 
-async def deliver(pipeline: Pipeline, conversation: Conversation) -> int:
+async def deliver(
+    pipeline: Pipeline, conversation: Conversation, rows: list[dict[str, Any]] | None = None
+) -> int:
     """Send the conversation's pending outbox rows in order; returns how many were sent.
+
+    `rows`: the pending rows when the caller has just read them (`outbox.PENDING`), else None.
 
     RateLimitedError and TransportError propagate so the job is retried with backoff, keeping the
     order; any other WeCom error is recorded on its row.
     """
     sent = 0
-    async with pipeline.pool.connection() as conn:
-        rows = await outbox.pending(conn, conversation)
+    if rows is None:
+        async with pipeline.pool.connection() as conn:
+            rows = await outbox.pending(conn, conversation)
     for row in rows:
         async with pipeline.pool.connection() as conn:
             # Counted before sending: on a retry the count tells a duplicate-msgid answer apart.

@@ -9,12 +9,12 @@ messages) or `recalled`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
 from wxkf.kf.budget import ReplyBudget
@@ -62,6 +62,15 @@ def _identity(open_kfid: str, message: KfMessage) -> tuple[str, str]:
     return (message.open_kfid or open_kfid, message.external_userid or "")
 
 
+_INSERT_INBOUND = """
+INSERT INTO kf_inbound (open_kfid, msgid, external_userid, origin, msgtype, event_type,
+                        servicer_userid, send_time, body, status, reason)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (open_kfid, msgid) DO NOTHING
+RETURNING id
+"""
+
+
 async def record_messages(
     conn: AsyncConnection[Any],
     open_kfid: str,
@@ -70,9 +79,15 @@ async def record_messages(
     skip_before: datetime | None = None,
     budget: ReplyBudget | None = None,
 ) -> RecordResult:
-    """Insert one sync_msg page; items already recorded are ignored. Returns the conversations touched."""
+    """Insert one sync_msg page; items already recorded are ignored. Returns the conversations touched.
+
+    A page of up to 1000 items costs two round trips (pipeline mode): the inserts, then the
+    customers' budget windows; what follows from an item depends only on whether it was new.
+    """
     budget = budget or ReplyBudget()
     result = RecordResult()
+    items: list[tuple[KfMessage, str, str, datetime, str | None, str]] = []
+    params: list[tuple[Any, ...]] = []
     for message in messages:
         account, external_userid = _identity(open_kfid, message)
         send_time = datetime.fromtimestamp(message.send_time, UTC)
@@ -83,14 +98,8 @@ async def record_messages(
         elif not external_userid:
             # Events about a servicer, not a customer (servicer_status_change): nothing to answer.
             status = "handled"
-        cur = await conn.execute(
-            """
-            INSERT INTO kf_inbound (open_kfid, msgid, external_userid, origin, msgtype, event_type,
-                                    servicer_userid, send_time, body, status, reason)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (open_kfid, msgid) DO NOTHING
-            RETURNING id
-            """,
+        items.append((message, account, external_userid, send_time, reason, status))
+        params.append(
             (
                 account,
                 message.msgid,
@@ -103,52 +112,74 @@ async def record_messages(
                 json.dumps(message.model_dump(mode="json", by_alias=True, exclude_none=True)),
                 status,
                 reason,
-            ),
+            )
         )
-        if await cur.fetchone() is None:
+    if not params:
+        return result
+    new: list[bool] = []
+    async with conn.cursor() as cur:
+        await cur.executemany(_INSERT_INBOUND, params, returning=True)
+        while True:
+            new.append(await cur.fetchone() is not None)  # RETURNING id: a row only when it was new
+            if not cur.nextset():
+                break
+    customers: list[tuple[Conversation, datetime]] = []
+    for (message, account, external_userid, send_time, reason, status), recorded in zip(
+        items, new, strict=True
+    ):
+        if not recorded:
             result.duplicates += 1
             continue
         result.recorded += 1
         if reason is not None:
             result.history += 1
         if not external_userid:
-            if event_type == "servicer_status_change" and message.event and message.event.servicer_userid:
+            event = message.event
+            if event is not None and event.event_type == "servicer_status_change" and event.servicer_userid:
                 # wecom-api §3: a servicer stopped or resumed; their sessions' cached state is stale.
                 await conn.execute(
                     "UPDATE kf_conversations SET state_checked_at = NULL "
                     "WHERE open_kfid = %s AND servicer_userid = %s",
-                    (account, message.event.servicer_userid),
+                    (account, event.servicer_userid),
                 )
             continue
         conversation = Conversation(account, external_userid)
         if message.origin == ORIGIN_CUSTOMER:
-            # wecom-api §4: the customer wrote → a fresh 48 h / 5 window; §6: state 4 → 0, so the
-            # cached state is stale.
-            await budget.record_customer_message(conn, conversation, send_time)
-            await conn.execute(
-                "UPDATE kf_conversations SET state_checked_at = NULL WHERE open_kfid = %s AND external_userid = %s",
-                (account, external_userid),
-            )
+            # wecom-api §4: the customer wrote → a fresh 48 h / 5 window (and §6: 4 → 0, the cached
+            # state is stale); one statement per customer, sent together below.
+            customers.append((conversation, send_time))
         if status == "pending":
             result.conversations.add(conversation)
+    await budget.record_customer_messages(conn, customers)
     return result
+
+
+PENDING_ROWS = """
+SELECT id, open_kfid, msgid, external_userid, origin, msgtype, event_type, servicer_userid,
+       send_time, body,
+       extract(epoch FROM clock_timestamp() - recorded_at)::float8 AS age_seconds
+FROM kf_inbound
+WHERE open_kfid = %s AND external_userid = %s AND status = 'pending'
+ORDER BY id
+"""
 
 
 async def pending_rows(conn: AsyncConnection[Any], conversation: Conversation) -> list[InboundRow]:
     """The conversation's unprocessed rows, in the order WeCom returned them."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            """
-            SELECT id, open_kfid, msgid, external_userid, origin, msgtype, event_type, servicer_userid,
-                   send_time, body,
-                   extract(epoch FROM clock_timestamp() - recorded_at)::float8 AS age_seconds
-            FROM kf_inbound
-            WHERE open_kfid = %s AND external_userid = %s AND status = 'pending'
-            ORDER BY id
-            """,
-            (conversation.open_kfid, conversation.external_userid),
-        )
+        await cur.execute(PENDING_ROWS, (conversation.open_kfid, conversation.external_userid))
         return [InboundRow(**row) for row in await cur.fetchall()]
+
+
+async def start_mark(
+    conn: AsyncConnection[Any], ids: Sequence[int], status: str, reason: Reason | str | None = None
+) -> AsyncCursor[Any]:
+    """`mark` without waiting for the count: in pipeline mode `rowcount` is known after the next sync."""
+    return await conn.execute(
+        "UPDATE kf_inbound SET status = %s, reason = %s, processed_at = now() "
+        "WHERE id = ANY(%s) AND status = 'pending'",
+        (status, None if reason is None else str(reason), list(ids)),
+    )
 
 
 async def mark(
@@ -158,12 +189,7 @@ async def mark(
     id_list = list(ids)
     if not id_list:
         return 0
-    cur = await conn.execute(
-        "UPDATE kf_inbound SET status = %s, reason = %s, processed_at = now() "
-        "WHERE id = ANY(%s) AND status = 'pending'",
-        (status, None if reason is None else str(reason), id_list),
-    )
-    return cur.rowcount
+    return (await start_mark(conn, id_list, status, reason)).rowcount
 
 
 async def conversations_with_work(

@@ -120,13 +120,16 @@ async def enqueue_welcome(
     return msgid
 
 
+PENDING = (
+    "SELECT id, msgid, kind, msgtype, body, code, attempts FROM kf_outbox "
+    "WHERE open_kfid = %s AND external_userid = %s AND status = 'pending' ORDER BY id"
+)
+
+
 async def pending(conn: AsyncConnection[Any], conversation: Conversation) -> list[dict[str, Any]]:
+    """The conversation's unsent rows, oldest first (the order they must reach the customer)."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT id, msgid, kind, msgtype, body, code, attempts FROM kf_outbox "
-            "WHERE open_kfid = %s AND external_userid = %s AND status = 'pending' ORDER BY id",
-            (conversation.open_kfid, conversation.external_userid),
-        )
+        await cur.execute(PENDING, (conversation.open_kfid, conversation.external_userid))
         return list(await cur.fetchall())
 
 
