@@ -234,9 +234,19 @@ async def _servicer_wrote(
 # --- answering ------------------------------------------------------------------------------------
 
 
-async def _skip(pipeline: Pipeline, batch: list[InboundRow], reason: Reason, detail: str = "") -> None:
-    async with pipeline.pool.connection() as conn, conn.transaction():
-        await ledger.mark(conn, [r.id for r in batch], "skipped", reason)
+async def _skip(
+    pipeline: Pipeline,
+    batch: list[InboundRow],
+    reason: Reason,
+    detail: str = "",
+    *,
+    remember: tuple[Conversation, SessionState] | None = None,
+) -> None:
+    """Record why `batch` gets no answer (and cache the state WeCom just told us): one round trip."""
+    async with pipeline.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        if remember is not None:
+            await store_state(conn, remember[0], remember[1].state, remember[1].servicer_userid)
+        await ledger.start_mark(conn, [r.id for r in batch], "skipped", reason)
         await ledger.count(conn, f"kf.skipped.{reason.value}", len(batch))
     log.info(
         "未回复 %d 条消息 / not answered: %s%s",
@@ -264,11 +274,14 @@ async def _answer(
         await _skip(pipeline, batch, Reason.PAUSED, f" until {paused_until:%H:%M:%S}")
         return None
 
+    # A state fetched from WeCom is cached in the transaction that records the outcome, not alone.
+    remember: tuple[Conversation, SessionState] | None = None
     try:
         if cached_state is not None:
             state = SessionState(cached_state, cached_servicer)
         else:
-            state = await pipeline.states.get(conversation)
+            state = await pipeline.states.fetch(conversation)
+            remember = (conversation, state)
     except APIError as exc:
         if isinstance(exc, RateLimitedError):
             raise
@@ -280,19 +293,26 @@ async def _answer(
         try:
             # brief 001: end the human session with its servicer; the next customer message opens a new one.
             await pipeline.states.trans(conversation, 4, state.servicer_userid)
+            remember = None  # trans cached the state it reached
         except APIError as exc:
             if isinstance(exc, RateLimitedError):
                 raise
             await record_api_error(pipeline.pool, exc, conversation, "结束人工会话 / service_state/trans → 4")
-            await _skip(pipeline, batch, Reason.HUMAN_SERVING, f" (结束失败 / end failed: {exc.errcode})")
+            await _skip(
+                pipeline,
+                batch,
+                Reason.HUMAN_SERVING,
+                f" (结束失败 / end failed: {exc.errcode})",
+                remember=remember,
+            )
             return None
     if reason is not None:
-        await _skip(pipeline, batch, reason, f" [state={state_name(state.state)}]")
+        await _skip(pipeline, batch, reason, f" [state={state_name(state.state)}]", remember=remember)
         return None
 
     remaining = BudgetState(window, used).remaining(datetime.now(UTC))
     if remaining < 1:
-        await _skip(pipeline, batch, Reason.BUDGET_USED_UP)
+        await _skip(pipeline, batch, Reason.BUDGET_USED_UP, remember=remember)
         return None
 
     messages = [to_inbound_message(r.msgid, r.msgtype, r.body, r.send_time) for r in batch]
@@ -312,7 +332,7 @@ async def _answer(
     parts = split_text(reply.text, remaining)
     unsent: list[dict[str, Any]] | None = None
     if not parts:
-        await _skip(pipeline, batch, Reason.NO_REPLY)
+        await _skip(pipeline, batch, Reason.NO_REPLY, remember=remember)
     else:
         if len(parts) == remaining and settings.kf_closing_hint.strip():
             # wecom-api §4: this is the window's last message; invite the customer to write again.
@@ -322,6 +342,8 @@ async def _answer(
         # with the COMMIT, and the outbox is read right after it for sending.
         async with pipeline.pool.connection() as conn, conn.pipeline():
             async with conn.transaction():
+                if remember is not None:
+                    await store_state(conn, conversation, state.state, state.servicer_userid)
                 marked = await ledger.start_mark(conn, [r.id for r in batch], "answered")
                 msgids = await outbox.enqueue_texts(
                     conn, conversation, parts, kind="reply", source=batch[-1].msgid

@@ -72,12 +72,17 @@ class SessionStates:
         self._pool = pool
 
     async def get(self, conversation: Conversation) -> SessionState:
-        """Ask WeCom (the conversation job reads the cache itself, with its other state)."""
+        """Ask WeCom and cache the answer (the conversation job reads the cache itself)."""
+        found = await self.fetch(conversation)
+        async with self._pool.connection() as conn:
+            await store_state(conn, conversation, found.state, found.servicer_userid)
+        return found
+
+    async def fetch(self, conversation: Conversation) -> SessionState:
+        """Ask WeCom without caching: the caller stores it with `store_state` in its own transaction."""
         state, servicer = await self._client.get_service_state(
             conversation.open_kfid, conversation.external_userid
         )
-        async with self._pool.connection() as conn:
-            await store_state(conn, conversation, state, servicer)
         return SessionState(state, servicer)
 
     async def trans(
