@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.kf_harness import ScriptedResponder, running_pipeline
+from wxkf.agent.fake_openai import FakeOpenAI
 
 
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -26,10 +27,22 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 async def test_kill_9_of_the_worker_mid_burst_loses_nothing_and_repeats_nothing(
     settings_factory: Any, tmp_path: Path
 ) -> None:
-    # The web process runs here (no worker); the worker is a separate process we kill.
+    # The web process runs here (no worker); the worker is a separate process we kill. It answers with
+    # the agent's LLM responder against the local fake (which echoes), so no answer hands a customer over.
+    with FakeOpenAI(api_key="sk-crash-test") as llm:
+        await _kill_and_restart(settings_factory, tmp_path, llm)
+
+
+async def _kill_and_restart(settings_factory: Any, tmp_path: Path, llm: FakeOpenAI) -> None:
     async with running_pipeline(settings_factory, ScriptedResponder(), run_worker=False) as run:
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "KF_", "WXKF_"))},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("WECOM_", "KF_", "WXKF_", "LLM_", "DEEPSEEK_"))
+            },
+            "LLM_BASE_URL": llm.base_url,
+            "LLM_API_KEY": "sk-crash-test",
             "DATABASE_URL": run.conninfo,
             "WXKF_DATA_DIR": str(tmp_path / "var"),
             "KF_DEBOUNCE_SECONDS": "0.2",
