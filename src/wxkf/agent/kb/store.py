@@ -428,7 +428,7 @@ class KnowledgeBase:
                 "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
                 f" CASE WHEN vector_dims(c.embedding) = {dim} "
                 f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
-                f" coalesce(({_MATCHED.format(terms='c.terms')}), 0) AS matched "
+                f" coalesce(({_MATCHED.format(chunk_terms='c.terms', terms=':terms', weights=':ws')}), 0) AS matched "
                 "FROM ranked r JOIN kb_chunks c ON c.id = r.id JOIN kb_documents d ON d.id = c.document_id"
             )
             rows: dict[str, list[Any]] = {"vector": [], "lexical": []}
@@ -445,21 +445,27 @@ class KnowledgeBase:
                 rows["vector"] = sorted(result, key=lambda r: r.rank)
             if use_lexical and matchable:
                 any_of, all_of = _candidate_terms(matchable, stats)
-                # Candidates first (GIN), capped; then BM25 with binary term frequency over them.
+                # Every candidate holds all of `all_of`: their weight is a constant, not checked per chunk.
+                checked = [(t, w) for t, w in matchable if t not in all_of]
+                # Candidates (GIN), capped, scored as they are read; then BM25 with binary term
+                # frequency: the matched weight over the length normalisation.
                 result = await conn.execute(
                     text(
-                        "WITH candidates AS MATERIALIZED ("
-                        " SELECT id, terms, n_terms FROM kb_chunks"
+                        "WITH candidates AS (SELECT id, n_terms, :known + coalesce(("
+                        f"{_MATCHED.format(chunk_terms='terms', terms=':checked', weights=':cws')}), 0) AS matched"
+                        " FROM kb_chunks"
                         f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
                         " LIMIT :budget), "
-                        "ranked AS (SELECT c.id, row_number() OVER (ORDER BY "
-                        f"({_MATCHED.format(terms='c.terms')})"
+                        "ranked AS (SELECT c.id, row_number() OVER (ORDER BY c.matched"
                         " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id) AS rank"
                         " FROM candidates c ORDER BY rank LIMIT :n) " + evidence_sql
                     ),
                     params
                     | {
                         "filter": all_of or any_of,
+                        "known": math.fsum(w for t, w in matchable if t in all_of),
+                        "checked": [t for t, _ in checked] or [""],
+                        "cws": [w for _, w in checked] or [0.0],
                         "budget": LEXICAL_CANDIDATE_BUDGET,
                         "k1": BM25_K1,
                         "b": BM25_B,
@@ -521,7 +527,10 @@ class KnowledgeBase:
 
 
 # The matched share of the question's weight in a chunk's terms (binary term frequency).
-_MATCHED = "SELECT sum(q.w) FROM unnest(CAST(:terms AS text[]), CAST(:ws AS float8[])) AS q(t, w) WHERE q.t = ANY({terms})"
+_MATCHED = (
+    "SELECT sum(q.w) FROM unnest(CAST({terms} AS text[]), CAST({weights} AS float8[])) AS q(t, w) "
+    "WHERE q.t = ANY({chunk_terms})"
+)
 
 
 def _candidate_terms(terms: Sequence[tuple[str, float]], stats: CorpusStats) -> tuple[list[str], list[str]]:
