@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from wxkf.agent.kb import HashingEmbedder, KnowledgeBase, UnsupportedDocument, load_sample
+from wxkf.agent.kb import HashingEmbedder, KnowledgeBase, UnsupportedDocument, load_sample, store
 from wxkf.agent.kb.text import TERMS_VERSION
 from wxkf.db.engine import Database
 
@@ -205,3 +205,26 @@ async def test_chunks_termed_by_an_older_version_are_re_termed_before_searching(
     assert passages[0].heading.endswith("有线下门店吗？")
     assert await scalar(kb.database, "SELECT count(*) FROM kb_chunks WHERE '≈门店' = ANY(terms)") == 1
     assert await scalar(kb.database, "SELECT terms_version FROM kb_state") == TERMS_VERSION
+
+
+async def test_capped_lexical_candidates_rank_and_weigh_as_the_full_scoring_does(
+    kb: KnowledgeBase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a budget of 2 every term is "common": candidates must hold the two rarest (alpha, beta),
+    # whose weight is then counted once rather than checked per chunk; gamma is checked per chunk.
+    # Chunk 0 is long and holds gamma, chunk 1 is short without it: by BM25 chunk 1 ranks first.
+    filler = " ".join(f"word{i}" for i in range(60))
+    bodies = [f"alpha beta gamma {filler}", "alpha beta", "alpha beta gamma", "beta gamma", "gamma", "gamma"]
+    path = tmp_path / "faq.md"
+    path.write_text("".join(f"## 条目{i}\n{body}\n" for i, body in enumerate(bodies)), encoding="utf-8")
+    await kb.add_documents([path])
+    question = "alpha beta gamma"
+    full, full_details = await kb.search_detailed(question, k=6, halves=(False, True), threshold=False)
+    assert len(full_details["lexical"]) == 6
+    monkeypatch.setattr(store, "LEXICAL_CANDIDATE_BUDGET", 2)
+    capped, capped_details = await kb.search_detailed(question, k=6, halves=(False, True), threshold=False)
+    assert len(capped_details["lexical"]) == 2
+    order = full_details["lexical"]
+    assert capped_details["lexical"] == sorted(capped_details["lexical"], key=order.index)
+    relevance = {p.chunk_id: p.relevance for p in full}
+    assert all(p.relevance == relevance[p.chunk_id] for p in capped)
