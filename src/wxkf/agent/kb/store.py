@@ -279,17 +279,10 @@ class KnowledgeBase:
             )
         )
 
-    async def _corpus_stats(
-        self, conn: AsyncConnection, terms: Sequence[str] | None
-    ) -> tuple[CorpusStats, Any]:
-        """The corpus statistics, for all terms (`None`) or only the given ones."""
+    async def _corpus_stats(self, conn: AsyncConnection) -> tuple[CorpusStats, Any]:
+        """The corpus statistics for every term (a search reads its question's only: `_search_state`)."""
         state = (await conn.execute(text("SELECT * FROM kb_state"))).one()
-        if terms is None:
-            rows = await conn.execute(text("SELECT term, df FROM kb_terms"))
-        else:
-            rows = await conn.execute(
-                text("SELECT term, df FROM kb_terms WHERE term = ANY(:t)"), {"t": list(terms)}
-            )
+        rows = await conn.execute(text("SELECT term, df FROM kb_terms"))
         stats = CorpusStats(
             n_chunks=state.n_chunks, df={str(r.term): int(r.df) for r in rows}, generation=state.generation
         )
@@ -323,7 +316,7 @@ class KnowledgeBase:
 
     async def _reembed_stale(self, conn: AsyncConnection, progress: Progress | None) -> None:
         """Embed every chunk not embedded with the current embedder and statistics."""
-        stats, state = await self._corpus_stats(conn, None)
+        stats, state = await self._corpus_stats(conn)
         embedder = self._embedder_for(stats)
         if state.embedder_version == embedder.version:
             return
@@ -526,7 +519,8 @@ class KnowledgeBase:
             await self._reembed_stale(conn, None)
 
 
-# The matched share of the question's weight in a chunk's terms (binary term frequency).
+# The weight of the question's terms a chunk holds (binary term frequency): {terms} and {weights}
+# are the question's, {chunk_terms} the chunk's.
 _MATCHED = (
     "SELECT sum(q.w) FROM unnest(CAST({terms} AS text[]), CAST({weights} AS float8[])) AS q(t, w) "
     "WHERE q.t = ANY({chunk_terms})"
