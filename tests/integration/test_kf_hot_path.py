@@ -8,9 +8,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from wxkf.kf.budget import BudgetState, ReplyBudget
-from wxkf.kf.jobs import CONVERSE_TASK, DEFER_BATCH, defer_conversations, defer_converse
 from wxkf.kf.responder import Conversation
-from wxkf.kf.runtime import Pipeline
 from wxkf.kf.service_state import store_state
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -50,27 +48,3 @@ async def test_the_customer_message_upsert_follows_budget_state(database_url: st
         await budget.record_customer_messages(conn, [(ALICE, later)])
         assert (await _row(conn))[:2] == (later, 0)
         assert await budget.reserve(conn, ALICE, 9) == 5
-
-
-async def _queued(pipeline: Pipeline) -> list[str]:
-    async with pipeline.pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT args->>'external_userid' FROM procrastinate_jobs "
-            "WHERE task_name = %s AND status = 'todo' ORDER BY 1",
-            (CONVERSE_TASK,),
-        )
-        return [str(r[0]) for r in await cur.fetchall()]
-
-
-async def test_batched_defers_coalesce_like_single_ones(settings_factory: Any, database_url: str) -> None:
-    async with Pipeline(settings_factory(), database_url) as pipeline:
-        app = pipeline.procrastinate
-        await defer_converse(app, Conversation("wk1", "c0001"))
-        # A batch with an already queued conversation falls back to one by one: no duplicate, none lost.
-        many = [Conversation("wk1", f"c{i:04}") for i in range(DEFER_BATCH + 5)]
-        await defer_conversations(app, many)
-        assert await _queued(pipeline) == [c.external_userid for c in many]
-        # A batch of new conversations is one statement and queues each.
-        await defer_conversations(app, [Conversation("wk1", "z1"), Conversation("wk1", "z2")])
-        queued = await _queued(pipeline)
-        assert len(queued) == len(set(queued)) == DEFER_BATCH + 7

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
-from procrastinate.jobs import JobDeferrer
 
 from wxkf.kf.conversation import ConcurrentUpdate, converse
 from wxkf.kf.responder import Conversation
@@ -60,7 +58,8 @@ async def sync_account_job(context: JobContext, open_kfid: str, token: str = "")
             # fix, counted; the next callback tries again.
             await record_api_error(pipeline.pool, exc, Conversation(open_kfid, "-"), "拉取消息 / kf/sync_msg")
             return
-    await defer_conversations(pipeline.procrastinate, sorted(touched, key=lambda c: c.external_userid))
+    for conversation in sorted(touched, key=lambda c: c.external_userid):
+        await defer_converse(pipeline.procrastinate, conversation)
 
 
 async def converse_job(context: JobContext, open_kfid: str, external_userid: str) -> None:
@@ -88,38 +87,13 @@ async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") ->
         )
 
 
-def _converse_deferrer(app: procrastinate.App, conversation: Conversation) -> JobDeferrer:
-    lock = _key("kf-conv", conversation.open_kfid, conversation.external_userid)
-    return app.configure_task(CONVERSE_TASK, lock=lock, queueing_lock=lock)
-
-
-def _converse_kwargs(conversation: Conversation) -> dict[str, str]:
-    return {"open_kfid": conversation.open_kfid, "external_userid": conversation.external_userid}
-
-
 async def defer_converse(app: procrastinate.App, conversation: Conversation) -> None:
     """Make sure a conversation job will run after now (e.g. after writing outbox rows)."""
+    lock = _key("kf-conv", conversation.open_kfid, conversation.external_userid)
     with contextlib.suppress(AlreadyEnqueued):
-        await _converse_deferrer(app, conversation).defer_async(**_converse_kwargs(conversation))
-
-
-DEFER_BATCH = 200
-
-
-async def defer_conversations(app: procrastinate.App, conversations: Sequence[Conversation]) -> None:
-    """`defer_converse` for many conversations, one statement per DEFER_BATCH (a sync page's worth).
-
-    A batch is all or nothing: when one of its conversations already has a queued job, that batch is
-    deferred one by one instead, each `AlreadyEnqueued` being success as usual.
-    """
-    for start in range(0, len(conversations), DEFER_BATCH):
-        chunk = conversations[start : start + DEFER_BATCH]
-        batch = [_converse_deferrer(app, c).make_new_job(**_converse_kwargs(c)) for c in chunk]
-        try:
-            await app.job_manager.batch_defer_jobs_async(batch)
-        except AlreadyEnqueued:
-            for conversation in chunk:
-                await defer_converse(app, conversation)
+        await app.configure_task(CONVERSE_TASK, lock=lock, queueing_lock=lock).defer_async(
+            open_kfid=conversation.open_kfid, external_userid=conversation.external_userid
+        )
 
 
 def register_tasks(app: procrastinate.App) -> None:
