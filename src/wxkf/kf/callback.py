@@ -37,6 +37,7 @@ log = logging.getLogger("wxkf.kf.callback")
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a real envelope is well under 4 KiB
 KF_EVENT = "kf_msg_or_event"  # wecom-api §2
+NOT_CONFIGURED = "回调未配置：设置 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID / callback not configured"
 
 
 class BodyTooLarge(Exception):
@@ -179,11 +180,7 @@ def callback_router() -> APIRouter:
     ) -> Response:
         """wecom-api §1.4: answer the decrypted echostr, bare (no quotes, BOM or newline)."""
         if receiver.crypto is None:
-            return await receiver.refuse(
-                "not_configured",
-                404,
-                "回调未配置：设置 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID / callback not configured",
-            )
+            return await receiver.refuse("not_configured", 404, NOT_CONFIGURED)
         if not (msg_signature and timestamp and nonce and echostr):
             return await receiver.refuse(
                 "url_refused", 400, "缺少 msg_signature/timestamp/nonce/echostr / missing query parameters"
@@ -204,11 +201,7 @@ def callback_router() -> APIRouter:
         nonce: Annotated[str, Query()] = "",
     ) -> Response:
         if receiver.crypto is None:
-            return await receiver.refuse(
-                "not_configured",
-                404,
-                "回调未配置：设置 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID / callback not configured",
-            )
+            return await receiver.refuse("not_configured", 404, NOT_CONFIGURED)
         if not (msg_signature and timestamp and nonce):
             return await receiver.refuse(
                 "malformed", 400, "缺少 msg_signature/timestamp/nonce / missing query parameters"

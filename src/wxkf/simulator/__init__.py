@@ -7,8 +7,9 @@ customer-contact APIs over HTTP, a control API for tests and demos, and encrypte
 For tests, `wxkf.simulator.testing.run_simulator` runs it on a free port in a background thread.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from wxkf._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from wxkf.simulator.app import create_simulator_app
@@ -31,11 +32,7 @@ _SOURCES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{source}"), name)
+__getattr__ = lazy_exports(__name__, _SOURCES)
 
 
 __all__ = ["Behaviour", "RoutingMode", "SimClock", "SimError", "World", "create_simulator_app", "seed_world"]

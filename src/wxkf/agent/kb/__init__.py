@@ -10,8 +10,9 @@ the `Embedder` seam with `HashingEmbedder` (offline default) and `OpenAIEmbedder
 and `load_sample` for the bundled demo FAQ.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from wxkf._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from wxkf.agent.kb.bundled import SAMPLE_DIR, load_sample
@@ -54,11 +55,7 @@ _SOURCES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    source = _SOURCES.get(name)
-    if source is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{source}"), name)
+__getattr__ = lazy_exports(__name__, _SOURCES)
 
 
 __all__ = [
