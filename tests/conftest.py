@@ -95,3 +95,27 @@ def embedded_data_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="wxkf-data-"))
     yield path / "var"
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Any]:
+    """The WeCom simulator with its seeded world, on a free port (`wxkf.simulator.testing`)."""
+    from wxkf.simulator.testing import run_simulator
+
+    async with run_simulator() as handle:
+        yield handle
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo what a test's `configure_logging` added to the root logger."""
+    import logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    yield
+    for handler in list(root.handlers):
+        if handler not in saved[0]:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(saved[1])

@@ -22,19 +22,13 @@ from wxkf.contact.assistant import StaffAssistant
 from wxkf.contact.service import ContactService, open_contact_service
 from wxkf.contact.tools import BroadcastCustomerMessage, ContactTools, ListMyCustomers, SendCustomerMessage
 from wxkf.db.engine import Database
-from wxkf.simulator.testing import SimulatorHandle, run_simulator
+from wxkf.simulator.testing import SimulatorHandle
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(api_key="sk-test") as server:
         yield server
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    async with run_simulator() as handle:
-        yield handle
 
 
 @pytest.fixture

@@ -15,14 +15,8 @@ from wxkf.contact.content import MessageContent, attachment
 from wxkf.contact.errors import InvalidMessageError, ReceiveCapError, ReminderLimitError
 from wxkf.contact.service import ContactService, open_contact_service
 from wxkf.db.engine import Database
-from wxkf.simulator.testing import SimulatorHandle, run_simulator
+from wxkf.simulator.testing import SimulatorHandle
 from wxkf.wecom.errors import APIError
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    async with run_simulator() as handle:
-        yield handle
 
 
 @pytest.fixture

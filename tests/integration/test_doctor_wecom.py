@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -32,17 +32,11 @@ from wxkf.ops.doctor import (
     check_wecom_tokens,
     run_doctor,
 )
-from wxkf.simulator.testing import SimulatorHandle, run_simulator
+from wxkf.simulator.testing import SimulatorHandle
 from wxkf.wecom.client import WeComClient
 from wxkf.wecom.tokens import MemoryTokenStore
 
 WECOM_CHECKS: list[Check] = [check_database, check_wecom_tokens, check_kf_accounts, check_kf_routing]
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    async with run_simulator() as handle:
-        yield handle
 
 
 def only(report: DoctorReport, check: str) -> Any:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.integration.kf_harness import running_pipeline
 from wxkf.agent.fake_openai import FakeOpenAI
@@ -24,18 +22,6 @@ from wxkf.ops.logging import configure_logging
 
 LLM_KEY = "sk-e2e-llm-key-0123456789"
 CUSTOMER_TEXT = "我的手机号是13800138000，请回电"
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    yield
-    for handler in list(root.handlers):
-        if handler not in saved[0]:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(saved[1])
 
 
 async def test_no_secret_in_any_log_line_of_a_full_run(

@@ -9,19 +9,13 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-from wxkf.simulator.testing import SimulatorHandle, run_simulator
+from wxkf.simulator.testing import SimulatorHandle
 from wxkf.wecom.client import RetryPolicy, WeComClient
 from wxkf.wecom.errors import RateLimitedError, SendLimitError, SessionStateError
 from wxkf.wecom.models import AddMsgTemplateRequest, Text
 from wxkf.wecom.tokens import MemoryTokenStore
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, deadline=10)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatorHandle]:
-    async with run_simulator() as handle:
-        yield handle
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +34,6 @@ CUSTOMER_TEXT = "我的手机号是13800138000，地址在上海"
 class TTY(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    yield
-    for handler in list(root.handlers):
-        if handler not in saved[0]:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(saved[1])
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
