@@ -23,6 +23,7 @@ from wxkf.wecom.tokens import MemoryTokenStore
 KFID = "wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q"
 USER = "wmAJ2GCAAAme1XQRC-NI-q0_ZM9ukoAw"
 SEND = "/cgi-bin/kf/send_msg"
+STATE = "/cgi-bin/kf/service_state/get"
 
 
 @pytest.fixture
@@ -95,46 +96,73 @@ async def test_retries_stop_at_the_deadline(fake: FakeWeCom) -> None:
 
 
 async def test_a_timeout_is_retried(fake: FakeWeCom) -> None:
-    fake.script(SEND, Reply(wecom_error(0, "ok") | {"msgid": "late"}, delay=0.5))
+    fake.script(STATE, Reply(wecom_error(0, "ok") | {"service_state": 1}, delay=0.5))
     async with make_client(fake, RetryPolicy(base_delay=0.001), timeout=0.1) as wecom:
-        await wecom.list_accounts()  # the token first, so only send_msg meets the slow answer
-        response = await wecom.send_text(KFID, USER, "你好")
+        await wecom.list_accounts()  # the token first, so only service_state/get meets the slow answer
+        state = await wecom.get_service_state(KFID, USER)
+    assert state == (3, "zhangsan")  # the fake's default answer, from the second attempt
+    assert len(fake.calls_to(STATE)) == 2
+
+
+async def test_timeouts_until_the_budget_is_spent_raise_transport_error(fake: FakeWeCom) -> None:
+    fake.script(STATE, *[Reply(wecom_error(0, "ok"), delay=0.3)] * 3)
+    async with make_client(fake, RetryPolicy(attempts=2, base_delay=0.001), timeout=0.05) as wecom:
+        await wecom.list_accounts()
+        with pytest.raises(TransportError, match="timed out") as caught:
+            await wecom.get_service_state(KFID, USER)
+    assert (caught.value.api, len(fake.calls_to(STATE))) == ("kf/service_state/get", 2)
+    assert_clean(caught.value, fake)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(wecom_error(0, "ok") | {"msgid": "late"}, delay=0.5),  # a timeout while WeCom answers
+        Reply(b"<html><body>502 Bad Gateway</body></html>", status=502, content_type="text/html"),
+    ],
+    ids=["timeout", "502"],
+)
+async def test_a_send_that_may_have_reached_wecom_is_not_sent_again(fake: FakeWeCom, reply: Reply) -> None:
+    """A second send_msg could deliver twice; the outbox retries it with the same msgid instead."""
+    fake.script(SEND, reply)
+    async with make_client(fake, RetryPolicy(base_delay=0.001), timeout=0.1) as wecom:
+        await wecom.list_accounts()
+        with pytest.raises(TransportError, match="not retried") as caught:
+            await wecom.send_text(KFID, USER, "你好", msgid="m1")
+    assert len(fake.calls_to(SEND)) == 1
+    assert "可能已送达" in str(caught.value)
+    assert_clean(caught.value, fake)
+
+
+async def test_a_send_refused_by_rate_limit_is_still_retried(client: WeComClient, fake: FakeWeCom) -> None:
+    fake.script(SEND, wecom_error(45009, "api freq out of limit"))
+    response = await client.send_text(KFID, USER, "你好")
     assert response.msgid == "MSG_ID_generated"
     assert len(fake.calls_to(SEND)) == 2
 
 
-async def test_timeouts_until_the_budget_is_spent_raise_transport_error(fake: FakeWeCom) -> None:
-    fake.script(SEND, *[Reply(wecom_error(0, "ok"), delay=0.3)] * 3)
-    async with make_client(fake, RetryPolicy(attempts=2, base_delay=0.001), timeout=0.05) as wecom:
-        await wecom.list_accounts()
-        with pytest.raises(TransportError, match="timed out") as caught:
-            await wecom.send_text(KFID, USER, "你好")
-    assert (caught.value.api, len(fake.calls_to(SEND))) == ("kf/send_msg", 2)
-    assert_clean(caught.value, fake)
-
-
 async def test_5xx_and_html_pages_are_retried(client: WeComClient, fake: FakeWeCom) -> None:
     fake.script(
-        SEND,
+        STATE,
         Reply(b"<html><body>502 Bad Gateway</body></html>", status=502, content_type="text/html"),
         Reply(
             b"<html><body>\xe7\xb3\xbb\xe7\xbb\x9f\xe7\xbb\xb4\xe6\x8a\xa4</body></html>",
             content_type="text/html",
         ),
     )
-    response = await client.send_text(KFID, USER, "你好")
-    assert response.msgid == "MSG_ID_generated"
-    assert len(fake.calls_to(SEND)) == 3
+    state = await client.get_service_state(KFID, USER)
+    assert state == (3, "zhangsan")
+    assert len(fake.calls_to(STATE)) == 3
 
 
 async def test_an_html_page_that_persists_is_a_malformed_response(fake: FakeWeCom) -> None:
     page = b"<html><head><title>Proxy login</title></head><body>" + b"x" * 1000 + b"</body></html>"
-    fake.script(SEND, *[Reply(page, content_type="text/html")] * 2)
+    fake.script(STATE, *[Reply(page, content_type="text/html")] * 2)
     async with make_client(fake, RetryPolicy(attempts=2, base_delay=0.001)) as wecom:
         with pytest.raises(MalformedResponseError) as caught:
-            await wecom.send_text(KFID, USER, "你好")
+            await wecom.get_service_state(KFID, USER)
     error = caught.value
-    assert error.api == "kf/send_msg"
+    assert error.api == "kf/service_state/get"
     assert error.excerpt.startswith("<html><head><title>Proxy login")
     assert len(error.excerpt) <= 200
     assert "not WeCom JSON" in str(error)

@@ -250,7 +250,16 @@ class WeComClient:
         json: Any = None,
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
         auth: bool = True,
+        creates: bool = False,
     ) -> ResultT:
+        """One API call with token handling and bounded retries.
+
+        `creates`: the call creates or sends something (a message, a task, a reminder). A failure
+        after the request may have reached WeCom (a timeout while waiting, a broken answer) is then
+        not retried here: a second request could send twice. Refusals WeCom answered (45009 …) and
+        connections that never opened are still retried; callers with an idempotency key (the
+        outbox's msgid) retry at their level, where a duplicate is recognised.
+        """
         policy = self._retry
         started = time.monotonic()
         retries = 0
@@ -265,6 +274,7 @@ class WeComClient:
                 query["access_token"] = token
             remaining = policy.deadline - (time.monotonic() - started)
             cause: BaseException | None = None
+            maybe_delivered = False
             try:
                 response = await self._http.request(
                     method,
@@ -277,13 +287,16 @@ class WeComClient:
                 return decode(api, response)
             except WeComError as exc:
                 error: WeComError = exc
+                maybe_delivered = isinstance(exc, TransportError)  # something answered, not WeCom's JSON
             except httpx.TimeoutException as exc:
                 cause = exc
+                maybe_delivered = not isinstance(exc, httpx.ConnectTimeout)
                 error = TransportError(
                     api, f"请求超时 / timed out ({type(exc).__name__}, limit {self._timeout:g} s)"
                 )
             except httpx.HTTPError as exc:
                 cause = exc
+                maybe_delivered = not isinstance(exc, httpx.ConnectError)
                 error = TransportError(
                     api, f"连接失败 / request failed: {type(exc).__name__}: {self._redact(str(exc))}"
                 )
@@ -301,6 +314,13 @@ class WeComClient:
                 token_refreshed = True
                 await self.access_token(rejected=token)
                 continue
+            if creates and maybe_delivered and _retryable(error):
+                raise TransportError(
+                    api,
+                    f"{error.message if isinstance(error, TransportError) else error}；请求可能已送达企业微信，"
+                    "为避免重复发送不自动重试，请先核对结果 / the request may have reached WeCom: not retried, "
+                    "to avoid sending twice; check the outcome first",
+                ) from cause
             delay = policy.backoff(retries)
             if (
                 not _retryable(error)
@@ -385,8 +405,10 @@ class WeComClient:
                 retryable=False,
             ) from None
 
-    async def _post(self, api: str, path: str, model: type[ModelT], body: Any) -> ModelT:
-        data = await self._call(api, "POST", path, self._decode_json, json=body)
+    async def _post(
+        self, api: str, path: str, model: type[ModelT], body: Any, *, creates: bool = False
+    ) -> ModelT:
+        data = await self._call(api, "POST", path, self._decode_json, json=body, creates=creates)
         return self._parse(api, model, data)
 
     async def _get(self, api: str, path: str, model: type[ModelT], params: Mapping[str, str | int]) -> ModelT:
@@ -421,7 +443,9 @@ class WeComClient:
     async def send_msg(self, request: SendMsgRequest) -> SendMsgResponse:
         """Send one message of any §4 msgtype. Success does not mean delivered: watch msg_send_fail."""
         request.check("kf/send_msg")
-        return await self._post("kf/send_msg", "/cgi-bin/kf/send_msg", SendMsgResponse, self._body(request))
+        return await self._post(
+            "kf/send_msg", "/cgi-bin/kf/send_msg", SendMsgResponse, self._body(request), creates=True
+        )
 
     async def send_text(
         self, open_kfid: str, touser: str, content: str, msgid: str | None = None
@@ -442,7 +466,11 @@ class WeComClient:
             request = SendMsgOnEventRequest(code=code, msgid=msgid, msgtype="msgmenu", msgmenu=message)
         request.check("kf/send_msg_on_event")
         return await self._post(
-            "kf/send_msg_on_event", "/cgi-bin/kf/send_msg_on_event", SendMsgResponse, self._body(request)
+            "kf/send_msg_on_event",
+            "/cgi-bin/kf/send_msg_on_event",
+            SendMsgResponse,
+            self._body(request),
+            creates=True,
         )
 
     async def get_service_state(self, open_kfid: str, external_userid: str) -> tuple[int, str | None]:
@@ -547,6 +575,7 @@ class WeComClient:
             "/cgi-bin/message/send",
             AppMessageSendResponse,
             {"touser": touser, "msgtype": "text", "agentid": agentid, "text": {"content": text}},
+            creates=True,
         )
 
     # --- customer contact (wecom-api §9) ------------------------------------------------------------
@@ -577,6 +606,7 @@ class WeComClient:
             "/cgi-bin/externalcontact/add_msg_template",
             AddMsgTemplateResponse,
             self._body(request),
+            creates=True,
         )
 
     async def get_groupmsg_list_v2(self, request: GetGroupMsgListV2Request) -> GetGroupMsgListV2Response:
@@ -615,7 +645,9 @@ class WeComClient:
     async def remind_groupmsg_send(self, msgid: str) -> None:
         """Remind members to send; at most 3 times per 24 h per message, else 41094 (wecom-api §9)."""
         api = "externalcontact/remind_groupmsg_send"
-        await self._call(api, "POST", f"/cgi-bin/{api}", self._decode_json, json={"msgid": msgid})
+        await self._call(
+            api, "POST", f"/cgi-bin/{api}", self._decode_json, json={"msgid": msgid}, creates=True
+        )
 
     async def cancel_groupmsg_send(self, msgid: str) -> None:
         api = "externalcontact/cancel_groupmsg_send"
