@@ -6,11 +6,14 @@ The migrated schema is built once into a template database; each test that needs
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +122,23 @@ def restore_logging() -> Iterator[None]:
             root.removeHandler(handler)
             handler.close()
     root.setLevel(saved[1])
+
+
+@contextlib.contextmanager
+def serve_handler(base: type[BaseHTTPRequestHandler]) -> Iterator[tuple[str, Any]]:
+    """Serve a fresh subclass of `base` on 127.0.0.1 in a thread; yield (url, the subclass).
+
+    The subclass is per server, so a test can set class attributes on it without touching others.
+    """
+    handler = type("Handler", (base,), {})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True  # a kept-alive connection must not hold up the shutdown
+    server.block_on_close = False
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

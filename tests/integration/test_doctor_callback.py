@@ -4,14 +4,14 @@ that answers something other than the decrypted echostr (wecom-api §1.4) — an
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import serve_handler
 from tests.integration.kf_harness import ScriptedResponder, free_port, running_pipeline
 from wxkf.ops.doctor import CheckResult, DoctorContext, check_callback_url
 
@@ -77,16 +77,8 @@ class _OtherAnswer(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def other_server() -> Iterator[tuple[str, type[_OtherAnswer]]]:
-    handler = type("Handler", (_OtherAnswer,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_handler(_OtherAnswer) as served:
+        yield served
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,16 @@ diagnosis and the fix the operator is shown.
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
+from tests.conftest import serve_handler
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.config import Settings
 from wxkf.kf.ledger import record_messages
@@ -236,17 +236,8 @@ class _SkewedDate(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def skewed_server() -> Iterator[tuple[str, type[_SkewedDate]]]:
-    handler = type("Handler", (_SkewedDate,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True  # a kept-alive connection must not hold up the shutdown
-    server.block_on_close = False
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_handler(_SkewedDate) as served:
+        yield served
 
 
 @pytest.mark.parametrize(("skew", "status"), [(0.0, "ok"), (-30.0, "warn"), (600.0, "fail")])
