@@ -91,6 +91,7 @@ def worker(
     ] = 10.0,
 ) -> None:
     """运行后台任务（拉取消息、回复、发送）/ run the pipeline's jobs (sync, answer, send)."""
+    from wxkf import _loop
     from wxkf.db.engine import DatabaseError
     from wxkf.kf.runtime import PipelineNotConfigured
     from wxkf.ops.logging import configure_logging
@@ -99,7 +100,7 @@ def worker(
     settings = settings_or_exit()
     configure_logging(settings)
     try:
-        asyncio.run(
+        _loop.run(
             run_worker(settings, concurrency=concurrency, stalled_after=stalled_after, announce=console.print)
         )
     except (DatabaseError, PipelineNotConfigured) as exc:

@@ -78,6 +78,7 @@ from wxkf.wecom.models import (
     check_id,
 )
 from wxkf.wecom.tokens import CachedToken, TokenKey, TokenStore
+from wxkf.wecom.transport import AiohttpTransport
 
 __all__ = ["RetryPolicy", "WeComClient", "redact"]
 
@@ -186,7 +187,9 @@ class WeComClient:
         self._token: CachedToken | None = None
         self._token_lock = asyncio.Lock()
         self.on_api_error = on_api_error
-        self._http = httpx.AsyncClient(base_url=api_base.rstrip("/"), transport=transport, timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=api_base.rstrip("/"), transport=transport or AiohttpTransport(), timeout=timeout
+        )
 
     def __repr__(self) -> str:
         return f"WeComClient(api_base={str(self._http.base_url)!r}, corp_id={self.corp_id!r})"

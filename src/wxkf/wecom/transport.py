@@ -1,0 +1,132 @@
+"""httpx's API on aiohttp's connections: the WeCom client's default transport.
+
+The pipeline makes two WeCom calls per answered message (`service_state/get`, `send_msg`), and
+httpx's own connection layer (httpcore + the pure-Python h11 parser) spent about 1.6 ms of CPU
+per call; aiohttp's pool and C parser under the same httpx client spend about 0.7 ms
+(benchmarks/README.md, "WeCom client transport"). The client keeps httpx's API, request building,
+decoding and exceptions: only the connections change.
+
+What the client relies on is kept exact: which failures mean "the request never left"
+(`httpx.ConnectError`, `httpx.ConnectTimeout`: safe to repeat a send) and which mean "it may have
+reached WeCom" (every other `httpx.TransportError`: a send is not repeated, see `WeComClient._call`).
+aiohttp itself repeats only idempotent methods on a dropped keep-alive connection; every kf API is a
+POST, so nothing is sent twice underneath us.
+"""
+
+from __future__ import annotations
+
+import ssl
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import certifi
+import httpx
+
+# httpx's default pool: 100 connections, idle ones closed after 5 s.
+MAX_CONNECTIONS = 100
+KEEPALIVE_SECONDS = 5.0
+
+# Headers aiohttp sets from the body it is given; httpx's would describe a stream it no longer sends.
+_BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+@contextmanager
+def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
+    """aiohttp's failures as the httpx exceptions they mean (most specific cases first)."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:  # no connection within the limit: nothing was sent
+        raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
+    except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS handshake: nothing was sent
+        raise httpx.ConnectError(str(exc), request=request) from exc
+    except (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
+        raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise httpx.ReadError(str(exc), request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(str(exc), request=request) from exc
+    except aiohttp.ClientError as exc:  # anything else after the request started: maybe delivered
+        raise httpx.ReadError(f"{type(exc).__name__}: {exc}", request=request) from exc
+
+
+def proxy_for(scheme: str, host: str) -> str | None:
+    """The proxy the environment names for (scheme, host): HTTP(S)_PROXY, ALL_PROXY, NO_PROXY."""
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxies = urllib.request.getproxies()  # as httpx reads them
+    return proxies.get(scheme) or proxies.get("all")
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An `httpx.AsyncClient` transport backed by one `aiohttp.ClientSession` (created on first use,
+    inside the running event loop; closed by the client's `aclose()`)."""
+
+    def __init__(self, *, trust_env: bool = True) -> None:
+        self._trust_env = trust_env
+        self._session: aiohttp.ClientSession | None = None
+        # Proxies are read from the environment once per host, as httpx reads them once per client:
+        # aiohttp's own `trust_env` reads the environment and the netrc file (in a thread) on every
+        # request, which cost about a quarter of the worker's CPU.
+        self._proxies: dict[tuple[str, str], str | None] = {}
+
+    def _proxy(self, url: httpx.URL) -> str | None:
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            self._proxies[key] = proxy_for(*key) if self._trust_env else None
+        return self._proxies[key]
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS,
+                keepalive_timeout=KEEPALIVE_SECONDS,
+                ssl=ssl.create_default_context(cafile=certifi.where()),
+            )
+            # Cookies are never kept (httpx's client keeps its own jar, and WeCom sets none).
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,  # httpx decodes, from the headers it is given
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        body = await request.aread()  # JSON, or a multipart upload httpx built as a stream
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+        proxy = self._proxy(request.url)
+        with _as_httpx_errors(request):
+            async with self._client_session().request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                proxy=proxy,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=timeout.get("pool"),  # waiting for a free connection, and connecting
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            ) as response:
+                content = await response.read()
+                return httpx.Response(
+                    status_code=response.status,
+                    headers=list(response.raw_headers),
+                    content=content,
+                    request=request,
+                    extensions={
+                        "http_version": b"HTTP/1.1",
+                        "reason_phrase": (response.reason or "").encode(),
+                    },
+                )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
