@@ -153,3 +153,93 @@ async def test_a_slow_answer_is_a_read_timeout(raw: Callable[[Handler], Awaitabl
         with pytest.raises(httpx.ReadTimeout):
             await http.post(f"{server.url}/cgi-bin/kf/send_msg", json={})
     release.set()
+
+
+async def test_an_upload_the_server_stops_reading_is_a_write_timeout() -> None:
+    """aiohttp bounds connecting and reading only; httpx's write timeout must still end a stalled upload
+    (a media/upload of up to 20 MB to a peer that stopped reading would otherwise wait forever)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(never_read, sock=listener)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/cgi-bin/media/upload"
+    try:
+        async with httpx.AsyncClient(transport=AiohttpTransport(), timeout=0.2) as http:
+            # The guard only turns a hang into a failure; the assertion is the exception type.
+            async with asyncio.timeout(30):
+                with pytest.raises(httpx.WriteTimeout):
+                    await http.post(url, files={"media": ("a.bin", b"x" * (16 << 20), "video/mp4")})
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+
+
+async def test_a_proxy_refusing_the_tunnel_means_nothing_was_sent(
+    raw: Callable[[Handler], Awaitable[RawServer]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An https call through a proxy whose CONNECT fails never reached WeCom: safe to repeat a send."""
+
+    async def bad_gateway(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+
+    async def hang_up(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    for handler in (bad_gateway, hang_up):
+        proxy = await raw(handler)
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        async with httpx.AsyncClient(transport=AiohttpTransport(), timeout=5) as http:
+            with pytest.raises(httpx.ConnectError):
+                await http.post("https://qyapi.weixin.qq.com/cgi-bin/kf/send_msg", json={})
+        assert proxy.paths == ["qyapi.weixin.qq.com:443"]  # the CONNECT, and nothing else
+
+
+async def test_a_proxy_named_without_a_scheme_is_an_http_proxy(
+    raw: Callable[[Handler], Awaitable[RawServer]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`http_proxy=host:port` is common; httpx reads it as http://host:port, and so must we."""
+
+    async def ok(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer(b'{"errcode": 0, "errmsg": "ok"}'))
+
+    proxy = await raw(ok)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.removeprefix("http://"))
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with httpx.AsyncClient(transport=AiohttpTransport(), timeout=5) as http:
+        response = await http.get("http://qyapi.weixin.qq.com/cgi-bin/kf/account/list")
+    assert response.json() == {"errcode": 0, "errmsg": "ok"}
+    assert proxy.paths == ["http://qyapi.weixin.qq.com/cgi-bin/kf/account/list"]
+
+
+async def test_a_large_upload_goes_out_whole_with_its_length(
+    raw: Callable[[Handler], Awaitable[RawServer]],
+) -> None:
+    """A media/upload above the socket buffers (and aiohttp's 1 MB warning for raw bytes) is sent
+    with a Content-Length, not chunked, and WeCom's answer comes back."""
+    heads: list[bytes] = []
+
+    async def ok(head: bytes, writer: asyncio.StreamWriter) -> None:
+        heads.append(head)
+        writer.write(answer(b'{"errcode": 0, "errmsg": "ok"}'))
+
+    server = await raw(ok)  # reads exactly Content-Length bytes before answering
+    request = httpx.Request(
+        "POST",
+        f"{server.url}/cgi-bin/media/upload",
+        files={"media": ("a.mp4", b"v" * (3 << 20), "video/mp4")},
+    )
+    async with httpx.AsyncClient(transport=AiohttpTransport(), timeout=5) as http:
+        response = await http.send(request)
+    assert response.json() == {"errcode": 0, "errmsg": "ok"}
+    lines = heads[0].lower().split(b"\r\n")
+    assert f"content-length: {len(request.read())}".encode() in lines
+    assert not any(line.startswith(b"transfer-encoding") for line in lines)
