@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -51,6 +52,21 @@ async def test_a_callback_is_recorded_and_a_sync_deferred(run: RunningPipeline) 
     ]
     jobs = await run.query("SELECT task_name, args->>'open_kfid' FROM procrastinate_jobs")
     assert jobs == [("kf:sync_account", run.sim.open_kfid)]
+
+
+async def test_concurrent_callbacks_and_repeats_are_each_recorded_once(run: RunningPipeline) -> None:
+    """A burst arrives while earlier writes are in flight, so callbacks share statements; each
+    distinct callback is one row with every delivery counted, and exactly one sync is queued."""
+    envelopes = [_envelope(run, token=f"T{i % 10}") for i in range(40)]  # 10 callbacks, each 4 times
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        responses = await asyncio.gather(
+            *(http.post("/wecom/callback", params=params, content=body) for body, params in envelopes)
+        )
+    assert {(r.status_code, r.text) for r in responses} == {(200, "success")}
+    rows = await run.query("SELECT token, deliveries FROM kf_callback_events ORDER BY token")
+    assert rows == [(f"T{i}", 4) for i in range(10)]
+    jobs = await run.query("SELECT task_name FROM procrastinate_jobs")
+    assert jobs == [("kf:sync_account",)]
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import gzip
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from wxkf.wecom.client import RetryPolicy, WeComClient
 from wxkf.wecom.errors import TransportError
 from wxkf.wecom.tokens import MemoryTokenStore
-from wxkf.wecom.transport import AiohttpTransport
+from wxkf.wecom.transport import AiohttpTransport, ssl_context
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]
 TOKEN = json.dumps({"errcode": 0, "errmsg": "ok", "access_token": "TOKEN", "expires_in": 7200}).encode()
@@ -243,3 +244,39 @@ async def test_a_large_upload_goes_out_whole_with_its_length(
     lines = heads[0].lower().split(b"\r\n")
     assert f"content-length: {len(request.read())}".encode() in lines
     assert not any(line.startswith(b"transfer-encoding") for line in lines)
+
+
+def _self_signed_ca(path: Path) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wxkf test company CA")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+def test_ssl_cert_file_names_the_trusted_cas_as_in_httpx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A company CA (or an inspecting egress proxy's) given by SSL_CERT_FILE is trusted; otherwise certifi's."""
+    monkeypatch.setenv("SSL_CERT_FILE", _self_signed_ca(tmp_path / "ca.pem"))
+    subjects = [str(ca["subject"]) for ca in ssl_context().get_ca_certs()]
+    assert subjects == [str(((("commonName", "wxkf test company CA"),),))]
+    assert len(ssl_context(trust_env=False).get_ca_certs()) > 50  # certifi's bundle

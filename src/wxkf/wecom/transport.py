@@ -16,6 +16,7 @@ POST, so nothing is sent twice underneath us.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -39,6 +40,18 @@ _BODY_HEADERS = frozenset({"content-length", "transfer-encoding"})
 # timeout. A body larger than this goes out in chunks, each within httpx's write timeout (httpcore
 # bounds each write the same way); smaller ones fit the socket buffers and cannot stall.
 WRITE_CHUNK = 64 * 1024
+
+
+def ssl_context(trust_env: bool = True) -> ssl.SSLContext:
+    """The CA bundle httpx would use: SSL_CERT_FILE or SSL_CERT_DIR when trusted (a company CA, an
+    inspecting egress proxy), else certifi's."""
+    cafile = os.environ.get("SSL_CERT_FILE") if trust_env else None
+    capath = os.environ.get("SSL_CERT_DIR") if trust_env else None
+    if cafile:
+        return ssl.create_default_context(cafile=cafile)
+    if capath:
+        return ssl.create_default_context(capath=capath)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class _NotConnectedError(aiohttp.ClientError):
@@ -147,7 +160,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = _Connector(
                 limit=MAX_CONNECTIONS,
                 keepalive_timeout=KEEPALIVE_SECONDS,
-                ssl=ssl.create_default_context(cafile=certifi.where()),
+                ssl=ssl_context(self._trust_env),
             )
             # Cookies are never kept (httpx's client keeps its own jar, and WeCom sets none).
             self._session = aiohttp.ClientSession(
