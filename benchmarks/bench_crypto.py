@@ -3,7 +3,7 @@
 Baseline: what the official sample library does for the same callback — stdlib (unprotected) XML
 parsing of the envelope, SHA-1 signature compared with `==`, AES-CBC decrypt, lax unpadding, stdlib
 parsing of the inner XML. Measured: `CallbackCrypto.decrypt_callback` — the same steps done strictly:
-defusedxml for both documents, constant-time comparison, strict PKCS#7/length/corp-id checks. The
+expat with any DOCTYPE refused for both documents, constant-time comparison, strict PKCS#7/length/corp-id checks. The
 ratio is the price of that strictness.
 """
 

@@ -467,3 +467,28 @@ def test_repr_hides_token_and_key(crypto_a: CallbackCrypto) -> None:
     text = repr(crypto_a)
     assert A_TOKEN not in text
     assert A_KEY not in text
+
+
+def test_any_doctype_is_refused_even_without_entities() -> None:
+    with pytest.raises(MalformedXMLError, match="DOCTYPE"):
+        parse_xml('<?xml version="1.0"?><!DOCTYPE xml><xml><Encrypt>x</Encrypt></xml>')
+
+
+_TAG = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,12}", fullmatch=True)
+_TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=40)
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(_TAG, st.tuples(_TEXT, st.booleans()), max_size=8))
+def test_parse_xml_reads_what_elementtree_reads(fields: dict[str, tuple[str, bool]]) -> None:
+    """The root's children as {tag: text}, CDATA or escaped, nested children ignored as ET does."""
+    root = ET.Element("xml")
+    for tag, (text, nested) in fields.items():
+        child = ET.SubElement(root, tag)
+        child.text = text
+        if nested:
+            ET.SubElement(child, "Inner").text = "ignored"
+    document = ET.tostring(root, encoding="unicode")
+    expected = {child.tag: child.text or "" for child in ET.fromstring(document)}
+    assert parse_xml(document) == expected
+    assert parse_xml(document.encode()) == expected

@@ -118,8 +118,8 @@ class _EventWriter:
         self._queue.append((key, known, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
-        # Shielded: a caller that goes away must not cancel the write other callers wait for.
-        return await asyncio.shield(future)
+        # The write runs in its own task: a caller that goes away cancels only its own future.
+        return await future
 
     async def _drain(self) -> None:
         while self._queue:
