@@ -17,6 +17,7 @@ A non-kf callback on this URL is acknowledged and counted as `ignored`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -84,8 +85,9 @@ EventKey = tuple[str, str, int]  # open_kfid, Token, CreateTime: what makes a ca
 # in procrastinate's table, so a burst needs no second round trip to find it already queued.
 _RECORD_EVENTS = """
 WITH incoming AS (
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::boolean[], %s::integer[], %s::text[])
-        AS t(open_kfid, token, create_time, known_account, deliveries, sync_lock)
+    SELECT * FROM json_to_recordset(%s::json)
+        AS t(open_kfid text, token text, create_time bigint, known_account boolean, deliveries integer,
+             sync_lock text)
 ), stored AS (
     INSERT INTO kf_callback_events (open_kfid, token, create_time, known_account, deliveries)
     SELECT open_kfid, token, create_time, known_account, deliveries FROM incoming
@@ -148,17 +150,22 @@ class _EventWriter:
             known[key] = is_known
         keys = list(arrivals)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                _RECORD_EVENTS,
-                (
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    [k[2] for k in keys],
-                    [known[k] for k in keys],
-                    [arrivals[k] for k in keys],
-                    [sync_lock(k[0]) for k in keys],
-                ),
+            # One JSON parameter: psycopg dumps six arrays element by element in Python.
+            rows_json = json.dumps(
+                [
+                    {
+                        "open_kfid": k[0],
+                        "token": k[1],
+                        "create_time": k[2],
+                        "known_account": known[k],
+                        "deliveries": arrivals[k],
+                        "sync_lock": sync_lock(k[0]),
+                    }
+                    for k in keys
+                ],
+                ensure_ascii=False,
             )
+            cur = await conn.execute(_RECORD_EVENTS, (rows_json,))
             rows = await cur.fetchall()
         stored = {(row[0], row[1], int(row[2])): (bool(row[3]), bool(row[4])) for row in rows}
         results: list[tuple[bool, bool]] = []
