@@ -26,6 +26,8 @@ from starlette.routing import Route
 
 SECRET = "s3cr3t-CorpSecret-value-0123456789abcdef"
 CORP_ID = "ww0123456789abcdef"
+KFID = "wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q"
+USER = "wmAJ2GCAAAme1XQRC-NI-q0_ZM9ukoAw"
 
 
 @dataclass

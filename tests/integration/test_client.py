@@ -9,8 +9,10 @@ import pytest
 
 from tests.integration.client_fake_server import (
     CORP_ID,
+    KFID,
     MEDIA_BYTES,
     SECRET,
+    USER,
     FakeWeCom,
     Reply,
     serve,
@@ -44,9 +46,6 @@ from wxkf.wecom.models import (
     Text,
 )
 from wxkf.wecom.tokens import MemoryTokenStore
-
-KFID = "wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q"
-USER = "wmAJ2GCAAAme1XQRC-NI-q0_ZM9ukoAw"
 
 
 @pytest.fixture

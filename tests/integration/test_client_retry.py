@@ -9,7 +9,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.integration.client_fake_server import CORP_ID, SECRET, FakeWeCom, Reply, serve, wecom_error
+from tests.integration.client_fake_server import (
+    CORP_ID,
+    KFID,
+    SECRET,
+    USER,
+    FakeWeCom,
+    Reply,
+    serve,
+    wecom_error,
+)
 from wxkf.wecom.client import RetryPolicy, WeComClient
 from wxkf.wecom.errors import (
     MalformedResponseError,
@@ -20,8 +29,6 @@ from wxkf.wecom.errors import (
 )
 from wxkf.wecom.tokens import MemoryTokenStore
 
-KFID = "wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q"
-USER = "wmAJ2GCAAAme1XQRC-NI-q0_ZM9ukoAw"
 SEND = "/cgi-bin/kf/send_msg"
 STATE = "/cgi-bin/kf/service_state/get"
 

@@ -16,13 +16,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from tests.integration.client_fake_server import CORP_ID, SECRET, FakeWeCom, serve, wecom_error
+from tests.integration.client_fake_server import CORP_ID, KFID, SECRET, USER, FakeWeCom, serve, wecom_error
 from wxkf.wecom.client import RetryPolicy, WeComClient
 from wxkf.wecom.errors import TokenError
 from wxkf.wecom.tokens import CachedToken, MemoryTokenStore, PostgresTokenStore, TokenKey
 
-KFID = "wkAJ2GCAAASSm4_FhToWMFea0xAFfd3Q"
-USER = "wmAJ2GCAAAme1XQRC-NI-q0_ZM9ukoAw"
 KEY = TokenKey.for_secret(CORP_ID, SECRET)
 FAST = RetryPolicy(base_delay=0.001)
 
