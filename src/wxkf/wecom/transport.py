@@ -3,7 +3,7 @@
 The pipeline makes two WeCom calls per answered message (`service_state/get`, `send_msg`), and
 httpx's own connection layer (httpcore + the pure-Python h11 parser) spent about 1.6 ms of CPU
 per call; aiohttp's pool and C parser under the same httpx client spend about 0.7 ms
-(benchmarks/README.md, "WeCom client transport"). The client keeps httpx's API, request building,
+(benchmarks/README.md, "WeCom API client"). The client keeps httpx's API, request building,
 decoding and exceptions: only the connections change.
 
 What the client relies on is kept exact: which failures mean "the request never left"
