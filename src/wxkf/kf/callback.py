@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 import psycopg
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import ClientDisconnect
@@ -254,10 +254,14 @@ def _query(request: Request, *names: str) -> list[str]:
     return [params.get(name, "") for name in names]
 
 
-def callback_router() -> APIRouter:
-    router = APIRouter()
+def add_callback_routes(app: FastAPI) -> None:
+    """Register GET and POST `/wecom/callback` on the app itself.
 
-    @router.get("/wecom/callback")
+    Directly on the app rather than through `include_router`: an included router is matched twice
+    per request (FastAPI re-resolves its candidates), a cost every callback would pay.
+    """
+
+    @app.get("/wecom/callback")
     async def verify_url(request: Request) -> Response:
         """wecom-api §1.4: answer the decrypted echostr, bare (no quotes, BOM or newline)."""
         receiver = _receiver(request)
@@ -277,7 +281,7 @@ def callback_router() -> APIRouter:
         log.info("回调 URL 验证成功 / callback URL verified", extra={"decision": "url_verified"})
         return Response(plain, media_type="text/plain")
 
-    @router.post("/wecom/callback")
+    @app.post("/wecom/callback")
     async def receive(request: Request) -> Response:
         receiver = _receiver(request)
         msg_signature, timestamp, nonce = _query(request, "msg_signature", "timestamp", "nonce")
@@ -332,5 +336,3 @@ def callback_router() -> APIRouter:
         if not is_new:
             log.info("重复回调 / repeated callback for %s", open_kfid, extra={"decision": "callback_repeat"})
         return PlainTextResponse("success")
-
-    return router

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from wxkf import __version__
 from wxkf.config import Settings
 from wxkf.db.engine import Database
-from wxkf.kf.callback import CallbackReceiver, callback_router
+from wxkf.kf.callback import CallbackReceiver, add_callback_routes
 from wxkf.kf.responder import Responder
 from wxkf.kf.runtime import Pipeline
 from wxkf.ops.health import install as install_ops
@@ -69,7 +69,7 @@ def create_app(
 
     app = FastAPI(title="wxkf", version=__version__, lifespan=lifespan)
     app.state.settings = settings
-    app.include_router(callback_router())
+    add_callback_routes(app)
     install_ops(app)
 
     @app.get("/health")
