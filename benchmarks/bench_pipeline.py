@@ -72,6 +72,7 @@ async def run_bench_worker() -> None:
     settings = load_settings()
     configure_logging(settings)  # as `wxkf worker` does: the log lines are part of the cost
     async with Pipeline(settings, os.environ["DATABASE_URL"], responder=InstantResponder()) as pipeline:
+        _loop.freeze_heap()  # as `wxkf worker` does once started
         await pipeline.run_worker(concurrency=32, install_signal_handlers=True)
 
 
@@ -97,6 +98,7 @@ def run_bench_server(port: int) -> None:
         await request.body()
         return PlainTextResponse("success")
 
+    _loop.freeze_heap()
     uvicorn.run(app, host="127.0.0.1", port=port, log_config=None)  # as `wxkf serve` runs it
 
 

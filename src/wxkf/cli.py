@@ -68,14 +68,17 @@ def serve(
     """启动服务 / run the HTTP service: callbacks, /health, /ready, /metrics, and the worker unless --no-worker."""
     import uvicorn
 
+    from wxkf import _loop
     from wxkf.ops.logging import configure_logging
     from wxkf.web.app import create_app
 
     settings = settings_or_exit()
     configure_logging(settings)
     database_or_exit(settings)  # a clear message, not a start-up traceback, when the database is unusable
+    web_app = create_app(settings, run_worker=worker)
+    _loop.freeze_heap()
     # log_config=None: uvicorn's lines go through wxkf's handlers (JSON, files, redaction).
-    uvicorn.run(create_app(settings, run_worker=worker), host=host, port=port, log_config=None)
+    uvicorn.run(web_app, host=host, port=port, log_config=None)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+from wxkf import _loop
 from wxkf.config import Settings
 from wxkf.db.engine import Database
 from wxkf.kf.responder import Responder
@@ -54,6 +55,7 @@ async def run_worker(
             pipeline.client  # noqa: B018 - fail at start, with the fix, when WeCom is not configured
             async with agent_responder(settings, database, pipeline) as responder:
                 pipeline.use_responder(responder)
+                _loop.freeze_heap()
                 announce(
                     f"✅ worker 已启动 / worker started (concurrency "
                     f"{concurrency or settings.kf_worker_concurrency}, responder {type(responder).__name__})"
