@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import psycopg
@@ -9,7 +10,7 @@ from sqlalchemy import text
 
 from wxkf.config import Settings
 from wxkf.db.engine import Database, DatabaseError, ensure_pgvector
-from wxkf.db.migrate import alembic_config, current_heads, upgrade
+from wxkf.db.migrate import JOBS_LOCK_INDEX, alembic_config, current_heads, upgrade
 
 
 async def test_migrated_database_has_pgvector_and_procrastinate(database: Database) -> None:
@@ -29,6 +30,41 @@ def test_upgrade_is_idempotent(database_url: str) -> None:
     before = current_heads(database_url)
     upgrade(database_url)
     assert current_heads(database_url) == before
+
+
+# procrastinate's fetch, reduced to the probe that checks a job's lock (procrastinate_fetch_job_v2).
+_FETCH_PROBE = """
+EXPLAIN (FORMAT JSON) SELECT jobs.id FROM procrastinate_jobs AS jobs
+WHERE NOT EXISTS (
+    SELECT 1 FROM procrastinate_jobs AS other_jobs
+    WHERE jobs.lock IS NOT NULL AND other_jobs.lock = jobs.lock
+      AND (other_jobs.status = 'doing'
+           OR (other_jobs.status = 'todo' AND (other_jobs.priority > jobs.priority
+               OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)))))
+  AND jobs.status = 'todo'
+ORDER BY jobs.priority DESC, jobs.id ASC LIMIT 1 FOR UPDATE OF jobs SKIP LOCKED
+"""
+
+
+def test_job_fetch_probes_locks_by_index_before_statistics_catch_up(database_url: str) -> None:
+    """A burst of queued jobs before ANALYZE: each lock probe is an index lookup on the lock."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, queueing_lock, args) "
+            "SELECT 'default', 'kf:converse', 'kf-conv:wk:' || g, 'kf-conv:wk:' || g, '{}' "
+            "FROM generate_series(1, 2000) g"
+        )
+        row = conn.execute(_FETCH_PROBE).fetchone()
+    assert row is not None
+    assert f'"Index Name": "{JOBS_LOCK_INDEX}"' in json.dumps(row[0])
+
+
+def test_upgrade_adds_the_lock_index_to_an_existing_install(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"DROP INDEX {JOBS_LOCK_INDEX}")
+    upgrade(database_url)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (JOBS_LOCK_INDEX,)).fetchone() != (None,)
 
 
 def test_unreachable_database_is_a_clear_error() -> None:

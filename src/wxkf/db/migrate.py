@@ -43,17 +43,40 @@ def upgrade(conninfo: str, revision: str = "heads") -> None:
     install_procrastinate(conninfo)
 
 
+# procrastinate's fetch asks, for each queued job, whether an earlier job holds the same lock; its
+# own index leads with the id, so each probe reads every queued job. While the table's statistics
+# still say "empty" (a burst before autovacuum's next ANALYZE) the planner probes all queued jobs
+# before picking one: 3,000 queued conversation jobs made each fetch take 170 ms of PostgreSQL CPU.
+# With the lock leading, a probe is one index lookup and the same fetch takes 1 ms.
+JOBS_LOCK_INDEX = "wxkf_procrastinate_jobs_lock_idx"
+_CREATE_JOBS_LOCK_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS {JOBS_LOCK_INDEX} ON procrastinate_jobs (lock) "
+    "WHERE status IN ('todo', 'doing')"
+)
+
+
 def install_procrastinate(conninfo: str) -> None:
-    """Install procrastinate's tables beside ours once."""
+    """Install procrastinate's tables beside ours once, with the lock index its fetch needs."""
+
+    def missing(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[bool, bool]:
+        row = conn.execute(
+            "SELECT to_regclass('procrastinate_jobs') IS NULL, to_regclass(%s) IS NULL", (JOBS_LOCK_INDEX,)
+        ).fetchone()
+        assert row is not None
+        return bool(row[0]), bool(row[1])
+
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone() != (None,):
+        if missing(conn) == (False, False):
             return
         conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})")
         try:
-            if conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone() == (None,):
+            schema_missing, index_missing = missing(conn)
+            if schema_missing:
                 from procrastinate.schema import SchemaManager
 
                 conn.execute(SchemaManager.get_schema())
+            if index_missing:
+                conn.execute(_CREATE_JOBS_LOCK_INDEX)
         finally:
             conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
 
