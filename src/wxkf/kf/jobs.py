@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.jobs import JobDeferrer
 
 from wxkf.kf.conversation import ConcurrentUpdate, converse
 from wxkf.kf.responder import Conversation
@@ -58,8 +59,7 @@ async def sync_account_job(context: JobContext, open_kfid: str, token: str = "")
             # fix, counted; the next callback tries again.
             await record_api_error(pipeline.pool, exc, Conversation(open_kfid, "-"), "拉取消息 / kf/sync_msg")
             return
-    for conversation in sorted(touched, key=lambda c: c.external_userid):
-        await defer_converse(pipeline.procrastinate, conversation)
+    await defer_conversations(pipeline, sorted(touched, key=lambda c: c.external_userid))
 
 
 async def converse_job(context: JobContext, open_kfid: str, external_userid: str) -> None:
@@ -87,13 +87,50 @@ async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") ->
         )
 
 
+def _converse_deferrer(app: procrastinate.App, conversation: Conversation) -> JobDeferrer:
+    lock = _key("kf-conv", conversation.open_kfid, conversation.external_userid)
+    return app.configure_task(CONVERSE_TASK, lock=lock, queueing_lock=lock)
+
+
+def _converse_kwargs(conversation: Conversation) -> dict[str, str]:
+    return {"open_kfid": conversation.open_kfid, "external_userid": conversation.external_userid}
+
+
 async def defer_converse(app: procrastinate.App, conversation: Conversation) -> None:
     """Make sure a conversation job will run after now (e.g. after writing outbox rows)."""
-    lock = _key("kf-conv", conversation.open_kfid, conversation.external_userid)
     with contextlib.suppress(AlreadyEnqueued):
-        await app.configure_task(CONVERSE_TASK, lock=lock, queueing_lock=lock).defer_async(
-            open_kfid=conversation.open_kfid, external_userid=conversation.external_userid
-        )
+        await _converse_deferrer(app, conversation).defer_async(**_converse_kwargs(conversation))
+
+
+DEFER_BATCH = 50
+ANALYZE_AFTER = 100  # conversation jobs deferred at once that make the job table's statistics stale
+
+
+async def defer_conversations(pipeline: Pipeline, conversations: list[Conversation]) -> None:
+    """`defer_converse` for each conversation, DEFER_BATCH to a statement.
+
+    A sync page touches up to a thousand conversations; one statement each was a quarter of the
+    worker's CPU. A batch fails whole when one of its conversations already has a queued job
+    (`AlreadyEnqueued`), and is then deferred one by one, which skips just those.
+
+    After a burst the job table's statistics are refreshed at once. procrastinate's fetch is planned
+    from them, and a table that the statistics still call empty gets a plan that checks every queued
+    job's lock before taking the first: with a thousand queued jobs each fetch took several
+    milliseconds of PostgreSQL CPU, and the fetches, one at a time, set the pace of the whole
+    worker. autovacuum would refresh them too, but up to a minute later.
+    """
+    app = pipeline.procrastinate
+    for start in range(0, len(conversations), DEFER_BATCH):
+        chunk = conversations[start : start + DEFER_BATCH]
+        jobs = [_converse_deferrer(app, c).make_new_job(**_converse_kwargs(c)) for c in chunk]
+        try:
+            await app.job_manager.batch_defer_jobs_async(jobs)
+        except AlreadyEnqueued:
+            for conversation in chunk:
+                await defer_converse(app, conversation)
+    if len(conversations) >= ANALYZE_AFTER:
+        async with pipeline.pool.connection() as conn:
+            await conn.execute("ANALYZE procrastinate_jobs")
 
 
 def register_tasks(app: procrastinate.App) -> None:
