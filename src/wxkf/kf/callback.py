@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 from typing import Any
+from urllib.parse import unquote_plus
 
 import psycopg
 from fastapi import FastAPI, Request
@@ -248,9 +249,20 @@ def _receiver(request: Request) -> CallbackReceiver:
 
 
 def _query(request: Request, *names: str) -> list[str]:
-    """The named query parameters ("" when absent). Read directly rather than declared: FastAPI's
-    dependency resolution cost more CPU than verifying and recording the callback."""
-    params = request.query_params
+    """The named query parameters ("" when absent; the last one when repeated, as Starlette reads them).
+
+    Read directly rather than declared: FastAPI's dependency resolution cost more CPU than verifying
+    and recording the callback, and Starlette's parser (`parse_qsl`) decodes every value even when,
+    as in WeCom's signature, timestamp and nonce, there is nothing to decode.
+    """
+    params: dict[str, str] = {}
+    for part in request.scope["query_string"].decode("latin-1").split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in part or "+" in part:
+            key, value = unquote_plus(key), unquote_plus(value)
+        params[key] = value
     return [params.get(name, "") for name in names]
 
 
