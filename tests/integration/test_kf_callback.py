@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from wxkf.kf.callback import WRITER_APPLICATION_NAME
 from wxkf.simulator.callbacks import event_xml
 from wxkf.wecom.crypto import CallbackCrypto
 
@@ -131,3 +132,19 @@ async def test_a_callback_for_an_unknown_account_is_recorded_but_not_synced(sett
         assert response.status_code == 200
         assert await run.query("SELECT known_account FROM kf_callback_events") == [(False,)]
         assert await run.query("SELECT count(*) FROM procrastinate_jobs") == [(0,)]
+
+
+async def test_the_event_writer_reconnects_when_its_connection_was_dropped(run: RunningPipeline) -> None:
+    """A database restart or a dropped idle connection costs no callback: the batch is written again."""
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        body, params = _envelope(run, token="BEFORE")
+        assert (await http.post("/wecom/callback", params=params, content=body)).status_code == 200
+        terminated = await run.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            WRITER_APPLICATION_NAME,
+        )
+        assert terminated == [(True,)]
+        body, params = _envelope(run, token="AFTER")
+        response = await http.post("/wecom/callback", params=params, content=body)
+    assert (response.status_code, response.text) == (200, "success")
+    assert sorted(await run.query("SELECT token FROM kf_callback_events")) == [("AFTER",), ("BEFORE",)]

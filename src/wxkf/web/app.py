@@ -45,7 +45,7 @@ def create_app(
         pipeline = Pipeline(settings, db.conninfo, client=client, responder=responder)
         await pipeline.open()
         app.state.pipeline = pipeline
-        app.state.callback_receiver = CallbackReceiver(settings, pipeline)
+        receiver = app.state.callback_receiver = CallbackReceiver(settings, pipeline)
         async with contextlib.AsyncExitStack() as stack:
             worker = None
             if run_worker:
@@ -63,6 +63,7 @@ def create_app(
                     worker.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await worker
+        await receiver.close()
         await pipeline.close()
         if database is None:
             await db.close()
