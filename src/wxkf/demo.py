@@ -11,7 +11,8 @@ Commands show WeCom's rules and wxkf's answers to them:
     /six    wxkf tries to send you 6 notices in a row — WeCom allows 5 per window; the 6th is held
     /state  the session's state;  /help;  /quit
 
-Without a terminal (CI, a pipe) it plays a scripted tour of the same steps.
+Without a terminal (CI, a pipe) it plays a scripted tour of the same steps. Each run starts from
+an empty database of its own (`wxkf_demo` in the embedded PostgreSQL), so it can be run again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from wxkf.config import Settings, load_settings
 from wxkf.kf.policy import Reason
 
 WAIT_SECONDS = 20.0
+DEMO_DBNAME = "wxkf_demo"  # in the embedded PostgreSQL under WXKF_DATA_DIR, recreated at each start
 TOUR = [
     "你好",
     "运费怎么算？",
@@ -286,7 +288,7 @@ def _quiet_logs() -> Iterator[None]:
 
 
 def run_demo(base: Settings, console: Console, *, interactive: bool | None = None) -> None:
-    from wxkf.db.engine import resolve_conninfo
+    from wxkf.db.engine import resolve_conninfo, start_embedded
     from wxkf.ops.logging import configure_logging
     from wxkf.simulator.testing import run_simulator
     from wxkf.web.app import create_app
@@ -298,10 +300,13 @@ def run_demo(base: Settings, console: Console, *, interactive: bool | None = Non
         highlight=False,
     )
     with run_simulator(customers=2) as sim:
+        # Its own database, empty at each start like the simulator: the simulator's ids repeat from one
+        # run to the next, and a second tour on the first one's data found every message already seen.
+        # DATABASE_URL, if set, is left alone.
         settings = load_settings(
             **sim.settings_overrides(),
             wxkf_data_dir=base.wxkf_data_dir,
-            database_url=base.database_url,
+            database_url=start_embedded(base.wxkf_data_dir, DEMO_DBNAME, fresh=True),
             kf_debounce_seconds=0.3,
         )
         configure_logging(settings)

@@ -49,8 +49,11 @@ def describe(url: str) -> str:
     )
 
 
-def start_embedded(data_dir: Path) -> str:
-    """Start (or join) the private PostgreSQL in `data_dir/pg`; return a URI for database `wxkf`."""
+def start_embedded(data_dir: Path, dbname: str = EMBEDDED_DBNAME, *, fresh: bool = False) -> str:
+    """Start (or join) the private PostgreSQL in `data_dir/pg`; return a URI for database `dbname`.
+
+    `fresh`: drop the database first, so it starts empty (the demo's own database).
+    """
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -69,10 +72,12 @@ def start_embedded(data_dir: Path) -> str:
     _KEEP.append(server)
     uri: str = server.get_uri()
     with psycopg.connect(uri, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DBNAME,)).fetchone()
+        if fresh:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
         if not exists:
-            conn.execute(f'CREATE DATABASE "{EMBEDDED_DBNAME}"')
-    return str(server.get_uri(EMBEDDED_DBNAME))
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+    return str(server.get_uri(dbname))
 
 
 _KEEP: list[Any] = []  # the embedded server handle lives as long as the process
