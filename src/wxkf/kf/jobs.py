@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
+import psycopg
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.jobs import JobDeferrer
@@ -87,8 +88,13 @@ async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") ->
         )
 
 
+def _converse_lock(conversation: Conversation) -> str:
+    """The lock and queueing lock of a conversation's job."""
+    return _key("kf-conv", conversation.open_kfid, conversation.external_userid)
+
+
 def _converse_deferrer(app: procrastinate.App, conversation: Conversation) -> JobDeferrer:
-    lock = _key("kf-conv", conversation.open_kfid, conversation.external_userid)
+    lock = _converse_lock(conversation)
     return app.configure_task(CONVERSE_TASK, lock=lock, queueing_lock=lock)
 
 
@@ -96,22 +102,33 @@ def _converse_kwargs(conversation: Conversation) -> dict[str, str]:
     return {"open_kfid": conversation.open_kfid, "external_userid": conversation.external_userid}
 
 
-async def defer_converse(app: procrastinate.App, conversation: Conversation) -> None:
-    """Make sure a conversation job will run after now (e.g. after writing outbox rows)."""
-    with contextlib.suppress(AlreadyEnqueued):
+async def defer_converse(app: procrastinate.App, conversation: Conversation) -> bool:
+    """Make sure a conversation job will run after now (e.g. after writing outbox rows).
+
+    True when a job was queued; False when one was already queued (it has not started, so it will
+    see what is new)."""
+    try:
         await _converse_deferrer(app, conversation).defer_async(**_converse_kwargs(conversation))
+    except AlreadyEnqueued:
+        return False
+    return True
 
 
 DEFER_BATCH = 50
-ANALYZE_AFTER = 100  # conversation jobs deferred at once that make the job table's statistics stale
+ANALYZE_AFTER = 100  # jobs queued at once that make the job table's statistics stale
+
+_QUEUED_LOCKS = (
+    "SELECT queueing_lock FROM procrastinate_jobs WHERE status = 'todo' AND queueing_lock = ANY(%s)"
+)
 
 
-async def defer_conversations(pipeline: Pipeline, conversations: list[Conversation]) -> None:
-    """`defer_converse` for each conversation, DEFER_BATCH to a statement.
+async def defer_conversations(pipeline: Pipeline, conversations: list[Conversation]) -> int:
+    """`defer_converse` for each conversation, DEFER_BATCH to a statement; returns the jobs queued.
 
     A sync page touches up to a thousand conversations; one statement each was a quarter of the
-    worker's CPU. A batch fails whole when one of its conversations already has a queued job
-    (`AlreadyEnqueued`), and is then deferred one by one, which skips just those.
+    worker's CPU. Conversations whose job is already queued (a backlog: the sync hands over every
+    conversation with pending work) are left out first. A batch fails whole when one of its
+    conversations got a job queued since (`AlreadyEnqueued`), and is then deferred one by one.
 
     After a burst the job table's statistics are refreshed at once. procrastinate's fetch is planned
     from them, and a table that the statistics still call empty gets a plan that checks every queued
@@ -120,17 +137,34 @@ async def defer_conversations(pipeline: Pipeline, conversations: list[Conversati
     worker. autovacuum would refresh them too, but up to a minute later.
     """
     app = pipeline.procrastinate
+    queued = 0
     for start in range(0, len(conversations), DEFER_BATCH):
         chunk = conversations[start : start + DEFER_BATCH]
+        async with pipeline.pool.connection() as conn:
+            cur = await conn.execute(_QUEUED_LOCKS, ([_converse_lock(c) for c in chunk],))
+            already = {row[0] for row in await cur.fetchall()}
+        chunk = [c for c in chunk if _converse_lock(c) not in already]
+        if not chunk:
+            continue
         jobs = [_converse_deferrer(app, c).make_new_job(**_converse_kwargs(c)) for c in chunk]
         try:
             await app.job_manager.batch_defer_jobs_async(jobs)
+            queued += len(jobs)
         except AlreadyEnqueued:
             for conversation in chunk:
-                await defer_converse(app, conversation)
-    if len(conversations) >= ANALYZE_AFTER:
+                queued += await defer_converse(app, conversation)
+    if queued >= ANALYZE_AFTER:
+        await _refresh_job_statistics(pipeline)
+    return queued
+
+
+async def _refresh_job_statistics(pipeline: Pipeline) -> None:
+    """ANALYZE the job table; a failure costs the speed-up, not the sync that queued the jobs."""
+    try:
         async with pipeline.pool.connection() as conn:
             await conn.execute("ANALYZE procrastinate_jobs")
+    except psycopg.Error as exc:
+        log.warning("无法刷新任务表统计信息 / could not ANALYZE procrastinate_jobs: %s", type(exc).__name__)
 
 
 def register_tasks(app: procrastinate.App) -> None:
