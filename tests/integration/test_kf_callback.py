@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
-from wxkf.kf.callback import WRITER_APPLICATION_NAME
+from wxkf.kf.callback import WRITER_APPLICATION_NAME, _EventWriter
 from wxkf.simulator.callbacks import event_xml
 from wxkf.wecom.crypto import CallbackCrypto
 
@@ -148,3 +148,11 @@ async def test_the_event_writer_reconnects_when_its_connection_was_dropped(run: 
         response = await http.post("/wecom/callback", params=params, content=body)
     assert (response.status_code, response.text) == (200, "success")
     assert sorted(await run.query("SELECT token FROM kf_callback_events")) == [("AFTER",), ("BEFORE",)]
+
+
+async def test_the_event_writer_refuses_writes_once_closed(database_url: str) -> None:
+    writer = _EventWriter(database_url)
+    assert await writer.write(("wkCLOSE", "T1", 1), True) == (True, False)
+    await writer.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await writer.write(("wkCLOSE", "T2", 1), True)

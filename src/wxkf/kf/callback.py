@@ -17,7 +17,6 @@ A non-kf callback on this URL is acknowledged and counted as `ignored`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -105,6 +104,8 @@ SELECT s.open_kfid, s.token, s.create_time, s.deliveries = i.deliveries AS inser
 FROM stored s JOIN incoming i USING (open_kfid, token, create_time)
 """
 WRITER_APPLICATION_NAME = "wxkf-callbacks"  # how the writer's connection shows in pg_stat_activity
+WRITE_TIMEOUT = 10.0  # seconds for a batch's statement, and for connecting (WeCom waits 5 s)
+CLOSE_TIMEOUT = 5.0  # seconds shutdown waits for the batch in flight
 
 
 class _EventWriter:
@@ -118,8 +119,10 @@ class _EventWriter:
     Batches are written one at a time, so the writer keeps one connection of its own rather than
     borrowing from the pool for each (the pool's checkout cost as much as a sixth of the write).
     A connection that broke since the last batch (database restarted, idle connection dropped) is
-    replaced and the batch written again on the new one: the statement only adds to `deliveries`,
-    so even a batch that did commit before the connection broke is safe to write twice.
+    replaced and the batch written again on the new one. If the lost attempt had in fact committed,
+    the second adds the batch's arrivals to `deliveries` again and reports its callbacks as repeats:
+    counters off by one batch, nothing lost or synced twice. A write that takes longer than
+    WRITE_TIMEOUT fails its batch (WeCom has given up on those callbacks by then and repeats them).
     """
 
     def __init__(self, conninfo: str) -> None:
@@ -127,8 +130,13 @@ class _EventWriter:
         self._conn: psycopg.AsyncConnection[tuple[Any, ...]] | None = None
         self._queue: list[tuple[EventKey, bool, asyncio.Future[tuple[bool, bool]]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def write(self, key: EventKey, known: bool) -> tuple[bool, bool]:
+        if self._closed:
+            raise RuntimeError(
+                "回调写入已关闭（服务正在停止）/ the callback writer is closed (shutting down)"
+            )
         future: asyncio.Future[tuple[bool, bool]] = asyncio.get_running_loop().create_future()
         self._queue.append((key, known, future))
         if self._writer is None or self._writer.done():
@@ -137,9 +145,10 @@ class _EventWriter:
         return await future
 
     async def close(self) -> None:
+        """Let the batch in flight finish (its callers get their answers), then close the connection."""
+        self._closed = True
         if self._writer is not None:
-            with contextlib.suppress(BaseException):
-                await self._writer  # the batch in flight finishes; its callers get their answers
+            await asyncio.wait({self._writer}, timeout=CLOSE_TIMEOUT)
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -166,13 +175,21 @@ class _EventWriter:
             fresh = self._conn is None or self._conn.closed
             if fresh:
                 self._conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, application_name=WRITER_APPLICATION_NAME
+                    self._conninfo,
+                    autocommit=True,
+                    application_name=WRITER_APPLICATION_NAME,
+                    connect_timeout=int(WRITE_TIMEOUT),
+                    keepalives=1,  # a database host that silently vanished is noticed, not waited on
+                    keepalives_idle=30,
+                    keepalives_interval=10,
+                    keepalives_count=3,
                 )
             conn = self._conn
             assert conn is not None
             try:
-                cur = await conn.execute(_RECORD_EVENTS, (rows_json,), prepare=True)
-                return await cur.fetchall()
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    cur = await conn.execute(_RECORD_EVENTS, (rows_json,), prepare=True)
+                    return await cur.fetchall()
             except psycopg.OperationalError:
                 if not conn.broken:
                     raise
@@ -185,7 +202,7 @@ class _EventWriter:
                 )
             except BaseException:
                 if conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    self._conn = None  # interrupted mid-statement (cancelled): its state is unknown
+                    self._conn = None  # interrupted mid-statement (cancelled, timed out): state unknown
                     await conn.close()
                 raise
         raise AssertionError("unreachable")
