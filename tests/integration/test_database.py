@@ -59,12 +59,30 @@ def test_job_fetch_probes_locks_by_index_before_statistics_catch_up(database_url
     assert f'"Index Name": "{JOBS_LOCK_INDEX}"' in json.dumps(row[0])
 
 
+def lock_index_valid(conninfo: str) -> bool | None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s)", (JOBS_LOCK_INDEX,)
+        ).fetchone()
+    return None if row is None else bool(row[0])
+
+
 def test_upgrade_adds_the_lock_index_to_an_existing_install(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"DROP INDEX {JOBS_LOCK_INDEX}")
+    assert lock_index_valid(database_url) is None
     upgrade(database_url)
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        assert conn.execute("SELECT to_regclass(%s)", (JOBS_LOCK_INDEX,)).fetchone() != (None,)
+    assert lock_index_valid(database_url) is True
+
+
+def test_upgrade_rebuilds_a_lock_index_left_invalid_by_a_failed_build(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:  # what an interrupted CONCURRENTLY leaves
+        conn.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass(%s)", (JOBS_LOCK_INDEX,)
+        )
+    assert lock_index_valid(database_url) is False
+    upgrade(database_url)
+    assert lock_index_valid(database_url) is True
 
 
 def test_unreachable_database_is_a_clear_error() -> None:

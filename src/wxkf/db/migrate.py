@@ -49,34 +49,42 @@ def upgrade(conninfo: str, revision: str = "heads") -> None:
 # before picking one: 3,000 queued conversation jobs made each fetch take 170 ms of PostgreSQL CPU.
 # With the lock leading, a probe is one index lookup and the same fetch takes 1 ms.
 JOBS_LOCK_INDEX = "wxkf_procrastinate_jobs_lock_idx"
-_CREATE_JOBS_LOCK_INDEX = (
-    f"CREATE INDEX IF NOT EXISTS {JOBS_LOCK_INDEX} ON procrastinate_jobs (lock) "
-    "WHERE status IN ('todo', 'doing')"
-)
 
 
 def install_procrastinate(conninfo: str) -> None:
-    """Install procrastinate's tables beside ours once, with the lock index its fetch needs."""
+    """Install procrastinate's tables beside ours once, with the lock index its fetch needs.
 
-    def missing(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[bool, bool]:
+    The index is built CONCURRENTLY: processes already running keep queueing and fetching jobs
+    while a newer one adds it. A build that failed half-way leaves an invalid index, rebuilt here.
+    """
+
+    def state(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[bool, bool | None]:
+        """(procrastinate's schema is missing, the index: None absent, False invalid, True valid)."""
         row = conn.execute(
-            "SELECT to_regclass('procrastinate_jobs') IS NULL, to_regclass(%s) IS NULL", (JOBS_LOCK_INDEX,)
+            "SELECT to_regclass('procrastinate_jobs') IS NULL, "
+            "(SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(%s))",
+            (JOBS_LOCK_INDEX,),
         ).fetchone()
         assert row is not None
-        return bool(row[0]), bool(row[1])
+        return bool(row[0]), None if row[1] is None else bool(row[1])
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        if missing(conn) == (False, False):
+        if state(conn) == (False, True):
             return
         conn.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})")
         try:
-            schema_missing, index_missing = missing(conn)
+            schema_missing, index = state(conn)
             if schema_missing:
                 from procrastinate.schema import SchemaManager
 
                 conn.execute(SchemaManager.get_schema())
-            if index_missing:
-                conn.execute(_CREATE_JOBS_LOCK_INDEX)
+            if index is False:
+                conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {JOBS_LOCK_INDEX}")
+            if index is not True:
+                conn.execute(
+                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {JOBS_LOCK_INDEX} ON procrastinate_jobs (lock) "
+                    "WHERE status IN ('todo', 'doing')"
+                )
         finally:
             conn.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
 
