@@ -169,21 +169,24 @@ class _EventWriter:
                 if not future.done():
                     future.set_result(result)
 
+    async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            autocommit=True,
+            application_name=WRITER_APPLICATION_NAME,
+            connect_timeout=int(WRITE_TIMEOUT),
+            keepalives=1,  # a database host that silently vanished is noticed, not waited on
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+
     async def _execute(self, rows_json: str) -> list[tuple[Any, ...]]:
         """Run the batch's statement on the writer's connection, replacing a broken one once."""
-        for attempt in (1, 2):
+        while True:
             fresh = self._conn is None or self._conn.closed
             if fresh:
-                self._conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo,
-                    autocommit=True,
-                    application_name=WRITER_APPLICATION_NAME,
-                    connect_timeout=int(WRITE_TIMEOUT),
-                    keepalives=1,  # a database host that silently vanished is noticed, not waited on
-                    keepalives_idle=30,
-                    keepalives_interval=10,
-                    keepalives_count=3,
-                )
+                self._conn = await self._connect()
             conn = self._conn
             assert conn is not None
             try:
@@ -195,7 +198,7 @@ class _EventWriter:
                     raise
                 self._conn = None
                 await conn.close()
-                if fresh or attempt == 2:
+                if fresh:  # a connection made for this batch: the database itself is the problem
                     raise
                 log.warning(
                     "回调写入连接已断开，重新连接 / the callback writer's connection broke; reconnecting"
@@ -205,7 +208,6 @@ class _EventWriter:
                     self._conn = None  # interrupted mid-statement (cancelled, timed out): state unknown
                     await conn.close()
                 raise
-        raise AssertionError("unreachable")
 
     async def _store(
         self, batch: list[tuple[EventKey, bool, asyncio.Future[tuple[bool, bool]]]]
