@@ -137,15 +137,14 @@ async def defer_conversations(pipeline: Pipeline, conversations: list[Conversati
     worker. autovacuum would refresh them too, but up to a minute later.
     """
     app = pipeline.procrastinate
+    locks = {c: _converse_lock(c) for c in conversations}
+    async with pipeline.pool.connection() as conn:
+        cur = await conn.execute(_QUEUED_LOCKS, (list(locks.values()),))
+        already = {row[0] for row in await cur.fetchall()}
+    waiting = [c for c in conversations if locks[c] not in already]
     queued = 0
-    for start in range(0, len(conversations), DEFER_BATCH):
-        chunk = conversations[start : start + DEFER_BATCH]
-        async with pipeline.pool.connection() as conn:
-            cur = await conn.execute(_QUEUED_LOCKS, ([_converse_lock(c) for c in chunk],))
-            already = {row[0] for row in await cur.fetchall()}
-        chunk = [c for c in chunk if _converse_lock(c) not in already]
-        if not chunk:
-            continue
+    for start in range(0, len(waiting), DEFER_BATCH):
+        chunk = waiting[start : start + DEFER_BATCH]
         jobs = [_converse_deferrer(app, c).make_new_job(**_converse_kwargs(c)) for c in chunk]
         try:
             await app.job_manager.batch_defer_jobs_async(jobs)
