@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import text
 
 from wxkf.config import Settings
 from wxkf.contact.cap import ReceiveCap
@@ -33,6 +32,18 @@ from wxkf.db.migrate import upgrade
 
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
 RECIPIENTS = 10_000  # wecom-api §9: the most one task may name
+# 30 days of earlier sends over 50,000 customers.
+HISTORY = """
+INSERT INTO contact_receipts (external_userid, sender, reservation, msgid, state, created_at, received_at)
+SELECT 'wm' || (g % 50000), 'm', gen_random_uuid(), 'old' || (g / 1000), 'sent',
+       now() - (g % 30) * interval '1 day' - interval '1 day',
+       now() - (g % 30) * interval '1 day' - interval '1 day'
+FROM generate_series(1, %s) AS g
+"""
+INSERT_ONLY = """
+INSERT INTO contact_receipts (external_userid, sender, reservation, state)
+SELECT u, 'm', %s, 'reserved' FROM unnest(%s::text[]) AS u
+"""
 
 
 async def run(rounds: int, history: int) -> None:
@@ -46,42 +57,20 @@ async def run(rounds: int, history: int) -> None:
     upgrade(uri)
     database = await Database.open(Settings(_env_file=None, database_url=uri), migrate=False)
     try:
-        async with database.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    """
-                    INSERT INTO contact_receipts (external_userid, sender, reservation, msgid, state,
-                                                  created_at, received_at)
-                    SELECT 'wm' || (g % 50000), 'm', gen_random_uuid(), 'old' || (g / 1000), 'sent',
-                           now() - (g % 30) * interval '1 day' - interval '1 day',
-                           now() - (g % 30) * interval '1 day' - interval '1 day'
-                    FROM generate_series(1, :n) AS g
-                    """
-                ),
-                {"n": history},
-            )
-            await conn.execute(text("ANALYZE contact_receipts"))
-        ledger = ReceiveLedger(database, ReceiveCap("day", 1))
+        async with database.pool.connection() as conn:
+            await conn.execute(HISTORY, (history,))
+            await conn.execute("ANALYZE contact_receipts")
+        ledger = ReceiveLedger(database.pool, ReceiveCap("day", 1))
         ids = [f"wm{i}" for i in range(RECIPIENTS)]
 
         async def baseline() -> float:
             reservation = uuid.uuid4()
             started = time.perf_counter()
-            async with database.engine.begin() as conn:
-                await conn.execute(
-                    text(
-                        """
-                        INSERT INTO contact_receipts (external_userid, sender, reservation, state)
-                        SELECT u, 'm', :r, 'reserved' FROM unnest(CAST(:ids AS text[])) AS u
-                        """
-                    ),
-                    {"r": reservation, "ids": ids},
-                )
+            async with database.pool.connection() as conn:
+                await conn.execute(INSERT_ONLY, (reservation, ids))
             elapsed = time.perf_counter() - started
-            async with database.engine.begin() as conn:
-                await conn.execute(
-                    text("DELETE FROM contact_receipts WHERE reservation = :r"), {"r": reservation}
-                )
+            async with database.pool.connection() as conn:
+                await conn.execute("DELETE FROM contact_receipts WHERE reservation = %s", (reservation,))
             return elapsed
 
         async def measured() -> float:

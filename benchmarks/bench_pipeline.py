@@ -68,14 +68,19 @@ class InstantResponder:
 async def run_bench_worker() -> None:
     """The worker process of parts B and C (started by `main` with `--worker`)."""
     from wxkf.config import load_settings
+    from wxkf.db.engine import Database
     from wxkf.kf.runtime import Pipeline
     from wxkf.ops.logging import configure_logging
 
     settings = load_settings()
     configure_logging(settings)  # as `wxkf worker` does: the log lines are part of the cost
-    async with Pipeline(settings, os.environ["DATABASE_URL"], responder=InstantResponder()) as pipeline:
-        _loop.freeze_heap()  # as `wxkf worker` does once started
-        await pipeline.run_worker(concurrency=32, install_signal_handlers=True)
+    database = await Database.open(settings, migrate=False)
+    try:
+        async with Pipeline(settings, database, responder=InstantResponder()) as pipeline:
+            _loop.freeze_heap()  # as `wxkf worker` does once started
+            await pipeline.run_worker(concurrency=32, install_signal_handlers=True)
+    finally:
+        await database.close()
 
 
 def run_bench_server(port: int) -> None:

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # Storage
     database_url: SecretStr | None = None
     wxkf_data_dir: Path = Path("./var")
+    # One psycopg pool per process, shared by every package (docs/operations.md: the connection
+    # budget). A process holds at most this many, plus one for the job worker's LISTEN and one for
+    # the callback writer; `wxkf doctor` checks the total against the server's max_connections.
+    database_pool_size: int = Field(default=10, ge=2, le=1000)
+    database_pool_timeout_seconds: float = Field(default=30.0, gt=0)  # waiting for a free connection
 
     # The public base URL WeCom reaches this service at (e.g. https://kf.example.com); the callback
     # is `<it>/wecom/callback`. Optional: `wxkf doctor` uses it to send a signed URL verification.

@@ -51,7 +51,7 @@ async def run_worker(
     """`wxkf worker`: the pipeline's jobs with the agent answering, until a signal stops it."""
     database = await Database.open(settings)
     try:
-        async with Pipeline(settings, database.conninfo) as pipeline:
+        async with Pipeline(settings, database) as pipeline:
             pipeline.client  # noqa: B018 - fail at start, with the fix, when WeCom is not configured
             async with agent_responder(settings, database, pipeline) as responder:
                 pipeline.use_responder(responder)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from tests.integration.client_fake_server import CORP_ID, KFID, SECRET, USER, FakeWeCom, serve, wecom_error
+from wxkf.db.engine import Database
 from wxkf.wecom.client import RetryPolicy, WeComClient
 from wxkf.wecom.errors import TokenError
 from wxkf.wecom.tokens import CachedToken, MemoryTokenStore, PostgresTokenStore, TokenKey
@@ -157,8 +158,10 @@ async def test_no_secret_or_token_in_any_log_line(
     assert "api=kf/send_msg errcode=45009 attempt=2" in api_errors[1]
 
 
-async def test_postgres_store_shares_the_token_between_clients(fake: FakeWeCom, database_url: str) -> None:
-    store = PostgresTokenStore(database_url)
+async def test_postgres_store_shares_the_token_between_clients(
+    fake: FakeWeCom, database: Database, database_url: str
+) -> None:
+    store = PostgresTokenStore(database.pool)
     async with (
         WeComClient(fake.base_url, CORP_ID, SECRET, token_store=store, retry=FAST) as first,
         WeComClient(fake.base_url, CORP_ID, SECRET, token_store=store, retry=FAST) as second,
@@ -173,8 +176,8 @@ async def test_postgres_store_shares_the_token_between_clients(fake: FakeWeCom, 
     assert rows == [(CORP_ID, hashlib.sha256(SECRET.encode()).hexdigest(), fake.issued[0])]
 
 
-async def test_postgres_store_replaces_a_refused_token_once(fake: FakeWeCom, database_url: str) -> None:
-    store = PostgresTokenStore(database_url)
+async def test_postgres_store_replaces_a_refused_token_once(fake: FakeWeCom, database: Database) -> None:
+    store = PostgresTokenStore(database.pool)
     async with (
         WeComClient(fake.base_url, CORP_ID, SECRET, token_store=store, retry=FAST) as first,
         WeComClient(fake.base_url, CORP_ID, SECRET, token_store=store, retry=FAST) as second,
@@ -192,12 +195,16 @@ async def test_postgres_store_replaces_a_refused_token_once(fake: FakeWeCom, dat
 NEED_TOKEN = """
 import asyncio, os, sys
 from wxkf.wecom.client import WeComClient
+from wxkf.config import Settings
+from wxkf.db.engine import Database
 from wxkf.wecom.tokens import PostgresTokenStore
 
 async def main() -> None:
-    store = PostgresTokenStore(os.environ["T_DATABASE_URL"])
+    database = await Database.open(Settings(_env_file=None, database_url=os.environ["T_DATABASE_URL"]), migrate=False)
+    store = PostgresTokenStore(database.pool)
     async with WeComClient(os.environ["T_API_BASE"], os.environ["T_CORP_ID"], os.environ["T_SECRET"], token_store=store) as c:
         accounts = await c.list_accounts()
+    await database.close()
     print(accounts.account_list[0].open_kfid)
 
 asyncio.run(main())

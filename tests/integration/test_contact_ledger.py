@@ -20,7 +20,7 @@ class Clock:
 
 async def test_second_message_on_the_same_day_is_capped_until_midnight(database: Database) -> None:
     clock = Clock()
-    ledger = ReceiveLedger(database, ReceiveCap("day", 1), clock)
+    ledger = ReceiveLedger(database.pool, ReceiveCap("day", 1), clock)
     first = await ledger.reserve("zhangsan", ["wmA", "wmB"])
     assert first.allowed == ["wmA", "wmB"]
     await ledger.commit(first, "msg1", fail_list=["wmB"])  # WeCom could not send to wmB
@@ -37,7 +37,7 @@ async def test_second_message_on_the_same_day_is_capped_until_midnight(database:
 
 
 async def test_released_and_cancelled_slots_are_free_again(database: Database) -> None:
-    ledger = ReceiveLedger(database, ReceiveCap("day", 1), Clock())
+    ledger = ReceiveLedger(database.pool, ReceiveCap("day", 1), Clock())
     failed = await ledger.reserve("zhangsan", ["wmA"])
     await ledger.release(failed)  # WeCom refused the task
     ok = await ledger.reserve("zhangsan", ["wmA"])
@@ -50,7 +50,7 @@ async def test_released_and_cancelled_slots_are_free_again(database: Database) -
 
 async def test_send_results_move_the_count_to_the_send_day(database: Database) -> None:
     clock = Clock()
-    ledger = ReceiveLedger(database, ReceiveCap("day", 1), clock)
+    ledger = ReceiveLedger(database.pool, ReceiveCap("day", 1), clock)
     r = await ledger.reserve("zhangsan", ["wmA", "wmB", "wmC"])
     await ledger.commit(r, "msg3", fail_list=[])
     sent_at = clock.now + timedelta(days=1)
@@ -67,6 +67,6 @@ async def test_send_results_move_the_count_to_the_send_day(database: Database) -
 
 
 async def test_concurrent_sends_cannot_both_pass_the_cap(database: Database) -> None:
-    ledger = ReceiveLedger(database, ReceiveCap("day", 1), Clock())
+    ledger = ReceiveLedger(database.pool, ReceiveCap("day", 1), Clock())
     results = await asyncio.gather(*(ledger.reserve(f"m{i}", ["wmA"]) for i in range(6)))
     assert sum(len(r.allowed) for r in results) == 1

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
-from sqlalchemy import text
 
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.agent.llm import LLMClient
@@ -106,13 +105,11 @@ async def test_llm_lists_customers_then_creates_a_task_only_after_confirmation(
     assert status["failures"] == []
     assert list(status["customers_by_status"].values()) == [1]
 
-    async with database.engine.connect() as conn:
-        audited = [
-            (r[0], r[1])
-            for r in await conn.execute(
-                text("SELECT tool, status FROM agent_tool_calls WHERE actor = :m ORDER BY id"), {"m": member}
-            )
-        ]
+    async with database.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT tool, status FROM agent_tool_calls WHERE actor = %s ORDER BY id", (member,)
+        )
+        audited = [(r[0], r[1]) for r in await cur.fetchall()]
     assert audited == [
         ("list_my_customers", "ok"),
         ("send_customer_message", "ok"),

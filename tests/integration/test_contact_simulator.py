@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from wxkf.contact.content import MessageContent, attachment
 from wxkf.contact.errors import InvalidMessageError, ReceiveCapError, ReminderLimitError
@@ -75,9 +74,9 @@ async def test_single_send_confirmed_then_second_send_refused_by_the_cap(
     assert "已发送" in outcome.explanation
     assert [m["text"]["content"] for m in sim.control.received(customer)] == ["新品到货，欢迎咨询"]
     # wecom-api §7.4: the 客户联系 secret and the app secret each have their own cached token.
-    async with service.database.engine.connect() as conn:
-        cached = (await conn.execute(text("SELECT count(*) FROM wecom_access_tokens"))).scalar()
-    assert cached == 2
+    async with service.database.pool.connection() as conn:
+        cached = await (await conn.execute("SELECT count(*) FROM wecom_access_tokens")).fetchone()
+    assert cached == (2,)
     assert len(sim.control.calls("gettoken")) == 2
 
     templates = _calls(sim, "externalcontact/add_msg_template")

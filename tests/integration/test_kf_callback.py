@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
-from wxkf.kf.callback import WRITER_APPLICATION_NAME, _EventWriter
+from wxkf.db.engine import application_name
+from wxkf.kf.callback import WRITER_ROLE, _EventWriter
 from wxkf.simulator.callbacks import event_xml
 from wxkf.wecom.crypto import CallbackCrypto
 
@@ -141,7 +142,7 @@ async def test_the_event_writer_reconnects_when_its_connection_was_dropped(run: 
         assert (await http.post("/wecom/callback", params=params, content=body)).status_code == 200
         terminated = await run.query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            WRITER_APPLICATION_NAME,
+            application_name(WRITER_ROLE),  # the writer of this test's own process
         )
         assert terminated == [(True,)]
         body, params = _envelope(run, token="AFTER")

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from wxkf.db.engine import Database
 from wxkf.kf import jobs
 from wxkf.kf.responder import Conversation
 from wxkf.kf.runtime import Pipeline
@@ -27,10 +28,10 @@ def queued(conninfo: str) -> dict[str, int]:
 
 
 async def test_already_queued_conversations_are_left_out_and_the_others_queued_once(
-    settings_factory: Any, database_url: str
+    settings_factory: Any, database: Database, database_url: str
 ) -> None:
     conversations = [Conversation(KFID, f"wm{i:03d}") for i in range(jobs.DEFER_BATCH + 5)]
-    async with Pipeline(settings_factory(), database_url) as pipeline:
+    async with Pipeline(settings_factory(), database) as pipeline:
         assert await jobs.defer_converse(pipeline.procrastinate, conversations[3])  # already queued
         assert await jobs.defer_conversations(pipeline, conversations) == len(conversations) - 1
         assert await jobs.defer_conversations(pipeline, conversations[:2]) == 0  # all queued: nothing new
@@ -38,14 +39,14 @@ async def test_already_queued_conversations_are_left_out_and_the_others_queued_o
 
 
 async def test_a_job_queued_meanwhile_sends_its_batch_one_by_one(
-    settings_factory: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+    settings_factory: Any, database: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process queued a job after the check: the batch fails whole, then goes one by one."""
     monkeypatch.setattr(
         jobs, "_QUEUED_LOCKS", "SELECT NULL WHERE %s::text[] IS NULL"
     )  # the check sees nothing
     conversations = [Conversation(KFID, f"wr{i:03d}") for i in range(5)]
-    async with Pipeline(settings_factory(), database_url) as pipeline:
+    async with Pipeline(settings_factory(), database) as pipeline:
         await jobs.defer_converse(pipeline.procrastinate, conversations[2])
         assert await jobs.defer_conversations(pipeline, conversations) == 4
     assert queued(database_url) == {c.external_userid: 1 for c in conversations}
@@ -67,9 +68,9 @@ async def until_analyzed(conninfo: str, count: int) -> None:
 
 
 async def test_a_burst_of_queued_jobs_refreshes_the_job_table_statistics(
-    settings_factory: Any, database_url: str
+    settings_factory: Any, database: Database, database_url: str
 ) -> None:
-    async with Pipeline(settings_factory(), database_url) as pipeline:
+    async with Pipeline(settings_factory(), database) as pipeline:
         few = [Conversation(KFID, f"wf{i:03d}") for i in range(jobs.ANALYZE_AFTER - 1)]
         await jobs.defer_conversations(pipeline, few)
         assert analyze_count(database_url) == 0  # a small sync leaves it to autovacuum

@@ -30,8 +30,8 @@ from wxkf.wecom.errors import APIError
 from wxkf.wecom.tokens import MemoryTokenStore
 
 
-async def metrics_text(conninfo: str) -> str:
-    return render(await collect(conninfo))
+async def metrics_text(database: Database) -> str:
+    return render(await collect(database.pool))
 
 
 # --- callbacks refused, by outcome ---------------------------------------------------------------
@@ -124,7 +124,7 @@ async def test_every_wecom_errcode_of_the_pipeline_client_is_counted_by_api(sett
         await run.control("add_fault", "kf/send_msg", errcode=95001, times=1)
         await run.say(customer, "第二条")
         await run.idle()
-        metrics = await metrics_text(run.conninfo)
+        metrics = await metrics_text(run.app.state.database)
     assert sample(metrics, "wxkf_wecom_errors_total", api="kf/sync_msg", errcode="60020") == 1
     assert sample(metrics, "wxkf_wecom_errors_total", api="kf/send_msg", errcode="95001") == 1
 
@@ -180,7 +180,7 @@ async def test_llm_latency_is_a_histogram_of_every_call_failed_ones_included(
         assert (await responder.respond(_request("运费怎么算？"))).text == FALLBACK_TEXT
     finally:
         await responder.aclose()
-    metrics = await metrics_text(str(database.conninfo))
+    metrics = await metrics_text(database)
     assert sample(metrics, "wxkf_llm_latency_seconds_count") == 2
     assert sample(metrics, "wxkf_llm_latency_seconds_bucket", le="+Inf") == 2
     assert sample(metrics, "wxkf_llm_latency_seconds_sum") > 0

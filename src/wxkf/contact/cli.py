@@ -14,9 +14,8 @@ from rich.table import Table
 from wxkf.contact.errors import ContactError
 from wxkf.wecom.errors import WeComError
 
-# Message content (pydantic models), the service and the database (SQLAlchemy, httpx) load when a
-# command runs: `wxkf --help` and the
-# other commands start without them.
+# Message content (pydantic models), the service and the database (psycopg, httpx) load when a
+# command runs: `wxkf --help` and the other commands start without them.
 if TYPE_CHECKING:
     from wxkf.contact.service import ContactService, TaskCreated, TaskStatus
     from wxkf.wecom.models import TemplateAttachment

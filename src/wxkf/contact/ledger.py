@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from psycopg import AsyncConnection
 
 from wxkf.contact.cap import ReceiveCap
 from wxkf.contact.errors import CappedCustomer
-from wxkf.db.engine import Database
+from wxkf.db.engine import Pool
 
 _LOCK_KEY = 0x77786B63  # "wxkc": one reservation at a time, so the count and the insert agree
 _STALE_RESERVATION = timedelta(minutes=10)  # a crash between reserve and commit frees the slot later
@@ -49,33 +49,64 @@ class SendResult:
     send_time: datetime | None
 
 
+# Rows that count against the cap in [start, end): reserved (unless stale), pending or sent.
+_COUNTS = """
+SELECT external_userid, count(*) FROM contact_receipts
+WHERE external_userid = ANY(%(ids)s::text[])
+  AND state IN ('reserved', 'pending', 'sent')
+  AND NOT (state = 'reserved' AND created_at < %(stale)s)
+  AND coalesce(received_at, created_at) >= %(start)s
+  AND coalesce(received_at, created_at) < %(end)s
+GROUP BY external_userid
+"""
+_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+_RESERVE = """
+INSERT INTO contact_receipts (external_userid, sender, reservation, state, created_at)
+SELECT u, %(sender)s, %(reservation)s, 'reserved', %(now)s FROM unnest(%(ids)s::text[]) AS u
+"""
+_RELEASE = "DELETE FROM contact_receipts WHERE reservation = %s AND state = 'reserved'"
+_COMMIT = """
+UPDATE contact_receipts
+SET msgid = %(msgid)s,
+    state = CASE WHEN external_userid = ANY(%(failed)s::text[]) THEN 'rejected' ELSE 'pending' END
+WHERE reservation = %(reservation)s
+"""
+# A cancelled task's unsent rows stay cancelled; WeCom's fail_list rows stay rejected.
+_RECORD_RESULTS = """
+UPDATE contact_receipts AS r
+SET state = v.state, received_at = v.send_time
+FROM unnest(%(ids)s::text[], %(states)s::text[], %(times)s::timestamptz[])
+     AS v(external_userid, state, send_time)
+WHERE r.msgid = %(msgid)s AND r.external_userid = v.external_userid
+  AND r.state NOT IN ('rejected')
+  AND NOT (r.state = 'cancelled' AND v.state = 'pending')
+"""
+_CANCEL = (
+    "UPDATE contact_receipts SET state = 'cancelled' WHERE msgid = %s AND state IN ('reserved', 'pending')"
+)
+_HISTORY = """
+SELECT msgid, state, coalesce(received_at, created_at) AS at FROM contact_receipts
+WHERE external_userid = %s ORDER BY at DESC LIMIT %s
+"""
+
+
 class ReceiveLedger:
-    def __init__(self, database: Database, cap: ReceiveCap, clock: Callable[[], datetime] = utc_now) -> None:
-        self.database = database
+    def __init__(self, pool: Pool, cap: ReceiveCap, clock: Callable[[], datetime] = utc_now) -> None:
+        self.pool = pool
         self.cap = cap
         self.clock = clock
 
-    async def _counts(self, conn: AsyncConnection, external_userids: Sequence[str]) -> dict[str, int]:
+    async def _counts(self, conn: AsyncConnection[Any], external_userids: Sequence[str]) -> dict[str, int]:
         now = self.clock()
         start, end = self.cap.window(now)
-        rows = await conn.execute(
-            text(
-                """
-                SELECT external_userid, count(*) FROM contact_receipts
-                WHERE external_userid = ANY(:ids)
-                  AND state IN ('reserved', 'pending', 'sent')
-                  AND NOT (state = 'reserved' AND created_at < :stale)
-                  AND coalesce(received_at, created_at) >= :start
-                  AND coalesce(received_at, created_at) < :end
-                GROUP BY external_userid
-                """
-            ),
+        cur = await conn.execute(
+            _COUNTS,
             {"ids": list(external_userids), "stale": now - _STALE_RESERVATION, "start": start, "end": end},
         )
-        return {r[0]: int(r[1]) for r in rows}
+        return {r[0]: int(r[1]) for r in await cur.fetchall()}
 
     async def received_in_period(self, external_userid: str) -> int:
-        async with self.database.engine.connect() as conn:
+        async with self.pool.connection() as conn:
             return (await self._counts(conn, [external_userid])).get(external_userid, 0)
 
     async def reserve(self, sender: str, external_userids: Sequence[str]) -> Reservation:
@@ -84,8 +115,8 @@ class ReceiveLedger:
         limit = self.cap.limit(now)
         _, next_at = self.cap.window(now)
         reservation = uuid.uuid4()
-        async with self.database.engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(_LOCK, (_LOCK_KEY,))
             counts = await self._counts(conn, external_userids)
             allowed = [u for u in external_userids if counts.get(u, 0) < limit]
             capped = [
@@ -93,56 +124,29 @@ class ReceiveLedger:
             ]
             if allowed:
                 await conn.execute(
-                    text(
-                        """
-                        INSERT INTO contact_receipts (external_userid, sender, reservation, state, created_at)
-                        SELECT u, :sender, :r, 'reserved', :now FROM unnest(CAST(:ids AS text[])) AS u
-                        """
-                    ),
-                    {"sender": sender, "r": reservation, "now": now, "ids": allowed},
+                    _RESERVE, {"sender": sender, "reservation": reservation, "now": now, "ids": allowed}
                 )
         return Reservation(reservation, allowed, capped)
 
     async def release(self, reservation: Reservation) -> None:
         """WeCom did not create the task: the reserved slots are free again."""
-        async with self.database.engine.begin() as conn:
-            await conn.execute(
-                text("DELETE FROM contact_receipts WHERE reservation = :r AND state = 'reserved'"),
-                {"r": reservation.id},
-            )
+        async with self.pool.connection() as conn:
+            await conn.execute(_RELEASE, (reservation.id,))
 
     async def commit(self, reservation: Reservation, msgid: str, fail_list: Sequence[str]) -> None:
         """The task exists: reserved rows become pending, WeCom's fail_list rows rejected."""
-        async with self.database.engine.begin() as conn:
+        async with self.pool.connection() as conn:
             await conn.execute(
-                text(
-                    """
-                    UPDATE contact_receipts
-                    SET msgid = :msgid,
-                        state = CASE WHEN external_userid = ANY(:failed) THEN 'rejected' ELSE 'pending' END
-                    WHERE reservation = :r
-                    """
-                ),
-                {"msgid": msgid, "failed": list(fail_list), "r": reservation.id},
+                _COMMIT, {"msgid": msgid, "failed": list(fail_list), "reservation": reservation.id}
             )
 
     async def record_results(self, msgid: str, results: Sequence[SendResult]) -> None:
         """Apply get_groupmsg_send_result rows; a cancelled task's unsent rows stay cancelled."""
         if not results:
             return
-        async with self.database.engine.begin() as conn:
+        async with self.pool.connection() as conn:
             await conn.execute(
-                text(
-                    """
-                    UPDATE contact_receipts AS r
-                    SET state = v.state, received_at = v.send_time
-                    FROM unnest(CAST(:ids AS text[]), CAST(:states AS text[]),
-                                CAST(:times AS timestamptz[])) AS v(external_userid, state, send_time)
-                    WHERE r.msgid = :msgid AND r.external_userid = v.external_userid
-                      AND r.state NOT IN ('rejected')
-                      AND NOT (r.state = 'cancelled' AND v.state = 'pending')
-                    """
-                ),
+                _RECORD_RESULTS,
                 {
                     "msgid": msgid,
                     "ids": [r.external_userid for r in results],
@@ -153,26 +157,12 @@ class ReceiveLedger:
 
     async def cancel(self, msgid: str) -> int:
         """The task was cancelled: its unsent rows stop counting. Returns how many were freed."""
-        async with self.database.engine.begin() as conn:
-            result = await conn.execute(
-                text(
-                    "UPDATE contact_receipts SET state = 'cancelled' "
-                    "WHERE msgid = :msgid AND state IN ('reserved', 'pending')"
-                ),
-                {"msgid": msgid},
-            )
-        return int(result.rowcount)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_CANCEL, (msgid,))
+        return cur.rowcount
 
     async def history(self, external_userid: str, limit: int = 20) -> list[tuple[str | None, str, datetime]]:
         """What this customer received, newest first: (msgid, state, time)."""
-        async with self.database.engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    """
-                    SELECT msgid, state, coalesce(received_at, created_at) AS at FROM contact_receipts
-                    WHERE external_userid = :u ORDER BY at DESC LIMIT :n
-                    """
-                ),
-                {"u": external_userid, "n": limit},
-            )
-            return [(r[0], r[1], r[2]) for r in rows]
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_HISTORY, (external_userid, limit))
+            return [(r[0], r[1], r[2]) for r in await cur.fetchall()]

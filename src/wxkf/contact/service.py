@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 from wxkf.config import Settings
 from wxkf.contact.cap import ReceiveCap
@@ -51,6 +50,51 @@ CUSTOMER_STATUS = {
     "group message (receive cap)",
 }
 MEMBER_STATUS = {0: "未发送 / not sent", 2: "已发送 / sent"}
+
+_COUNT_CUSTOMERS = "SELECT count(*) FROM contact_customers WHERE member_userid = %s"
+_STALE_ON_PAGE = """
+SELECT external_userid FROM contact_customers
+WHERE member_userid = %(member)s AND (fetched_at <= %(cutoff)s OR %(refresh)s)
+ORDER BY position LIMIT %(limit)s OFFSET %(offset)s
+"""
+_PAGE = """
+SELECT external_userid, name, remark, corp_name, contact_type, added_at
+FROM contact_customers WHERE member_userid = %(member)s
+ORDER BY position LIMIT %(limit)s OFFSET %(offset)s
+"""
+_CUSTOMER_IDS = "SELECT external_userid FROM contact_customers WHERE member_userid = %s ORDER BY position"
+_LIST_FETCHED_AT = "SELECT fetched_at FROM contact_customer_lists WHERE member_userid = %s"
+_FORGET_GONE = "DELETE FROM contact_customers WHERE member_userid = %(member)s AND NOT (external_userid = ANY(%(ids)s::text[]))"
+# New customers get details on first display ('-infinity' = never fetched).
+_LIST_CUSTOMERS = """
+INSERT INTO contact_customers (member_userid, external_userid, position, fetched_at)
+SELECT %(member)s, u, p, '-infinity' FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS t(u, p)
+ON CONFLICT (member_userid, external_userid) DO UPDATE SET position = EXCLUDED.position
+"""
+_LIST_FETCHED = """
+INSERT INTO contact_customer_lists (member_userid, fetched_at) VALUES (%s, %s)
+ON CONFLICT (member_userid) DO UPDATE SET fetched_at = EXCLUDED.fetched_at
+"""
+_CUSTOMER_DETAILS = """
+UPDATE contact_customers SET name = %(name)s, remark = %(remark)s, corp_name = %(corp)s,
+    contact_type = %(type)s, added_at = %(added)s, detail = %(detail)s::jsonb, fetched_at = %(now)s
+WHERE member_userid = %(member)s AND external_userid = %(external_userid)s
+"""
+_INSERT_TASK = """
+INSERT INTO contact_tasks (msgid, sender, origin, text_content, attachments, recipients,
+                           fail_list, capped, created_at)
+VALUES (%(msgid)s, %(sender)s, %(origin)s, %(text)s, %(attachments)s::jsonb, %(recipients)s,
+        %(fail_list)s::text[], %(capped)s::text[], %(now)s)
+ON CONFLICT (msgid) DO NOTHING
+"""
+_TASK_CHECKED = "UPDATE contact_tasks SET checked_at = %s WHERE msgid = %s RETURNING cancelled_at IS NOT NULL"
+_TASK_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+_RECENT_REMINDERS = (
+    "SELECT reminded_at FROM contact_reminders WHERE msgid = %s AND reminded_at > %s ORDER BY reminded_at"
+)
+_RECORD_REMINDER = "INSERT INTO contact_reminders (msgid, reminded_at) VALUES (%s, %s)"
+_TASK_CANCELLED = "UPDATE contact_tasks SET cancelled_at = %s WHERE msgid = %s"
+_LOCAL_TASKS = "SELECT msgid FROM contact_tasks WHERE msgid = ANY(%s::text[])"
 
 
 @dataclass(frozen=True)
@@ -155,7 +199,7 @@ class ContactService:
             self.settings.contact_receive_cap_count,
             self.settings.contact_timezone,
         )
-        self.ledger = ReceiveLedger(self.database, cap, self.clock)
+        self.ledger = ReceiveLedger(self.database.pool, cap, self.clock)
 
     # --- customers --------------------------------------------------------------------------------
 
@@ -167,73 +211,33 @@ class ContactService:
         ttl = timedelta(seconds=self.settings.contact_customer_cache_ttl_seconds)
         now = self.clock()
         listed = await self._ensure_list(member, refresh=refresh)
-        async with self.database.engine.connect() as conn:
-            total = int(
-                (
-                    await conn.execute(
-                        text("SELECT count(*) FROM contact_customers WHERE member_userid = :m"),
-                        {"m": member},
-                    )
-                ).scalar_one()
-            )
-            stale = [
-                r[0]
-                for r in await conn.execute(
-                    text(
-                        """
-                        SELECT external_userid FROM contact_customers
-                        WHERE member_userid = :m AND (fetched_at <= :cutoff OR :refresh)
-                        ORDER BY position LIMIT :n OFFSET :o
-                        """
-                    ),
-                    {
-                        "m": member,
-                        "cutoff": now - ttl,
-                        "refresh": refresh,
-                        "n": page_size,
-                        "o": (page - 1) * page_size,
-                    },
-                )
-            ]
+        window = {"member": member, "limit": page_size, "offset": (page - 1) * page_size}
+        async with self.database.pool.connection() as conn:
+            counted = await (await conn.execute(_COUNT_CUSTOMERS, (member,))).fetchone()
+            total = int(counted[0]) if counted else 0
+            cur = await conn.execute(_STALE_ON_PAGE, {**window, "cutoff": now - ttl, "refresh": refresh})
+            stale = [r[0] for r in await cur.fetchall()]
         if stale:
             await self._refresh_details(member, stale, now)
-        async with self.database.engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    """
-                    SELECT external_userid, name, remark, corp_name, contact_type, added_at
-                    FROM contact_customers WHERE member_userid = :m
-                    ORDER BY position LIMIT :n OFFSET :o
-                    """
-                ),
-                {"m": member, "n": page_size, "o": (page - 1) * page_size},
-            )
-            customers = [Customer(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+        async with self.database.pool.connection() as conn:
+            cur = await conn.execute(_PAGE, window)
+            customers = [Customer(*r) for r in await cur.fetchall()]
         return CustomerPage(member, customers, page, page_size, total, listed)
 
     async def customer_ids(self, member: str, *, refresh: bool = False) -> list[str]:
         """All of a member's external_userid (externalcontact/list), through the cache."""
         await self._ensure_list(member, refresh=refresh)
-        async with self.database.engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT external_userid FROM contact_customers WHERE member_userid = :m ORDER BY position"
-                ),
-                {"m": member},
-            )
-            return [r[0] for r in rows]
+        async with self.database.pool.connection() as conn:
+            cur = await conn.execute(_CUSTOMER_IDS, (member,))
+            return [r[0] for r in await cur.fetchall()]
 
     async def _ensure_list(self, member: str, *, refresh: bool) -> datetime:
         """Fetch externalcontact/list when asked or when the cached list is older than the TTL."""
         ttl = timedelta(seconds=self.settings.contact_customer_cache_ttl_seconds)
         now = self.clock()
-        async with self.database.engine.connect() as conn:
-            listed: datetime | None = (
-                await conn.execute(
-                    text("SELECT fetched_at FROM contact_customer_lists WHERE member_userid = :m"),
-                    {"m": member},
-                )
-            ).scalar()
+        async with self.database.pool.connection() as conn:
+            row = await (await conn.execute(_LIST_FETCHED_AT, (member,))).fetchone()
+        listed: datetime | None = row[0] if row else None
         if refresh or listed is None or listed + ttl <= now:
             await self._refresh_list(member, now)
             return now
@@ -241,33 +245,10 @@ class ContactService:
 
     async def _refresh_list(self, member: str, now: datetime) -> None:
         ids = list(dict.fromkeys((await self.contact.list_external_contacts(member)).external_userid))
-        async with self.database.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    "DELETE FROM contact_customers WHERE member_userid = :m AND NOT (external_userid = ANY(:ids))"
-                ),
-                {"m": member, "ids": ids},
-            )
-            # New customers get details on first display ('-infinity' = never fetched).
-            await conn.execute(
-                text(
-                    """
-                    INSERT INTO contact_customers (member_userid, external_userid, position, fetched_at)
-                    SELECT :m, u, p, '-infinity' FROM unnest(CAST(:ids AS text[])) WITH ORDINALITY AS t(u, p)
-                    ON CONFLICT (member_userid, external_userid) DO UPDATE SET position = EXCLUDED.position
-                    """
-                ),
-                {"m": member, "ids": ids},
-            )
-            await conn.execute(
-                text(
-                    """
-                    INSERT INTO contact_customer_lists (member_userid, fetched_at) VALUES (:m, :now)
-                    ON CONFLICT (member_userid) DO UPDATE SET fetched_at = EXCLUDED.fetched_at
-                    """
-                ),
-                {"m": member, "now": now},
-            )
+        async with self.database.pool.connection() as conn, conn.transaction():
+            await conn.execute(_FORGET_GONE, {"member": member, "ids": ids})
+            await conn.execute(_LIST_CUSTOMERS, {"member": member, "ids": ids})
+            await conn.execute(_LIST_FETCHED, (member, now))
 
     async def _refresh_details(self, member: str, external_userids: Sequence[str], now: datetime) -> None:
         gate = asyncio.Semaphore(DETAIL_CONCURRENCY)
@@ -277,8 +258,8 @@ class ContactService:
                 got = await self.contact.get_external_contact(external_userid)
             follow = next((f for f in got.follow_user if f.userid == member), None)
             return {
-                "m": member,
-                "u": external_userid,
+                "member": member,
+                "external_userid": external_userid,
                 "name": got.external_contact.name,
                 "remark": follow.remark if follow else "",
                 "corp": got.external_contact.corp_name,
@@ -297,18 +278,8 @@ class ContactService:
             }
 
         rows = await asyncio.gather(*(one(u) for u in external_userids))
-        async with self.database.engine.begin() as conn:
-            await conn.execute(
-                text(
-                    """
-                    UPDATE contact_customers SET name = :name, remark = :remark, corp_name = :corp,
-                        contact_type = :type, added_at = :added, detail = CAST(:detail AS jsonb),
-                        fetched_at = :now
-                    WHERE member_userid = :m AND external_userid = :u
-                    """
-                ),
-                rows,
-            )
+        async with self.database.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(_CUSTOMER_DETAILS, rows)
 
     # --- sending ----------------------------------------------------------------------------------
 
@@ -354,17 +325,9 @@ class ContactService:
         # reservation keeps counting until it goes stale, so the cap errs on the side of the customer.
         await self.ledger.commit(reservation, response.msgid, response.fail_list)
         accepted = [u for u in reservation.allowed if u not in set(response.fail_list)]
-        async with self.database.engine.begin() as conn:
+        async with self.database.pool.connection() as conn:
             await conn.execute(
-                text(
-                    """
-                    INSERT INTO contact_tasks (msgid, sender, origin, text_content, attachments, recipients,
-                                               fail_list, capped, created_at)
-                    VALUES (:msgid, :sender, :origin, :text, CAST(:attachments AS jsonb), :n, :fail, :capped,
-                            :now)
-                    ON CONFLICT (msgid) DO NOTHING
-                    """
-                ),
+                _INSERT_TASK,
                 {
                     "msgid": response.msgid,
                     "sender": member,
@@ -374,8 +337,8 @@ class ContactService:
                         [a.model_dump(mode="json", exclude_none=True) for a in content.attachments],
                         ensure_ascii=False,
                     ),
-                    "n": len(accepted),
-                    "fail": list(response.fail_list),
+                    "recipients": len(accepted),
+                    "fail_list": list(response.fail_list),
                     "capped": [c.external_userid for c in reservation.capped],
                     "now": self.clock(),
                 },
@@ -441,33 +404,17 @@ class ContactService:
         await self.ledger.record_results(
             msgid, [SendResult(c.external_userid, c.status, c.send_time) for c in customers]
         )
-        async with self.database.engine.begin() as conn:
-            cancelled = (
-                await conn.execute(
-                    text(
-                        "UPDATE contact_tasks SET checked_at = :now WHERE msgid = :msgid "
-                        "RETURNING cancelled_at IS NOT NULL"
-                    ),
-                    {"now": self.clock(), "msgid": msgid},
-                )
-            ).scalar()
-        return TaskStatus(msgid, members, customers, bool(cancelled))
+        async with self.database.pool.connection() as conn:
+            row = await (await conn.execute(_TASK_CHECKED, (self.clock(), msgid))).fetchone()
+        return TaskStatus(msgid, members, customers, bool(row and row[0]))
 
     async def remind(self, msgid: str) -> int:
         """Remind the member again; refuses locally at 3 per 24 h. Returns reminders left today."""
         now = self.clock()
-        async with self.database.engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": msgid})
-            recent = [
-                r[0]
-                for r in await conn.execute(
-                    text(
-                        "SELECT reminded_at FROM contact_reminders WHERE msgid = :msgid AND reminded_at > :since "
-                        "ORDER BY reminded_at"
-                    ),
-                    {"msgid": msgid, "since": now - REMINDER_WINDOW},
-                )
-            ]
+        async with self.database.pool.connection() as conn, conn.transaction():
+            await conn.execute(_TASK_LOCK, (msgid,))
+            cur = await conn.execute(_RECENT_REMINDERS, (msgid, now - REMINDER_WINDOW))
+            recent = [r[0] for r in await cur.fetchall()]
             if len(recent) >= REMINDERS_PER_DAY:
                 raise ReminderLimitError(msgid, recent[0] + REMINDER_WINDOW)
             try:
@@ -476,21 +423,15 @@ class ContactService:
                 if exc.errcode == ERR_REMIND_LIMIT:
                     raise ReminderLimitError(msgid, None) from exc
                 raise
-            await conn.execute(
-                text("INSERT INTO contact_reminders (msgid, reminded_at) VALUES (:msgid, :now)"),
-                {"msgid": msgid, "now": now},
-            )
+            await conn.execute(_RECORD_REMINDER, (msgid, now))
         return REMINDERS_PER_DAY - len(recent) - 1
 
     async def cancel(self, msgid: str) -> int:
         """Stop a task at WeCom; its unsent customers stop counting against the cap. Returns how many."""
         await self.contact.cancel_groupmsg_send(msgid)
         freed = await self.ledger.cancel(msgid)
-        async with self.database.engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE contact_tasks SET cancelled_at = :now WHERE msgid = :msgid"),
-                {"now": self.clock(), "msgid": msgid},
-            )
+        async with self.database.pool.connection() as conn:
+            await conn.execute(_TASK_CANCELLED, (self.clock(), msgid))
         return freed
 
     async def tasks(
@@ -520,13 +461,9 @@ class ContactService:
                 )
             )
             msgids = [g.msgid for g in page.group_msg_list]
-            async with self.database.engine.connect() as conn:
-                local = {
-                    r[0]
-                    for r in await conn.execute(
-                        text("SELECT msgid FROM contact_tasks WHERE msgid = ANY(:ids)"), {"ids": msgids}
-                    )
-                }
+            async with self.database.pool.connection() as conn:
+                cur = await conn.execute(_LOCAL_TASKS, (msgids,))
+                local = {r[0] for r in await cur.fetchall()}
             found += [
                 TaskSummary(
                     g.msgid,
@@ -566,7 +503,7 @@ async def open_contact_service(
     PostgreSQL token cache (wecom-api §7.4: one token per app)."""
     require_contact_secret(settings)
     assert settings.wecom_contact_secret is not None
-    store = PostgresTokenStore(database.conninfo)
+    store = PostgresTokenStore(database.pool)
     async with WeComClient(
         settings.wecom_api_base,
         settings.wecom_corp_id,

@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
 from wxkf.agent.tools import Audience, Tool, ToolContext, ToolError
 from wxkf.contact.content import MessageContent, check_content, validate_recipients
@@ -28,6 +27,21 @@ from wxkf.wecom.errors import WeComError
 SENDING_TOOLS = frozenset({"send_customer_message", "broadcast_customer_message"})
 _ISSUED = "contact_confirmations_issued"  # ToolContext.notes key: tokens issued in this turn
 PREVIEW_NAMES = 10  # customers named in a preview; the rest are counted
+
+_TASK_SENDER = "SELECT sender FROM contact_tasks WHERE msgid = %s"
+_STORE_PREVIEW = """
+INSERT INTO contact_confirmations (token, member_userid, action, payload, preview, created_at, expires_at)
+VALUES (%(token)s, %(member)s, %(action)s, %(payload)s::jsonb, %(preview)s, %(now)s, %(expires)s)
+"""
+# Redeeming a token is one statement: only one caller can see it unused and unexpired.
+_REDEEM = """
+UPDATE contact_confirmations SET used_at = %(now)s
+WHERE token = %(token)s AND member_userid = %(member)s AND action = %(action)s
+  AND used_at IS NULL AND expires_at > %(now)s
+RETURNING payload
+"""
+_UNREDEEM = "UPDATE contact_confirmations SET used_at = NULL WHERE token = %s"
+_CONFIRMED_TASK = "UPDATE contact_confirmations SET msgid = %s WHERE token = %s"
 
 
 class ListMyCustomers(BaseModel):
@@ -170,13 +184,9 @@ class ContactTools:
         self, context: ToolContext, args: CustomerMessageStatus
     ) -> dict[str, Any]:
         member = _member(context)
-        async with self.database.engine.connect() as conn:
-            sender = (
-                await conn.execute(
-                    text("SELECT sender FROM contact_tasks WHERE msgid = :m"), {"m": args.msgid}
-                )
-            ).scalar()
-        if sender != member:
+        async with self.database.pool.connection() as conn:
+            row = await (await conn.execute(_TASK_SENDER, (args.msgid,))).fetchone()
+        if row is None or row[0] != member:
             raise ToolError(f"没有你创建的任务 {args.msgid} / no task {args.msgid} of yours")
         try:
             status = await self.service.status(args.msgid)
@@ -240,15 +250,9 @@ class ContactTools:
         token = secrets.token_urlsafe(12)
         ttl = timedelta(seconds=self.settings.contact_confirmation_ttl_seconds)
         now = self.service.clock()
-        async with self.database.engine.begin() as conn:
+        async with self.database.pool.connection() as conn:
             await conn.execute(
-                text(
-                    """
-                    INSERT INTO contact_confirmations
-                        (token, member_userid, action, payload, preview, created_at, expires_at)
-                    VALUES (:token, :member, :action, CAST(:payload AS jsonb), :preview, :now, :expires)
-                    """
-                ),
+                _STORE_PREVIEW,
                 {
                     "token": token,
                     "member": member,
@@ -278,20 +282,11 @@ class ContactTools:
                 "yet: show it and wait for their answer"
             )
         now = self.service.clock()
-        async with self.database.engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        """
-                        UPDATE contact_confirmations SET used_at = :now
-                        WHERE token = :token AND member_userid = :member AND action = :action
-                          AND used_at IS NULL AND expires_at > :now
-                        RETURNING payload
-                        """
-                    ),
-                    {"token": token, "member": member, "action": action, "now": now},
-                )
-            ).first()
+        async with self.database.pool.connection() as conn:
+            cur = await conn.execute(
+                _REDEEM, {"token": token, "member": member, "action": action, "now": now}
+            )
+            row = await cur.fetchone()
         if row is None:
             raise ConfirmationError(
                 "确认 token 无效、已用过或已过期：请重新生成预览 / the confirmation token is unknown, used or "
@@ -310,15 +305,9 @@ class ContactTools:
                 )
         except BaseException:
             # Nothing was created: the member may confirm the same preview again once the cause is fixed.
-            async with self.database.engine.begin() as conn:
-                await conn.execute(
-                    text("UPDATE contact_confirmations SET used_at = NULL WHERE token = :token"),
-                    {"token": token},
-                )
+            async with self.database.pool.connection() as conn:
+                await conn.execute(_UNREDEEM, (token,))
             raise
-        async with self.database.engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE contact_confirmations SET msgid = :msgid WHERE token = :token"),
-                {"msgid": created.msgid, "token": token},
-            )
+        async with self.database.pool.connection() as conn:
+            await conn.execute(_CONFIRMED_TASK, (created.msgid, token))
         return {"status": "created", **_created(created)}

@@ -2,12 +2,27 @@
 
 The embedded server lives in `WXKF_DATA_DIR/pg`, survives restarts, and is stopped when the last
 process using it exits (pgserver counts references). pgvector ≥ 0.5 is required either way.
+
+`Database.open` gives a process its one way to the database: a psycopg pool of at most
+DATABASE_POOL_SIZE connections that every package takes (the pipeline, procrastinate, the contact
+service, /ready, /metrics, the token cache). Queries are named SQL constants with psycopg
+parameters; connections are in autocommit, so a single statement costs one round trip and a change
+of several statements says so with `conn.transaction()`:
+
+    async with database.pool.connection() as conn, conn.transaction():
+        await conn.execute(_RESERVE, (open_kfid, external_userid))
+
+Each connection names its role and process in `pg_stat_activity.application_name`
+(`wxkf:<host>:<pid>` for the pool, `wxkf-listen:…` and `wxkf-callbacks:…` for the two kept beside
+it, see `wxkf.db.budget`), so an operator can see which replica holds what.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +30,25 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from wxkf.config import Settings
 
 MIN_PGVECTOR = (0, 5)
 EMBEDDED_DBNAME = "wxkf"
+POOL_ROLE = "wxkf"  # application_name prefix of the pool's connections
+
+Pool = AsyncConnectionPool[AsyncConnection[Any]]
+
+
+def application_name(role: str) -> str:
+    """`<role>:<host>:<pid>`: how a connection shows in pg_stat_activity, per process.
+
+    The host tells replicas apart (in containers every replica's process may have the same pid).
+    """
+    return f"{role}:{socket.gethostname()[:24]}:{os.getpid()}"
 
 
 class DatabaseError(Exception):
@@ -113,16 +141,33 @@ def ensure_pgvector(conninfo: str) -> str:
     return str(installed)
 
 
+async def _autocommit(conn: AsyncConnection[Any]) -> None:
+    # Set per connection, not in the pool's kwargs: procrastinate reuses those kwargs for its
+    # LISTEN connection and adds autocommit itself.
+    await conn.set_autocommit(True)
+
+
+def open_pool(conninfo: str, settings: Settings) -> Pool:
+    """The process's pool (not yet open): sizes from the settings, autocommit, named connections."""
+    return AsyncConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=settings.database_pool_size,
+        timeout=settings.database_pool_timeout_seconds,
+        kwargs={"application_name": application_name(POOL_ROLE)},
+        configure=_autocommit,
+        name=POOL_ROLE,
+        open=False,
+    )
+
+
 @dataclass
 class Database:
-    """An open database: the async SQLAlchemy engine plus the libpq conninfo for procrastinate."""
+    """An open database: the process's psycopg pool, and the libpq conninfo it connects with."""
 
     conninfo: str
-    engine: AsyncEngine
-    sessions: async_sessionmaker[Any] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+    pool: Pool
+    _engine: AsyncEngine | None = field(default=None, init=False, repr=False)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Database:
@@ -132,13 +177,29 @@ class Database:
             from wxkf.db.migrate import upgrade
 
             await asyncio.to_thread(upgrade, conninfo)
-        engine = create_async_engine(
-            to_sqlalchemy_url(conninfo), pool_size=10, max_overflow=10, pool_pre_ping=True
-        )
-        return cls(conninfo=conninfo, engine=engine)
+        pool = open_pool(conninfo, settings)
+        try:
+            await pool.open(wait=True, timeout=settings.database_pool_timeout_seconds)
+        except psycopg.Error as exc:
+            raise DatabaseError(
+                f"无法连接数据库 {describe(conninfo)}：检查 DATABASE_URL、服务是否运行 / "
+                f"cannot open the connection pool: {str(exc).strip().splitlines()[0]}"
+            ) from exc
+        return cls(conninfo=conninfo, pool=pool)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """SQLAlchemy's engine, for the agent's queries until they move to the pool."""
+        if self._engine is None:
+            self._engine = create_async_engine(
+                to_sqlalchemy_url(self.conninfo), pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
+        return self._engine
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.pool.close()
+        if self._engine is not None:
+            await self._engine.dispose()
 
     def __repr__(self) -> str:
         return f"Database({describe(self.conninfo)})"

@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.requests import ClientDisconnect
 
 from wxkf.config import Settings
+from wxkf.db.engine import application_name
 from wxkf.kf import ledger
 from wxkf.kf.jobs import defer_sync, sync_lock
 from wxkf.kf.runtime import Pipeline
@@ -103,7 +104,7 @@ SELECT s.open_kfid, s.token, s.create_time, s.deliveries = i.deliveries AS inser
        EXISTS (SELECT 1 FROM procrastinate_jobs WHERE queueing_lock = i.sync_lock AND status = 'todo')
 FROM stored s JOIN incoming i USING (open_kfid, token, create_time)
 """
-WRITER_APPLICATION_NAME = "wxkf-callbacks"  # how the writer's connection shows in pg_stat_activity
+WRITER_ROLE = "wxkf-callbacks"  # the writer's connection in pg_stat_activity: `wxkf-callbacks:<pid>`
 WRITE_TIMEOUT = 10.0  # seconds for a batch's statement, and for connecting (WeCom waits 5 s)
 CLOSE_TIMEOUT = 5.0  # seconds shutdown waits for the batch in flight
 
@@ -173,7 +174,7 @@ class _EventWriter:
         return await psycopg.AsyncConnection.connect(
             self._conninfo,
             autocommit=True,
-            application_name=WRITER_APPLICATION_NAME,
+            application_name=application_name(WRITER_ROLE),
             connect_timeout=int(WRITE_TIMEOUT),
             keepalives=1,  # a database host that silently vanished is noticed, not waited on
             keepalives_idle=30,

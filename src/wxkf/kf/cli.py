@@ -44,7 +44,7 @@ def _run(settings: Settings, body: Callable[[Pipeline], Awaitable[None]]) -> Non
     async def main() -> None:
         database = await Database.open(settings)
         try:
-            async with Pipeline(settings, database.conninfo) as pipeline:
+            async with Pipeline(settings, database) as pipeline:
                 await body(pipeline)
         finally:
             await database.close()

@@ -1,8 +1,9 @@
 """The pipeline's resources and the worker's lifecycle.
 
-`Pipeline` holds what the jobs and the callback route share — settings, one psycopg pool (also
-procrastinate's), the procrastinate app, and, for workers, the WeCom client and the responder.
-Open it with `async with Pipeline(settings, conninfo) as pipeline:`.
+`Pipeline` holds what the jobs and the callback route share — settings, the process's psycopg pool
+(`Database.pool`, also procrastinate's), the procrastinate app, and, for workers, the WeCom client
+and the responder. Open it with `async with Pipeline(settings, database) as pipeline:`; the
+database's owner closes the pool.
 
 `run_worker()` runs the procrastinate worker plus a recovery loop for crashes (kill -9):
 jobs of a worker whose heartbeat stopped are put back in the queue, and conversations with work but
@@ -20,9 +21,9 @@ from typing import Any, Self
 
 import procrastinate
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from wxkf.config import Settings
+from wxkf.db.engine import Database, Pool, application_name
 from wxkf.kf import jobs, ledger
 from wxkf.kf.outbox import OutboxKind, enqueue_texts
 from wxkf.kf.responder import Conversation, Responder
@@ -33,12 +34,13 @@ from wxkf.wecom.tokens import PostgresTokenStore
 log = logging.getLogger("wxkf.kf.worker")
 
 HEARTBEAT_SECONDS = 1.0
+LISTEN_ROLE = "wxkf-listen"  # application_name of the worker's LISTEN connection
 
 
-async def _autocommit(conn: AsyncConnection[Any]) -> None:
-    # Set per connection, not in the pool's kwargs: procrastinate reuses those kwargs for its
-    # LISTEN connection and adds autocommit itself.
-    await conn.set_autocommit(True)
+async def _name_listener(conn: AsyncConnection[Any]) -> None:
+    # procrastinate opens its LISTEN connection beside the pool, with the pool's settings, and runs
+    # the connector's `configure` on it: named apart from the pool's in pg_stat_activity.
+    await conn.execute("SELECT set_config('application_name', %s, false)", (application_name(LISTEN_ROLE),))
 
 
 class PipelineNotConfigured(RuntimeError):
@@ -49,35 +51,33 @@ class Pipeline:
     def __init__(
         self,
         settings: Settings,
-        conninfo: str,
+        database: Database,
         *,
         client: WeComClient | None = None,
         responder: Responder | None = None,
-        pool_size: int = 10,
     ) -> None:
         self.settings = settings
-        self.conninfo = conninfo
+        self.database = database
+        self.conninfo = database.conninfo
         self._client = client
         self._owns_client = client is None
         if client is not None and client.on_api_error is None:
             client.on_api_error = self.count_api_error
         self._responder = responder
-        # Autocommit: a single statement needs no BEGIN/COMMIT round trips; every multi-statement
-        # change in the pipeline runs in an explicit `conn.transaction()`.
-        self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, open=False, configure=_autocommit
+        # Autocommit (`Database.pool`): a single statement needs no BEGIN/COMMIT round trips; every
+        # multi-statement change in the pipeline runs in an explicit `conn.transaction()`.
+        self.pool: Pool = database.pool
+        self.procrastinate = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(configure=_name_listener)
         )
-        self.procrastinate = procrastinate.App(connector=procrastinate.PsycopgConnector())
         jobs.register_tasks(self.procrastinate)
         self._states: SessionStates | None = None
 
     async def open(self) -> None:
-        await self.pool.open(wait=True)
         await self.procrastinate.open_async(pool=self.pool)
 
     async def close(self) -> None:
         await self.procrastinate.close_async()
-        await self.pool.close()
         if self._owns_client and self._client is not None:
             await self._client.aclose()
 
@@ -105,7 +105,7 @@ class Pipeline:
                 self.settings.wecom_api_base,
                 self.settings.wecom_corp_id,
                 secret,
-                token_store=PostgresTokenStore(self.conninfo),
+                token_store=PostgresTokenStore(self.pool),
                 on_api_error=self.count_api_error,
             )
         return self._client

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wxkf.config import Settings
+from wxkf.db.engine import Pool
 from wxkf.ops.logging import log_context, new_request_id
 from wxkf.ops.metrics import alive_workers, collect, render
 from wxkf.wecom.client import RetryPolicy, WeComClient
@@ -77,8 +78,9 @@ def install(app: FastAPI) -> None:
 router = APIRouter()
 
 
-def _conninfo(request: Request) -> str:
-    return str(request.app.state.database.conninfo)
+def _pool(request: Request) -> Pool:
+    pool: Pool = request.app.state.database.pool
+    return pool
 
 
 @router.get("/ready")
@@ -89,12 +91,12 @@ async def ready(request: Request) -> JSONResponse:
     if database is None:
         components: dict[str, Component] = {"database": {"state": "fail", "error": "starting"}}
     else:
-        conninfo = str(database.conninfo)
+        pool: Pool = database.pool
         names = ("database", "job_workers", "wecom_token")
         checks: list[Callable[[], Awaitable[Component]]] = [
-            lambda: _database(conninfo),
-            lambda: _workers(conninfo),
-            lambda: _wecom_token(settings, conninfo),
+            lambda: _database(pool),
+            lambda: _workers(pool),
+            lambda: _wecom_token(settings, pool),
         ]
         results = await asyncio.gather(*(_bounded(check) for check in checks))
         components = dict(zip(names, results, strict=True))
@@ -105,7 +107,7 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(render(await collect(_conninfo(request))), media_type=PROMETHEUS_CONTENT_TYPE)
+    return PlainTextResponse(render(await collect(_pool(request))), media_type=PROMETHEUS_CONTENT_TYPE)
 
 
 async def _bounded(check: Callable[[], Awaitable[Component]]) -> Component:
@@ -115,18 +117,18 @@ async def _bounded(check: Callable[[], Awaitable[Component]]) -> Component:
         return {"state": "fail", "error": f"no answer within {READY_TIMEOUT:.0f} s"}
 
 
-async def _database(conninfo: str) -> Component:
+async def _database(pool: Pool) -> Component:
     try:
-        async with await psycopg.AsyncConnection.connect(conninfo, connect_timeout=5) as conn:
+        async with pool.connection() as conn:
             await conn.execute("SELECT 1")
     except psycopg.Error as exc:
         return {"state": "fail", "error": type(exc).__name__}
     return {"state": "ok"}
 
 
-async def _workers(conninfo: str) -> Component:
+async def _workers(pool: Pool) -> Component:
     try:
-        async with await psycopg.AsyncConnection.connect(conninfo, connect_timeout=5) as conn:
+        async with pool.connection() as conn:
             alive = await alive_workers(conn)
     except psycopg.Error as exc:
         return {"state": "fail", "error": type(exc).__name__}
@@ -139,11 +141,11 @@ async def _workers(conninfo: str) -> Component:
     return {"state": "ok", "alive": alive}
 
 
-async def _wecom_token(settings: Settings, conninfo: str) -> Component:
+async def _wecom_token(settings: Settings, pool: Pool) -> Component:
     secret = settings.wecom_kf_secret
     if secret is None or not secret.get_secret_value() or not settings.wecom_corp_id:
         return {"state": "disabled"}
-    store = PostgresTokenStore(conninfo)
+    store = PostgresTokenStore(pool)
     try:
         stored = await store.load(TokenKey.for_secret(settings.wecom_corp_id, secret.get_secret_value()))
         if stored is not None and stored.fresh():

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 SYNC_LAG_WINDOW = "15 minutes"
 # Upper bounds (seconds) of the LLM latency histogram: a chat completion takes 1–20 s; 60 s is past
@@ -89,9 +90,9 @@ def render(metrics: Iterable[Metric]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def collect(conninfo: str) -> list[Metric]:
-    """Read every metric from the database in one short connection."""
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+async def collect(pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> list[Metric]:
+    """Read every metric from the database on one of the pool's connections."""
+    async with pool.connection() as conn:
 
         async def rows(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
             cur = await conn.execute(sql, params)

@@ -42,7 +42,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database or await Database.open(settings)
         app.state.database = db
-        pipeline = Pipeline(settings, db.conninfo, client=client, responder=responder)
+        pipeline = Pipeline(settings, db, client=client, responder=responder)
         await pipeline.open()
         app.state.pipeline = pipeline
         receiver = app.state.callback_receiver = CallbackReceiver(settings, pipeline)

@@ -16,9 +16,12 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 # Refresh this long before WeCom's expiry, so a token never dies between our check and WeCom's.
 REFRESH_EARLY = timedelta(minutes=5)
@@ -118,17 +121,14 @@ class PostgresTokenStore:
 
     A refresh holds a transaction-scoped advisory lock keyed by corp id + secret digest, so across
     processes and machines one caller runs gettoken while the others wait, then read its token.
-    Connections are opened per operation: loads and refreshes happen about once per token lifetime.
+    Connections come from the process's pool (`wxkf.db.engine.Database.pool`, autocommit).
     """
 
-    def __init__(self, conninfo: str) -> None:
-        self._conninfo = conninfo
-
-    async def _connect(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
-        return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+        self._pool = pool
 
     @staticmethod
-    async def _read(conn: psycopg.AsyncConnection[tuple[object, ...]], key: TokenKey) -> CachedToken | None:
+    async def _read(conn: psycopg.AsyncConnection[Any], key: TokenKey) -> CachedToken | None:
         cursor = await conn.execute(_LOAD_SQL, (key.corp_id, key.secret_digest))
         row = await cursor.fetchone()
         if row is None:
@@ -139,17 +139,17 @@ class PostgresTokenStore:
         return CachedToken(access_token, expires_at.astimezone(UTC))
 
     async def load(self, key: TokenKey) -> CachedToken | None:
-        async with await self._connect() as conn:
+        async with self._pool.connection() as conn:
             return await self._read(conn, key)
 
     async def save(self, key: TokenKey, token: CachedToken) -> None:
-        async with await self._connect() as conn:
+        async with self._pool.connection() as conn:
             await conn.execute(
                 _SAVE_SQL, (key.corp_id, key.secret_digest, token.access_token, token.expires_at)
             )
 
     async def refresh(self, key: TokenKey, fetch: Fetch, *, rejected: str | None = None) -> CachedToken:
-        async with await self._connect() as conn, conn.transaction():
+        async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(_LOCK_SQL, (f"wecom_access_token:{key.corp_id}:{key.secret_digest}",))
             current = await self._read(conn, key)
             if current is not None and usable(current, rejected):
@@ -162,4 +162,4 @@ class PostgresTokenStore:
             return token
 
     async def aclose(self) -> None:
-        """Nothing to close: connections live only for one operation."""
+        """Nothing to close: the pool belongs to the process."""
