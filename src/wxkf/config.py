@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # the callback writer; `wxkf doctor` checks the total against the server's max_connections.
     database_pool_size: int = Field(default=10, ge=2, le=1000)
     database_pool_timeout_seconds: float = Field(default=30.0, gt=0)  # waiting for a free connection
+    # How many wxkf processes share the database (every replica's serve processes and workers), for
+    # doctor's connection budget; 0: the processes connected now.
+    wxkf_processes: int = Field(default=0, ge=0)
 
     # The public base URL WeCom reaches this service at (e.g. https://kf.example.com); the callback
     # is `<it>/wecom/callback`. Optional: `wxkf doctor` uses it to send a signed URL verification.

@@ -8,6 +8,7 @@ never raises: a broken deployment is the normal input here.
 The checks, in order:
   settings      complete and well-formed
   database      reachable; pgvector available and recent enough
+  connections   every process's pool and its two other connections fit in max_connections
   wecom_token   `gettoken` for each configured secret (40013 / 40001 / 60020 with the IP WeCom saw)
   kf_accounts   `kf/account/list` with the kf secret (48002 / 95000 / 95004)
   kf_routing    95018 risk: recent sessions that 接待方式 handed to a human (see `check_kf_routing`)
@@ -31,6 +32,7 @@ import psycopg
 from pydantic import SecretStr
 
 from wxkf.config import Settings, SettingsError, load_settings
+from wxkf.db.budget import BESIDE_THE_POOL, ConnectionBudget, read_budget
 from wxkf.db.engine import DatabaseError, describe, ensure_pgvector, resolve_conninfo
 from wxkf.wecom.catalog import entry_for
 from wxkf.wecom.client import RetryPolicy, WeComClient
@@ -196,6 +198,37 @@ async def check_database(ctx: DoctorContext) -> list[CheckResult]:
     else:
         results.append(CheckResult("pgvector", "pgvector 扩展 / pgvector", "ok", f"pgvector {installed}"))
     return results
+
+
+async def check_connections(ctx: DoctorContext) -> list[CheckResult]:
+    """The connection budget (`wxkf.db.budget`): processes × (pool + 2) against max_connections."""
+    title = "连接数预算 / connection budget"
+    if ctx.conninfo is None:
+        return [_skipped("connections", title, "数据库不可用 / database unavailable")]
+    budget = await asyncio.to_thread(_read_budget, ctx.conninfo, ctx.settings)
+    plan = "WXKF_PROCESSES" if ctx.settings.wxkf_processes else "当前已连接 / connected now"
+    detail = (
+        f"{budget.processes} 个进程（{plan}）× ({ctx.settings.database_pool_size} + {BESIDE_THE_POOL}) = "
+        f"{budget.needed}，可用 {budget.available}（max_connections {budget.max_connections}，保留 "
+        f"{budget.reserved}，其他连接 {budget.others}）；现有 {len(budget.connected)} 个 wxkf 进程共 "
+        f"{sum(budget.connected.values())} 个连接 / {budget.processes} processes × (pool "
+        f"{ctx.settings.database_pool_size} + {BESIDE_THE_POOL}) = {budget.needed} of {budget.available} available"
+    )
+    fix = (
+        f"把 DATABASE_POOL_SIZE 降到 {budget.largest_pool()} 以下，或调高 PostgreSQL 的 max_connections，"
+        f"或在前面加 PgBouncer（session 模式，见 docs/scaling.md）/ lower DATABASE_POOL_SIZE to at most "
+        f"{budget.largest_pool()}, raise max_connections, or put PgBouncer (session mode) in front"
+    )
+    if not budget.fits:
+        return [CheckResult("connections", title, "fail", detail, fix, see="docs/operations.md#connections")]
+    if budget.tight:
+        return [CheckResult("connections", title, "warn", detail, fix, see="docs/operations.md#connections")]
+    return [CheckResult("connections", title, "ok", detail)]
+
+
+def _read_budget(conninfo: str, settings: Settings) -> ConnectionBudget:
+    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        return read_budget(conn, settings)
 
 
 def _server_version(conninfo: str) -> str:
@@ -671,6 +704,7 @@ def _catalog(code: int | str) -> tuple[str, str]:
 
 CHECKS: list[Check] = [
     check_database,
+    check_connections,
     check_wecom_tokens,
     check_kf_accounts,
     check_kf_routing,
