@@ -21,13 +21,14 @@ from typing import Any
 
 import psycopg
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
+from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wxkf.config import Settings
 from wxkf.db.engine import Pool
 from wxkf.ops.logging import log_context, new_request_id
-from wxkf.ops.metrics import alive_workers, collect, render
+from wxkf.ops.metrics import alive_workers, collect, registry
 from wxkf.wecom.client import RetryPolicy, WeComClient
 from wxkf.wecom.errors import APIError, WeComError
 from wxkf.wecom.tokens import PostgresTokenStore, TokenKey
@@ -35,7 +36,6 @@ from wxkf.wecom.tokens import PostgresTokenStore, TokenKey
 READY_TIMEOUT = 5.0
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode()  # ASGI header names are lower-case bytes
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Component = dict[str, Any]
 
@@ -107,7 +107,9 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return PlainTextResponse(render(await collect(_pool(request))), media_type=PROMETHEUS_CONTENT_TYPE)
+    """Prometheus metrics, in the exposition format the scraper's Accept header asks for."""
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(registry(await collect(_pool(request)))), headers={"Content-Type": content_type})
 
 
 async def _bounded(check: Callable[[], Awaitable[Component]]) -> Component:
