@@ -10,6 +10,7 @@ handlers:
 * every line carries the request id and the conversation (`open_kfid`, `external_userid`) bound
   with `log_context(...)` for the current task.
 
+The JSON lines are python-json-logger's; the console format and the redaction are wxkf's own.
 Redaction happens in a filter on every handler, before anything is formatted: each configured secret
 value (every `SecretStr` field of `Settings`, and the password inside `DATABASE_URL`),
 `access_token=…`, `corpsecret=…`, `Authorization: Bearer …` and URL passwords are replaced by `***`.
@@ -22,7 +23,6 @@ one line per decision can be searched and counted.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -37,6 +37,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
+from pythonjsonlogger.json import JsonFormatter
 
 from wxkf.config import Settings
 
@@ -194,24 +195,36 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
-class JSONFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, context ids, extra fields, exc."""
+class JSONFormatter(JsonFormatter):
+    """One JSON object per line (python-json-logger): ts, level, logger, msg, the context ids and
+    `extra` fields, exc."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["asctime", "levelname", "name", "message"],
+            rename_fields={
+                "asctime": "ts",
+                "levelname": "level",
+                "name": "logger",
+                "message": "msg",
+                "exc_info": "exc",
+                "stack_info": "stack",
+            },
+            json_default=str,
+            json_ensure_ascii=False,
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        line.update(_extras(record))
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            line["exc"] = record.exc_text
-        if record.stack_info:
-            line["stack"] = record.stack_info
-        return json.dumps(line, ensure_ascii=False, default=str)
+        # The redaction filter rendered the traceback into exc_text, redacted; the library would
+        # format exc_info afresh, secrets and all, so it gets the rendered text only.
+        exc_info, record.exc_info = record.exc_info, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info = exc_info
 
 
 class ConsoleFormatter(logging.Formatter):
