@@ -17,6 +17,8 @@ _AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
+MIN_LEDGER_RETENTION_DAYS = 4  # wecom-api §3: 3 days of sync_msg history, and a day to spare
+MIN_CONTACT_RETENTION_DAYS = 32  # wecom-api §9: the receive cap may count a natural month
 
 
 class SettingsError(Exception):
@@ -106,6 +108,16 @@ class Settings(BaseSettings):
     kf_worker_concurrency: int = Field(default=16, ge=1)
     kf_poll_interval_seconds: float = Field(default=0.1, gt=0)
 
+    # Retention (wxkf.ops.retention, docs/operations.md): rows older than these many days are deleted
+    # by the workers, a bounded batch at a time, on RETENTION_CRON. 0 keeps a table whole.
+    retention_callback_days: float = Field(default=7, ge=0)
+    retention_inbound_days: float = Field(default=90, ge=0)
+    retention_outbox_days: float = Field(default=90, ge=0)
+    retention_audit_days: float = Field(default=180, ge=0)  # tool calls and LLM failures
+    retention_contact_days: float = Field(default=90, ge=0)  # receipts, reminders, confirmations
+    retention_job_days: float = Field(default=30, ge=0)  # failed and cancelled jobs
+    retention_cron: str = "*/10 * * * *"
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -152,6 +164,39 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"CONTACT_TIMEZONE 不是有效的时区名（如 Asia/Shanghai）/ unknown time zone {value!r}"
             ) from None
+        return value
+
+    @field_validator("retention_inbound_days", "retention_outbox_days")
+    @classmethod
+    def _check_ledger_retention(cls, value: float) -> float:
+        # wecom-api §3: sync_msg hands out up to 3 days of history; a ledger row deleted sooner could
+        # let a message WeCom hands out again be answered twice.
+        if 0 < value < MIN_LEDGER_RETENTION_DAYS:
+            raise ValueError(
+                f"至少 {MIN_LEDGER_RETENTION_DAYS} 天（企业微信 sync_msg 可返回 3 天内的历史消息），或 0 表示不删除 / "
+                f"must be 0 (keep) or at least {MIN_LEDGER_RETENTION_DAYS} days: sync_msg returns 3 days of history"
+            )
+        return value
+
+    @field_validator("retention_contact_days")
+    @classmethod
+    def _check_contact_retention(cls, value: float) -> float:
+        if 0 < value < MIN_CONTACT_RETENTION_DAYS:
+            raise ValueError(
+                f"至少 {MIN_CONTACT_RETENTION_DAYS} 天（接收上限按自然月计算）或 0 / must be 0 (keep) or at least "
+                f"{MIN_CONTACT_RETENTION_DAYS} days: the receive cap can count a whole month"
+            )
+        return value
+
+    @field_validator("retention_cron")
+    @classmethod
+    def _check_retention_cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(
+                "RETENTION_CRON 不是有效的 cron 表达式（如 */10 * * * *）/ not a cron expression such as */10 * * * *"
+            )
         return value
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ its own thread, so its blocking control calls go through `asyncio.to_thread`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -109,9 +110,13 @@ async def running_pipeline(
     responder: Responder,
     *,
     run_worker: bool = True,
+    sim: SimulatorHandle | None = None,
     **overrides: Any,
 ) -> AsyncIterator[RunningPipeline]:
-    async with run_simulator() as sim:
+    """The app on a real port against the simulator: a new one, or `sim` to go on with a world."""
+    async with contextlib.AsyncExitStack() as stack:
+        if sim is None:
+            sim = await stack.enter_async_context(run_simulator())
         values: dict[str, Any] = {
             **sim.settings_overrides(),
             "kf_debounce_seconds": 0.3,

@@ -21,6 +21,11 @@ def test_defaults_need_nothing_configured() -> None:
         ({"wecom_token": "x" * 33}, "WECOM_TOKEN"),
         ({"wecom_kf_secret": "s3cret-value"}, "WECOM_CORP_ID"),
         ({"log_level": "LOUD"}, "LOG_LEVEL"),
+        ({"retention_inbound_days": 2}, "RETENTION_INBOUND_DAYS"),  # under sync_msg's 3 days
+        ({"retention_outbox_days": 1}, "RETENTION_OUTBOX_DAYS"),
+        ({"retention_contact_days": 7}, "RETENTION_CONTACT_DAYS"),  # under a month of receive cap
+        ({"retention_cron": "every ten minutes"}, "RETENTION_CRON"),
+        ({"database_pool_size": 1}, "DATABASE_POOL_SIZE"),
     ],
 )
 def test_invalid_settings_name_the_variable(overrides: dict[str, str], variable: str) -> None:
@@ -46,3 +51,10 @@ def test_deepseek_key_is_accepted_as_llm_key() -> None:
     settings = load_settings(_env_file=None, deepseek_api_key="sk-abc")
     assert settings.llm_key is not None
     assert settings.llm_key.get_secret_value() == "sk-abc"
+
+
+def test_retention_zero_keeps_a_table_and_the_minimums_are_allowed() -> None:
+    settings = load_settings(
+        _env_file=None, retention_inbound_days=0, retention_outbox_days=4, retention_contact_days=32
+    )
+    assert (settings.retention_inbound_days, settings.retention_outbox_days) == (0, 4)

@@ -28,6 +28,7 @@ from wxkf.kf import jobs, ledger
 from wxkf.kf.outbox import OutboxKind, enqueue_texts
 from wxkf.kf.responder import Conversation, Responder
 from wxkf.kf.service_state import SessionStates
+from wxkf.ops import retention
 from wxkf.wecom.client import WeComClient
 from wxkf.wecom.tokens import PostgresTokenStore
 
@@ -71,6 +72,7 @@ class Pipeline:
             connector=procrastinate.PsycopgConnector(configure=_name_listener)
         )
         jobs.register_tasks(self.procrastinate)
+        retention.register_task(self.procrastinate, settings)
         self._states: SessionStates | None = None
 
     async def open(self) -> None:
