@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -64,17 +65,36 @@ def serve(
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="同时运行后台任务 / also run the pipeline's jobs")
     ] = True,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="服务进程数，共用一个端口（uvicorn workers）/ server processes sharing the port",
+        ),
+    ] = 1,
 ) -> None:
-    """启动服务 / run the HTTP service: callbacks, /health, /ready, /metrics, and the worker unless --no-worker."""
+    """启动服务 / run the HTTP service: callbacks, /health, /ready, /metrics, and the worker unless --no-worker.
+
+    With --processes N, N processes share the port (uvicorn's workers: a dead one is replaced, and
+    SIGTERM stops them all gracefully), each with its own database pool and, with --worker, its own
+    job worker.
+    """
     import uvicorn
 
     from wxkf import _loop
     from wxkf.ops.logging import configure_logging
-    from wxkf.web.app import create_app
+    from wxkf.web.app import SERVE_WORKER_ENV, create_app
 
     settings = settings_or_exit()
     configure_logging(settings)
     database_or_exit(settings)  # a clear message, not a start-up traceback, when the database is unusable
+    if processes > 1:
+        # Each process builds its own app (`serve_app`), from the same environment as this one.
+        os.environ[SERVE_WORKER_ENV] = "1" if worker else "0"
+        uvicorn.run(
+            "wxkf.web.app:serve_app", factory=True, workers=processes, host=host, port=port, log_config=None
+        )
+        return
     web_app = create_app(settings, run_worker=worker)
     _loop.freeze_heap()
     # log_config=None: uvicorn's lines go through wxkf's handlers (JSON, files, redaction).

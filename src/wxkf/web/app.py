@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,25 @@ from wxkf.kf.responder import Responder
 from wxkf.kf.runtime import Pipeline
 from wxkf.ops.health import install as install_ops
 from wxkf.wecom.client import WeComClient
+
+SERVE_WORKER_ENV = "WXKF_SERVE_WORKER"  # `wxkf serve --processes N` tells its processes --worker or not
+
+
+def serve_app() -> FastAPI:
+    """The app of one `wxkf serve --processes N` process, built in that process.
+
+    uvicorn starts each process afresh and calls this factory there, so the settings are read again
+    from the same environment, and `--worker/--no-worker` comes in WXKF_SERVE_WORKER.
+    """
+    from wxkf import _loop
+    from wxkf.config import load_settings
+    from wxkf.ops.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    web_app = create_app(settings, run_worker=os.environ.get(SERVE_WORKER_ENV, "1") == "1")
+    _loop.freeze_heap()
+    return web_app
 
 
 def create_app(
