@@ -1,1 +1,1 @@
-"""Storage: PostgreSQL (+ pgvector) everywhere, embedded by default; migrations; the ORM base."""
+"""Storage: PostgreSQL (+ pgvector) everywhere, embedded by default; the process's pool; migrations."""

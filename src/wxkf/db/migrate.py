@@ -2,6 +2,13 @@
 
 Each area of wxkf (kf pipeline, agent, contact, push, ops) keeps its own branch of migrations that
 starts from the core revision, so `upgrade("heads")` applies them all.
+
+Why Alembic, when every migration is plain SQL (`op.execute`) and the pool is psycopg's: its
+branches let each area add revisions without touching the others' (one head per area, applied
+together at `heads`), every existing install records where it is in `alembic_version`, and
+downgrades and `alembic history` come with it. A home-made runner of numbered SQL files would have
+to redo all of that, and give existing installs a new version table. SQLAlchemy stays as the
+connection Alembic runs on (a synchronous psycopg one, made and dropped here), not as a way to query.
 """
 
 from __future__ import annotations
