@@ -287,6 +287,11 @@ async def part_b(deploy: Deployment, n: int, customers: list[str], open_kfid: st
     }
 
 
+def per(result: dict[str, Any], cores: str) -> str:
+    """CPU milliseconds per unit (callback or message): less sensitive to a shared machine than rates."""
+    return f"{result[cores] / result['per_s'] * 1000:.2f} ms each"
+
+
 def storage(conninfo: str) -> Iterator[str]:
     """Rows and bytes (with indexes and TOAST) per answered message, per table.
 
@@ -359,8 +364,9 @@ async def main(counts: list[int], customers_per_run: int) -> None:
     for n, (a, b) in results.items():
         print(
             f"{n} process(es): A {a['per_s']:.0f} callbacks/s (×{a['per_s'] / base_a:.2f}), serve CPU "
-            f"{a['app_cores']:.2f} cores, database CPU {a['db_cores']:.2f} cores | B {b['per_s']:.0f} messages/s "
-            f"(×{b['per_s'] / base_b:.2f}), worker CPU {b['app_cores']:.2f} cores, database CPU {b['db_cores']:.2f} cores"
+            f"{a['app_cores']:.2f} cores, database CPU {a['db_cores']:.2f} cores ({per(a, 'db_cores')}) | "
+            f"B {b['per_s']:.0f} messages/s (×{b['per_s'] / base_b:.2f}), worker CPU {b['app_cores']:.2f} cores "
+            f"({per(b, 'app_cores')}), database CPU {b['db_cores']:.2f} cores ({per(b, 'db_cores')})"
         )
         print(f"   serve: idle {a['idle']}; under load {a['load']}")
         print(f"   worker: idle {b['idle']}; under load {b['load']}")
