@@ -85,6 +85,20 @@ def cpu(process: psutil.Process, *, children_reaped: bool = False) -> float:
     return total
 
 
+class Probe:
+    """One connection kept open for the bench's own queries: a connection per poll would cost the
+    database more CPU (a backend forked and authenticated each time) than the queries it runs."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conn = psycopg.connect(conninfo, autocommit=True, application_name="bench-probe")
+
+    def __call__(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        return list(self.conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class Database:
     """The postmaster of the private PostgreSQL: CPU of it and all its backends, reaped ones too."""
 
@@ -103,6 +117,7 @@ class Sampler:
 
     conninfo: str
     processes: list[psutil.Process]
+    probe: Probe | None = None
     rss: dict[int, int] = field(default_factory=dict)  # pid → most bytes seen
     connections: dict[int, int] = field(default_factory=dict)  # pid → most connections seen
     task: asyncio.Task[None] | None = None
@@ -113,7 +128,9 @@ class Sampler:
             with contextlib.suppress(psutil.NoSuchProcess):
                 rss[process.pid] = int(process.memory_info().rss)
         held: Counter[int] = Counter()
-        for (name,) in query(self.conninfo, "SELECT application_name FROM pg_stat_activity"):
+        if self.probe is None:
+            self.probe = Probe(self.conninfo)
+        for (name,) in self.probe("SELECT application_name FROM pg_stat_activity"):
             owner = wxkf_process(str(name or ""))
             if owner is not None:
                 held[int(owner.rsplit(":", 1)[1])] += 1
@@ -135,6 +152,18 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         assert self.task is not None
         self.task.cancel()
+        if self.probe is not None:
+            self.probe.close()
+
+
+def snapshot(conninfo: str, processes: list[psutil.Process]) -> tuple[dict[int, int], dict[int, int]]:
+    """RSS and connections of `processes` now."""
+    sampler = Sampler(conninfo, processes)
+    try:
+        return sampler.sample()
+    finally:
+        if sampler.probe is not None:
+            sampler.probe.close()
 
 
 def describe(rss: dict[int, int], connections: dict[int, int]) -> str:
@@ -193,7 +222,7 @@ async def part_a(deploy: Deployment, n: int, handle: Any) -> dict[str, Any]:
     while len(processes) < n:
         await asyncio.sleep(0.2)
         processes = deploy.wxkf_processes(serve, n)
-    idle = Sampler(deploy.conninfo, processes).sample()
+    idle = snapshot(deploy.conninfo, processes)
     client = LoadClient(base)
     rates: list[float] = []
     try:
@@ -233,7 +262,7 @@ async def worker_idle(deploy: Deployment, n: int) -> str:
 
     await wait_until(registered, 60)
     await asyncio.sleep(2)
-    idle = Sampler(deploy.conninfo, processes).sample()
+    idle = snapshot(deploy.conninfo, processes)
     for worker in workers:
         deploy.stop(worker)
     with psycopg.connect(deploy.conninfo, autocommit=True) as conn:
@@ -255,11 +284,13 @@ async def part_b(deploy: Deployment, n: int, customers: list[str], open_kfid: st
     await control_pool(deploy.sim, calls)
     async with httpx.AsyncClient(base_url=deploy.sim, timeout=90) as client:
         await client.post("/sim/callbacks/wait", json={"timeout": 60})
-    before = int(query(deploy.conninfo, "SELECT count(*) FROM kf_outbox WHERE status = 'sent'")[0][0])
-    target = before + len(customers)
+    probe = Probe(deploy.conninfo)
 
     def sent() -> int:
-        return int(query(deploy.conninfo, "SELECT count(*) FROM kf_outbox WHERE status = 'sent'")[0][0])
+        return int(probe("SELECT count(*) FROM kf_outbox WHERE status = 'sent'")[0][0])
+
+    before = sent()
+    target = before + len(customers)
 
     workers = [bench_worker(deploy) for _ in range(n)]
     processes = [psutil.Process(w.pid) for w in workers]
@@ -268,11 +299,11 @@ async def part_b(deploy: Deployment, n: int, customers: list[str], open_kfid: st
         db0, app0, t0 = deploy.database.cpu(), sum(cpu(p) for p in processes), time.perf_counter()
         await wait_until(lambda: sent() >= target, 900)
         db1, app1, t1 = deploy.database.cpu(), sum(cpu(p) for p in processes), time.perf_counter()
-    [(span,)] = query(
-        deploy.conninfo,
+    [(span,)] = probe(
         "SELECT extract(epoch FROM max(sent_at) - min(sent_at)) FROM kf_outbox WHERE external_userid = ANY(%s)",
         customers,
     )
+    probe.close()
     for worker in workers:
         deploy.stop(worker)
     deploy.stop(serve)
