@@ -23,13 +23,15 @@ from wxkf.kf import ledger, outbox
 from wxkf.kf.budget import BudgetState
 from wxkf.kf.inbound import to_inbound_message
 from wxkf.kf.ledger import ORIGIN_CUSTOMER, ORIGIN_SERVICER, InboundRow
+from wxkf.kf.media_jobs import prepare_batch
+from wxkf.kf.outbound import send_row
 from wxkf.kf.policy import Action, Reason, decide, state_name
-from wxkf.kf.responder import Conversation, Reply, ReplyRequest
+from wxkf.kf.responder import Conversation, MediaContent, Reply, ReplyRequest
 from wxkf.kf.service_state import SessionState, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
+from wxkf.media.errors import MediaStoreError
 from wxkf.ops.logging import log_context
 from wxkf.wecom.errors import APIError, RateLimitedError, SessionStateError, TransportError
-from wxkf.wecom.models import Text
 
 if TYPE_CHECKING:
     from wxkf.kf.runtime import Pipeline
@@ -133,7 +135,9 @@ async def _process(
             async with pipeline.pool.connection() as conn:
                 await ledger.mark(conn, [row.id], "handled")
     if batch:
-        return await _answer(pipeline, conversation, batch, state)
+        batch, media = await prepare_batch(pipeline, conversation, batch)
+        if batch:
+            return await _answer(pipeline, conversation, batch, state, media)
     return None
 
 
@@ -258,7 +262,11 @@ async def _skip(
 
 
 async def _answer(
-    pipeline: Pipeline, conversation: Conversation, batch: list[InboundRow], found: ConversationState | None
+    pipeline: Pipeline,
+    conversation: Conversation,
+    batch: list[InboundRow],
+    found: ConversationState | None,
+    media: dict[str, MediaContent],
 ) -> list[dict[str, Any]] | None:
     """Answer `batch`; returns the conversation's unsent outbox rows after queueing (None: not read)."""
     settings = pipeline.settings
@@ -315,7 +323,9 @@ async def _answer(
         await _skip(pipeline, batch, Reason.BUDGET_USED_UP, remember=remember)
         return None
 
-    messages = [to_inbound_message(r.msgid, r.msgtype, r.body, r.send_time) for r in batch]
+    messages = [
+        to_inbound_message(r.msgid, r.msgtype, r.body, r.send_time, media.get(r.msgid)) for r in batch
+    ]
     try:
         reply = await pipeline.responder.respond(
             ReplyRequest(conversation=conversation, messages=messages, remaining_budget=remaining)
@@ -329,12 +339,14 @@ async def _answer(
         async with pipeline.pool.connection() as conn:
             await ledger.count(conn, "kf.responder_error")
         reply = Reply(text=RESPONDER_FALLBACK, handoff=True)
-    parts = split_text(reply.text, remaining)
+    # The reply's other messages (a KB entry's image, a menu) take budget too; the text comes first.
+    extra = reply.messages[: max(0, remaining - 1)] if reply.text.strip() else reply.messages[:remaining]
+    parts = split_text(reply.text, remaining - len(extra))
     unsent: list[dict[str, Any]] | None = None
-    if not parts:
+    if not parts and not extra:
         await _skip(pipeline, batch, Reason.NO_REPLY, remember=remember)
     else:
-        if len(parts) == remaining and settings.kf_closing_hint.strip():
+        if parts and len(parts) + len(extra) == remaining and settings.kf_closing_hint.strip():
             # wecom-api §4: this is the window's last message; invite the customer to write again.
             parts = add_closing_hint(parts, settings.kf_closing_hint)
         # Pipeline mode: the transaction takes two round trips instead of one per statement — the
@@ -345,8 +357,12 @@ async def _answer(
                 if remember is not None:
                     await store_state(conn, conversation, state.state, state.servicer_userid)
                 marked = await ledger.start_mark(conn, [r.id for r in batch], "answered")
-                msgids = await outbox.enqueue_texts(
-                    conn, conversation, parts, kind="reply", source=batch[-1].msgid
+                msgids = await outbox.enqueue_messages(
+                    conn,
+                    conversation,
+                    [("text", {"content": p}) for p in parts] + extra,
+                    kind="reply",
+                    source=batch[-1].msgid,
                 )
                 # The budget's lock was answered, so the mark's count (sent before it) is known.
                 if marked.rowcount != len(batch):
@@ -405,15 +421,9 @@ async def deliver(
         async with pipeline.pool.connection() as conn:
             # Counted before sending: on a retry the count tells a duplicate-msgid answer apart.
             await outbox.mark_attempt(conn, row["id"])
-        text = str(row["body"].get("content", ""))
         try:
-            if row["code"]:
-                await pipeline.client.send_msg_on_event(row["code"], Text(content=text), msgid=row["msgid"])
-            else:
-                await pipeline.client.send_text(
-                    conversation.open_kfid, conversation.external_userid, text, msgid=row["msgid"]
-                )
-        except (RateLimitedError, TransportError):
+            await send_row(pipeline, conversation, row)
+        except (RateLimitedError, TransportError, MediaStoreError):
             raise
         except APIError as exc:
             async with pipeline.pool.connection() as conn, conn.transaction():
