@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     kf_debounce_seconds: float = Field(default=1.5, ge=0)  # a burst in this window is answered together
     kf_history_max_age_minutes: float = Field(default=10.0, ge=0)  # first sync skips older messages
     kf_welcome_text: str = "您好，我是智能客服，请问有什么可以帮您？"  # empty: no welcome message
+    # The welcome's menu (wecom-api §4 msgmenu, sent with send_msg_on_event §5), as JSON:
+    # {"options": [{"id": "track", "content": "查物流", "action": "faq:怎么查物流"}, …]}. Empty: text only.
+    kf_welcome_menu: str = ""
+    # When the knowledge base has no answer: hand over to a person ("handoff"), or say so and stay
+    # ("reply", with KF_KB_SILENT_TEXT or the default words).
+    kf_kb_silent: Literal["handoff", "reply"] = "handoff"
+    kf_kb_silent_text: str = ""
+    kf_kb_collections: str = ""  # comma-separated KB collections that answer; empty: the shared one
     # Added to the budget's last message (wecom-api §4); empty: no hint.
     kf_closing_hint: str = "如需继续咨询，请再给我们发一条消息。"
     kf_state_cache_seconds: float = Field(default=10.0, ge=0)
@@ -148,6 +156,21 @@ class Settings(BaseSettings):
                 "must be an http(s) URL such as https://kf.example.com"
             )
         return value.rstrip("/")
+
+    @field_validator("kf_welcome_menu")
+    @classmethod
+    def _check_welcome_menu(cls, value: str) -> str:
+        if value.strip():
+            from wxkf.kf.accounts import WelcomeMenu
+
+            try:
+                WelcomeMenu.model_validate_json(value)
+            except ValueError as exc:
+                raise ValueError(
+                    'KF_WELCOME_MENU 须为 JSON，如 {"options": [{"id": "track", "content": "查物流"}]} / '
+                    f"must be a JSON menu: {str(exc).splitlines()[0]}"
+                ) from None
+        return value
 
     @field_validator("wecom_token")
     @classmethod

@@ -131,7 +131,8 @@ async def running_pipeline(
                     task.result()
                 await asyncio.sleep(0.01)
             base_url = f"http://127.0.0.1:{port}"
-            await asyncio.to_thread(sim.control.set_callback_url, f"{base_url}/wecom/callback")
+            # Saved as in the admin console: the URL verification (wecom-api §1.4) must pass first.
+            await asyncio.to_thread(sim.control.save_callback_url, f"{base_url}/wecom/callback")
             conninfo = settings.database_url.get_secret_value()
             yield RunningPipeline(sim, conninfo, base_url, app)
         finally:

@@ -88,13 +88,14 @@ def upgrade() -> None:
         CREATE TABLE kb_attachments (
             id           bigserial PRIMARY KEY,
             document_id  bigint    NOT NULL REFERENCES kb_documents (id) ON DELETE CASCADE,
+            ordinal      integer   NOT NULL,
             ref          text      NOT NULL,
             kind         text      NOT NULL,
             filename     text      NOT NULL,
             content_type text      NOT NULL,
             sha256       text      NOT NULL,
             size         bigint    NOT NULL,
-            UNIQUE (document_id, ref)
+            UNIQUE (document_id, ordinal, ref)
         )
         """
     )
