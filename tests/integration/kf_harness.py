@@ -67,7 +67,11 @@ class RunningPipeline:
         return items
 
     async def texts(self, customer: str, via: str = "send_msg") -> list[str]:
-        return [r["text"]["content"] for r in await self.received(customer) if r.get("via") == via]
+        return [
+            r["text"]["content"]
+            for r in await self.received(customer)
+            if r.get("via") == via and r["msgtype"] == "text"
+        ]
 
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         async with await psycopg.AsyncConnection.connect(self.conninfo) as conn:
@@ -106,7 +110,7 @@ class RunningPipeline:
 @asynccontextmanager
 async def running_pipeline(
     settings_factory: Any,
-    responder: Responder,
+    responder: Responder | None,
     *,
     run_worker: bool = True,
     **overrides: Any,

@@ -200,8 +200,10 @@ async def _handle_event(pipeline: Pipeline, conversation: Conversation, row: Inb
 
 async def _welcome(pipeline: Pipeline, conn: Any, conversation: Conversation, row: InboundRow) -> None:
     code = row.event.get("welcome_code")
-    text = pipeline.settings.kf_welcome_text.strip()
-    if not code or not text:
+    account = await pipeline.accounts.effective(conversation.open_kfid)
+    text = account.welcome_text.strip()
+    menu = account.welcome_menu.msgmenu(text) if account.welcome_menu else None
+    if not code or not (text or menu):
         return
     if datetime.now(UTC) - row.send_time > WELCOME_CODE_TTL:
         log.info(
@@ -209,7 +211,7 @@ async def _welcome(pipeline: Pipeline, conn: Any, conversation: Conversation, ro
             extra={"decision": "welcome_late"},
         )
         return
-    await outbox.enqueue_welcome(conn, conversation, code=str(code), text=text, source=row.msgid)
+    await outbox.enqueue_welcome(conn, conversation, code=str(code), text=text, source=row.msgid, menu=menu)
 
 
 async def _servicer_wrote(
@@ -296,7 +298,8 @@ async def _answer(
         await record_api_error(pipeline.pool, exc, conversation, "读取会话状态 / service_state/get")
         await _skip(pipeline, batch, Reason.SEND_REFUSED, f" (errcode {exc.errcode})")
         return None
-    action, reason = decide(state.state, settings.kf_session_policy)
+    account = await pipeline.accounts.effective(conversation.open_kfid)
+    action, reason = decide(state.state, account.session_policy)
     if action is Action.END_SESSION:
         try:
             # brief 001: end the human session with its servicer; the next customer message opens a new one.

@@ -180,11 +180,11 @@ async def enqueue_welcome(
 ) -> str:
     """A welcome via send_msg_on_event: its own quota (1 per code, wecom-api §5), not the budget's.
 
-    With `menu` (a msgmenu body) the welcome is a menu message, `text` its head_content."""
+    With `menu` (a msgmenu body, wecom-api §4) the welcome is that menu message instead."""
     msgid = outbox_msgid("welcome", conversation.open_kfid, source, 1)
     msgtype, body = ("text", {"content": text})
     if menu is not None:
-        msgtype, body = "msgmenu", {"head_content": text, **menu} if text else menu
+        msgtype, body = "msgmenu", menu
         check_outbound(msgtype, body)
     await conn.execute(
         """

@@ -24,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from wxkf.config import Settings
 from wxkf.kf import jobs, ledger, media_jobs
+from wxkf.kf.accounts import AccountDirectory
 from wxkf.kf.outbox import OutboxKind, enqueue_texts
 from wxkf.kf.responder import Conversation, Responder
 from wxkf.kf.service_state import SessionStates
@@ -77,6 +78,7 @@ class Pipeline:
         self._media_store: MediaStore | None = None
         self._media: InboundMedia | None = None
         self._uploads: UploadCache | None = None
+        self.accounts = AccountDirectory(self.pool, settings)
 
     async def open(self) -> None:
         await self.pool.open(wait=True)

@@ -326,6 +326,12 @@ class MenuClick(BaseModel):
     menu_id: str
 
 
+class NewAccount(BaseModel):
+    name: str
+    routing: RoutingMode = RoutingMode.API
+    servicers: list[str] = Field(default_factory=list)
+
+
 class UpgradeConfig(BaseModel):
     members: list[str] = Field(default_factory=list)
     groupchats: list[str] = Field(default_factory=list)
@@ -590,6 +596,15 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
             raise SimError(40058, "'data_base64'") from exc
         media = world.media_upload(body.type, body.filename, body.content_type, data)
         return {"media_id": media.media_id, "type": media.type, "created_at": media.created_at}
+
+    @app.post("/sim/accounts")
+    async def add_account(body: NewAccount) -> dict[str, Any]:
+        """Another kf account (as 微信客服 → 创建账号 in the admin console), served by `servicers`."""
+        account = world.add_account(body.name, body.routing)
+        for userid in body.servicers:
+            world.member(userid)
+            account.servicers.append(userid)
+        return {"open_kfid": account.open_kfid, "name": account.name, "servicers": account.servicers}
 
     @app.put("/sim/upgrade_config")
     async def upgrade_config(body: UpgradeConfig) -> dict[str, Any]:

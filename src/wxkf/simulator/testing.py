@@ -159,6 +159,11 @@ class SimulatorControl:
         body = {"open_kfid": self._kfid(open_kfid), "menu_id": menu_id}
         return dict(self._call("POST", f"/sim/customers/{external_userid}/menu_click", body))
 
+    def add_account(self, name: str, servicers: list[str] | None = None) -> str:
+        """A new kf account; returns its open_kfid."""
+        data = self._call("POST", "/sim/accounts", {"name": name, "servicers": servicers or []})
+        return str(data["open_kfid"])
+
     def set_upgrade_config(self, members: list[str], groupchats: list[str]) -> None:
         self._call("PUT", "/sim/upgrade_config", {"members": members, "groupchats": groupchats})
 
