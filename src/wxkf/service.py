@@ -34,7 +34,7 @@ async def agent_responder(
         wecom = None
     knowledge = KnowledgeBase(database, make_embedder(settings), media_store=pipeline.media_store)
     responder = build_responder(
-        settings, database, retriever=knowledge, wecom=wecom, accounts=pipeline.accounts
+        settings, database, retriever=knowledge, wecom=wecom, upgrade=wecom, accounts=pipeline.accounts
     )
     try:
         yield responder

@@ -44,6 +44,7 @@ from wxkf.agent.prompts import (
 )
 from wxkf.agent.tools import Audience, ToolAudit, ToolContext, ToolRegistry
 from wxkf.agent.tools_kf import KfSessionApi, kf_tools
+from wxkf.agent.tools_upgrade import UpgradeApi, upgrade_tools
 from wxkf.config import Settings
 from wxkf.db.engine import Database
 from wxkf.kf.accounts import AccountSettings, EffectiveAccount, resolve
@@ -399,12 +400,13 @@ def build_responder(
     memory_source: MemorySource | None = None,
     tools: ToolRegistry | None = None,
     wecom: KfSessionApi | None = None,
+    upgrade: UpgradeApi | None = None,
     accounts: Accounts | None = None,
 ) -> LLMResponder | OfflineResponder:
     """The LLM responder when a key is configured, else the offline one. Close it with `aclose()`.
 
     The knowledge base in `database` is the retriever unless another is given; `wecom` (a
-    `WeComClient`) enables the kf tools; `tools` replaces the registry entirely. `accounts` gives
+    `WeComClient`) enables the kf tools, `upgrade` (the same client) the 升级服务 tools; `tools` replaces the registry entirely. `accounts` gives
     each kf account its own settings (else the global ones). Speech-to-text (STT_BASE_URL) serves
     both responders; vision (LLM_VISION_MODEL) the LLM one.
     """
@@ -420,6 +422,8 @@ def build_responder(
         tools = ToolRegistry(ToolAudit(database))
         if wecom is not None:
             tools.extend(kf_tools(wecom))
+        if upgrade is not None:
+            tools.extend(upgrade_tools(upgrade))
     memory = ConversationMemory(
         memory_source or PipelineMemory(database), budget_tokens=settings.llm_memory_tokens
     )

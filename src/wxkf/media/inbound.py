@@ -67,6 +67,14 @@ _NOT_STORED = """
 UPDATE media_inbound SET status = %s, attempts = attempts + %s, errcode = %s, error = %s
 WHERE open_kfid = %s AND msgid = %s AND status <> 'stored'
 """
+_PURGE_ROWS = "DELETE FROM media_inbound WHERE created_at < now() - %s RETURNING sha256"
+# Bytes still named by a message inside the retention or by a knowledge-base attachment stay.
+_UNREFERENCED = """
+SELECT k FROM unnest(%s::text[]) AS k
+WHERE NOT EXISTS (SELECT 1 FROM media_inbound WHERE sha256 = k)
+  AND NOT EXISTS (SELECT 1 FROM kb_attachments WHERE sha256 = k)
+"""
+_PURGE_UPLOADS = "DELETE FROM media_uploads WHERE uploaded_at < now() - interval '3 days'"
 _COUNT = (
     "INSERT INTO kf_counters (name, value) VALUES (%s, 1) "
     "ON CONFLICT (name) DO UPDATE SET value = kf_counters.value + 1"
@@ -163,6 +171,25 @@ class InboundMedia:
     async def give_up(self, open_kfid: str, msgid: str, error: str) -> None:
         """The job's last attempt failed too: the message is answered without its media."""
         await self._not_stored(open_kfid, msgid, "failed", None, "gave_up", error)
+
+    async def purge(self, retention: timedelta) -> int:
+        """Forget media received more than `retention` ago (MEDIA_RETENTION_DAYS); returns the files deleted."""
+        async with self.pool.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(_PURGE_ROWS, (retention,))).fetchall()
+            keys = sorted({r[0] for r in rows if r[0]})
+            unreferenced = [r[0] for r in await (await conn.execute(_UNREFERENCED, (keys,))).fetchall()]
+            await conn.execute(_PURGE_UPLOADS)
+        await self.store.delete(unreferenced)
+        if rows:
+            log.info(
+                "已清理 %d 条过期媒体记录、%d 个文件 / purged %d media rows and %d files",
+                len(rows),
+                len(unreferenced),
+                len(rows),
+                len(unreferenced),
+                extra={"decision": "media_purged"},
+            )
+        return len(unreferenced)
 
     async def contents(self, open_kfid: str, msgids: Sequence[str]) -> dict[str, MediaContent]:
         """The responder's view of stored or failed media; images and voice come with their bytes."""
