@@ -213,3 +213,22 @@ async def test_a_failed_media_download_is_retried_and_later_messages_are_still_a
         assert await run.query("SELECT status FROM kf_inbound ORDER BY id") == [("answered",), ("answered",)]
         gets = await run.control("calls", "media/get")
         assert [c["errcode"] for c in gets] == [45009, 45009, 45009, 45009, 0]
+
+
+async def test_the_agent_recommends_a_staff_member_with_upgrade_service(
+    settings_factory: Any, fake: FakeOpenAI
+) -> None:
+    fake.tool_call("upgrade_service", {"target": "member", "wording": "您好，我是您的专属顾问张三"})
+    fake.reply("已为您推荐专属顾问张三，您可以在微信里直接联系他。")
+    async with running_pipeline(settings_factory, None, **llm(fake)) as run:
+        customer = run.sim.customers[0]
+        await run.say(customer, "我想加你们的企业微信，以后长期订货")
+        await run.idle()
+        upgrade = (await run.control("session", customer))["upgrade"]
+        assert upgrade == {
+            "type": 1,
+            "member": {"userid": "zhangsan", "wording": "您好，我是您的专属顾问张三"},
+        }
+        assert await run.texts(customer) == ["已为您推荐专属顾问张三，您可以在微信里直接联系他。"]
+        [call] = await run.query("SELECT tool, status FROM agent_tool_calls")
+        assert call == ("upgrade_service", "ok")
