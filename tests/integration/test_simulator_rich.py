@@ -79,7 +79,7 @@ async def test_every_customer_msgtype_is_synced_and_recorded_raw(
         cur = await conn.execute("SELECT msgtype, body->'body' FROM kf_inbound ORDER BY id")
         rows = await cur.fetchall()
     assert rows[-1] == ("hologram", {"shape": "cube"})  # the unknown type, kept as WeCom sent it
-    assert dict(rows)["location"] == BODIES["location"]
+    assert {str(t): b for t, b in rows}["location"] == BODIES["location"]
 
 
 async def test_media_get_serves_the_bytes_and_wecoms_errors(sim: SimulatorHandle) -> None:
