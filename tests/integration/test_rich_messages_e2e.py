@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,18 @@ async def test_the_agent_recommends_a_staff_member_with_upgrade_service(
         assert await run.texts(customer) == ["已为您推荐专属顾问张三，您可以在微信里直接联系他。"]
         [call] = await run.query("SELECT tool, status FROM agent_tool_calls")
         assert call == ("upgrade_service", "ok")
+
+
+async def test_a_future_msgtype_is_recorded_raw_logged_and_answered(
+    settings_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wxkf.kf.media")
+    async with running_pipeline(settings_factory, None) as run:
+        customer = run.sim.customers[0]
+        await run.control("send", customer, "hologram", {"shape": "cube"}, future=True)
+        await run.idle()
+        assert await run.query("SELECT msgtype, body->'body', status FROM kf_inbound") == [
+            ("hologram", {"shape": "cube"}, "answered")
+        ]
+        assert await run.texts(customer) == ["收到您发送的消息。请问有什么可以帮您？"]
+    assert any("unknown msgtype hologram" in r.getMessage() for r in caplog.records)

@@ -13,31 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from wxkf.kf.responder import InboundMessage, MediaContent
+from wxkf.wecom.models import CUSTOMER_MSGTYPES
+
+# What wxkf knows: what customers send (wecom-api §3) and events. Anything else WeCom added since.
+KNOWN_MSGTYPES = CUSTOMER_MSGTYPES | {"event"}
 
 MEDIA_LABELS = {"image": "图片 image", "voice": "语音 voice", "video": "视频 video", "file": "文件 file"}
-# wecom-api §3 (DOC-94699's list): what customers send. Anything else is a type WeCom added since.
-KNOWN_MSGTYPES = frozenset(
-    {
-        "text",
-        "image",
-        "voice",
-        "video",
-        "file",
-        "location",
-        "link",
-        "business_card",
-        "miniprogram",
-        "msgmenu",
-        "channels_shop_product",
-        "channels_shop_order",
-        "merged_msg",
-        "channels",
-        "meeting",
-        "schedule",
-        "note",
-        "event",
-    }
-)
 MERGED_ITEMS_SHOWN = 30  # a forwarded chat history of hundreds of lines is summarised by its first ones
 
 

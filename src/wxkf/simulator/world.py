@@ -23,31 +23,12 @@ from typing import Any
 from wxkf.simulator.behaviour import Behaviour, RoutingMode, first_state
 from wxkf.simulator.clock import SimClock
 from wxkf.simulator.errors import SimError
+from wxkf.wecom.models import CUSTOMER_MSGTYPES
 
 MSGID_RE = re.compile(r"^[0-9a-zA-Z_-]{1,32}$")
 MENU_ITEM_TYPES = frozenset({"click", "view", "miniprogram", "text"})
 SEND_MSGTYPES = frozenset(
     {"text", "image", "voice", "video", "file", "link", "miniprogram", "msgmenu", "location", "ca_link"}
-)
-CUSTOMER_MSGTYPES = frozenset(
-    {
-        "text",
-        "image",
-        "voice",
-        "video",
-        "file",
-        "location",
-        "link",
-        "business_card",
-        "miniprogram",
-        "channels_shop_product",
-        "channels_shop_order",
-        "merged_msg",
-        "channels",
-        "meeting",
-        "schedule",
-        "note",
-    }
 )
 
 

@@ -31,6 +31,30 @@ MEDIA_MAX_BYTES = {"image": 10 * 2**20, "voice": 2 * 2**20, "video": 10 * 2**20,
 
 MediaKind = Literal["image", "voice", "video", "file"]
 
+# wecom-api §3 (DOC-94699's list): what WeChat customers send through sync_msg (origin 3). `msgmenu`
+# is a menu a servicer forwarded; a tapped option comes back as `text` with `menu_id`.
+CUSTOMER_MSGTYPES = frozenset(
+    {
+        "text",
+        "image",
+        "voice",
+        "video",
+        "file",
+        "location",
+        "link",
+        "business_card",
+        "miniprogram",
+        "msgmenu",
+        "channels_shop_product",
+        "channels_shop_order",
+        "merged_msg",
+        "channels",
+        "meeting",
+        "schedule",
+        "note",
+    }
+)
+
 
 def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))

@@ -12,7 +12,7 @@ from alembic import op
 revision = "media_in_0001_inbound"
 down_revision = "0001_core"
 branch_labels = ("media_in",)
-depends_on = ("kf_0001_pipeline", "agent_0001_kb")
+depends_on = ("agent_0001_kb",)  # kb_documents gets a collection column
 
 
 def upgrade() -> None:
