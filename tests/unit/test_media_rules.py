@@ -128,3 +128,18 @@ def test_only_what_the_customer_wrote_is_searched() -> None:
     assert searchable_text("voice", {"media_id": "m", "transcript": "怎么退货"}) == "怎么退货"
     merged = {"item": [{"msgtype": "text", "msg_content": '{"text": {"content": "能开发票吗"}}'}]}
     assert searchable_text("merged_msg", merged) == "能开发票吗"
+
+
+def test_account_settings_from_the_command_line_name_what_is_wrong() -> None:
+    from wxkf.kf.accounts import AccountSettingsError, parse_changes, validated
+
+    assert parse_changes({"kb_collections": "tea, ", "persona": ""}) == {
+        "kb_collections": ["tea", ""],
+        "persona": None,
+    }
+    with pytest.raises(AccountSettingsError, match="未知的设置 'colour'"):
+        parse_changes({"colour": "red"})
+    with pytest.raises(AccountSettingsError, match="welcome_menu"):
+        parse_changes({"welcome_menu": "{not json"})
+    with pytest.raises(AccountSettingsError, match=r"welcome_menu\.options\.0\.action"):
+        validated({}, {"welcome_menu": {"options": [{"id": "a", "content": "x", "action": "teleport"}]}})
