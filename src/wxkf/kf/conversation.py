@@ -29,7 +29,7 @@ from wxkf.kf.policy import Action, Reason, decide, state_name
 from wxkf.kf.responder import Conversation, MediaContent, Reply, ReplyRequest
 from wxkf.kf.service_state import SessionState, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
-from wxkf.media.errors import MediaStoreError
+from wxkf.media.errors import MediaNotFound, MediaStoreError
 from wxkf.ops.logging import log_context
 from wxkf.wecom.errors import APIError, RateLimitedError, SessionStateError, TransportError
 
@@ -426,6 +426,11 @@ async def deliver(
             await outbox.mark_attempt(conn, row["id"])
         try:
             await send_row(pipeline, conversation, row)
+        except MediaNotFound as exc:
+            # A knowledge-base attachment removed from the store since: this message cannot be sent.
+            async with pipeline.pool.connection() as conn:
+                await outbox.mark_failed(conn, row["id"], None, str(exc))
+            continue
         except (RateLimitedError, TransportError, MediaStoreError):
             raise
         except APIError as exc:
