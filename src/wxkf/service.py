@@ -32,8 +32,10 @@ async def agent_responder(
         wecom = pipeline.client
     except PipelineNotConfigured:
         wecom = None
-    knowledge = KnowledgeBase(database, make_embedder(settings))
-    responder = build_responder(settings, database, retriever=knowledge, wecom=wecom)
+    knowledge = KnowledgeBase(database, make_embedder(settings), media_store=pipeline.media_store)
+    responder = build_responder(
+        settings, database, retriever=knowledge, wecom=wecom, upgrade=wecom, accounts=pipeline.accounts
+    )
     try:
         yield responder
     finally:
