@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import procrastinate
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("wxkf.kf.media")
 
 FETCH_TASK = "kf:fetch_media"
-PURGE_TASK = "kf:purge_media"
 
 
 class MediaNotYetStored(Exception):
@@ -126,14 +124,6 @@ async def fetch_media_job(context: JobContext, open_kfid: str, external_userid: 
     await defer_converse(pipeline.procrastinate, conversation)
 
 
-async def purge_media_job(context: JobContext, timestamp: int) -> None:
-    """Hourly: media older than MEDIA_RETENTION_DAYS leave the store (one worker runs it per hour)."""
-    pipeline: Pipeline = context.additional_context["pipeline"]
-    await pipeline.media.purge(timedelta(days=pipeline.settings.media_retention_days))
-
-
 def register_tasks(app: procrastinate.App) -> None:
     app.task(name=FETCH_TASK, pass_context=True, retry=FETCH_RETRY)(fetch_media_job)
-    app.periodic(cron="17 * * * *", periodic_id="media-retention")(
-        app.task(name=PURGE_TASK, pass_context=True, queueing_lock=PURGE_TASK)(purge_media_job)
-    )
+    # Old media leave the store with the other tables' old rows, in the retention job.

@@ -67,7 +67,15 @@ _NOT_STORED = """
 UPDATE media_inbound SET status = %s, attempts = attempts + %s, errcode = %s, error = %s
 WHERE open_kfid = %s AND msgid = %s AND status <> 'stored'
 """
-_PURGE_ROWS = "DELETE FROM media_inbound WHERE created_at < now() - %s RETURNING sha256"
+# A bounded batch, oldest first (ix_media_inbound_created), skipping rows a download holds.
+_PURGE_ROWS = """
+DELETE FROM media_inbound WHERE (open_kfid, msgid) IN (
+    SELECT open_kfid, msgid FROM media_inbound WHERE created_at < now() - %s
+    ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED)
+RETURNING sha256
+"""
+PURGE_BATCH = 500  # rows a statement, and files a store deletion
+PURGE_BATCHES = 20  # batches a purge; the next run goes on
 # Bytes still named by a message inside the retention or by a knowledge-base attachment stay.
 _UNREFERENCED = """
 SELECT k FROM unnest(%s::text[]) AS k
@@ -173,23 +181,8 @@ class InboundMedia:
         await self._not_stored(open_kfid, msgid, "failed", None, "gave_up", error)
 
     async def purge(self, retention: timedelta) -> int:
-        """Forget media received more than `retention` ago (MEDIA_RETENTION_DAYS); returns the files deleted."""
-        async with self.pool.connection() as conn, conn.transaction():
-            rows = await (await conn.execute(_PURGE_ROWS, (retention,))).fetchall()
-            keys = sorted({r[0] for r in rows if r[0]})
-            unreferenced = [r[0] for r in await (await conn.execute(_UNREFERENCED, (keys,))).fetchall()]
-            await conn.execute(_PURGE_UPLOADS)
-        await self.store.delete(unreferenced)
-        if rows:
-            log.info(
-                "已清理 %d 条过期媒体记录、%d 个文件 / purged %d media rows and %d files",
-                len(rows),
-                len(unreferenced),
-                len(rows),
-                len(unreferenced),
-                extra={"decision": "media_purged"},
-            )
-        return len(unreferenced)
+        """`purge` on this store: media received more than `retention` ago; returns the files deleted."""
+        return await purge(self.pool, self.store, retention)
 
     async def contents(self, open_kfid: str, msgids: Sequence[str]) -> dict[str, MediaContent]:
         """The responder's view of stored or failed media; images and voice come with their bytes."""
@@ -213,3 +206,31 @@ class InboundMedia:
                 error=error,
             )
         return found
+
+
+async def purge(pool: AsyncConnectionPool[Any], store: MediaStore, retention: timedelta) -> int:
+    """Forget media received more than `retention` ago (MEDIA_RETENTION_DAYS) in bounded batches,
+    with the files no one else names; returns the files deleted. The retention job runs it
+    (`wxkf.ops.retention`); it needs no WeCom client."""
+    purged = files = 0
+    async with pool.connection() as conn:
+        await conn.execute(_PURGE_UPLOADS)
+    for _ in range(PURGE_BATCHES):
+        async with pool.connection() as conn, conn.transaction():
+            rows = await (await conn.execute(_PURGE_ROWS, (retention, PURGE_BATCH))).fetchall()
+            keys = sorted({r[0] for r in rows if r[0]})
+            unreferenced = [r[0] for r in await (await conn.execute(_UNREFERENCED, (keys,))).fetchall()]
+        await store.delete(unreferenced)
+        purged, files = purged + len(rows), files + len(unreferenced)
+        if len(rows) < PURGE_BATCH:
+            break
+    if purged:
+        log.info(
+            "已清理 %d 条过期媒体记录、%d 个文件 / purged %d media rows and %d files",
+            purged,
+            files,
+            purged,
+            files,
+            extra={"decision": "media_purged"},
+        )
+    return files

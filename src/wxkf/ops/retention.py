@@ -11,6 +11,8 @@
       contact_confirmations
     procrastinate_jobs    failed, cancelled or aborted more than RETENTION_JOB_DAYS ago (successful ones
                           are deleted when they finish)
+    media_inbound         received more than MEDIA_RETENTION_DAYS ago, with the stored files no one
+      and the store       else names (`wxkf.media.inbound.InboundMedia.purge`, in batches of its own)
 
 Never deleted, whatever their age, because exactly-once needs them: each account's sync cursor
 (`kf_sync_cursors` is not touched), unprocessed inbound rows and unsent outbox rows, and each
@@ -38,6 +40,8 @@ from procrastinate import JobContext
 
 from wxkf.config import Settings
 from wxkf.db.engine import Pool
+from wxkf.media.inbound import purge as purge_media
+from wxkf.media.storage import MediaStore
 
 log = logging.getLogger("wxkf.ops.retention")
 
@@ -149,10 +153,13 @@ async def _batch(pool: Pool, target: Target) -> int:
     return int(row[0]) if row else 0
 
 
-async def run_pass(pool: Pool, settings: Settings, app: procrastinate.App | None = None) -> dict[str, int]:
+async def run_pass(
+    pool: Pool, settings: Settings, app: procrastinate.App | None = None, media: MediaStore | None = None
+) -> dict[str, int]:
     """One bounded pass over every table; returns the rows deleted per table.
 
-    With `app`, procrastinate's finished jobs older than RETENTION_JOB_DAYS go too (its own query).
+    With `app`, procrastinate's finished jobs older than RETENTION_JOB_DAYS go too (its own query);
+    with `media`, media past MEDIA_RETENTION_DAYS leave that store (the files deleted are counted).
     """
     deleted: dict[str, int] = {}
     for target in targets(settings):
@@ -170,6 +177,8 @@ async def run_pass(pool: Pool, settings: Settings, app: procrastinate.App | None
             include_cancelled=True,
             include_aborted=True,
         )
+    if media is not None:
+        deleted["media_files"] = await purge_media(pool, media, timedelta(days=settings.media_retention_days))
     removed = {table: n for table, n in deleted.items() if n}
     if removed:
         log.info(
@@ -180,14 +189,17 @@ async def run_pass(pool: Pool, settings: Settings, app: procrastinate.App | None
     return deleted
 
 
-class _HasPool(Protocol):
+class _Owner(Protocol):
     pool: Pool
     settings: Settings
 
+    @property
+    def media_store(self) -> MediaStore: ...
+
 
 async def retention_job(context: JobContext, timestamp: int) -> None:
-    owner: _HasPool = context.additional_context["pipeline"]
-    await run_pass(owner.pool, owner.settings, context.app)
+    owner: _Owner = context.additional_context["pipeline"]
+    await run_pass(owner.pool, owner.settings, context.app, owner.media_store)
 
 
 def register_task(app: procrastinate.App, settings: Settings) -> None:
