@@ -17,6 +17,7 @@ from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
 from wxkf.ops.explain import explain as explain_command
 from wxkf.simulator.cli import simulator_app
+from wxkf.web.console.cli import console_app
 
 # Commands import what they need in their bodies, so `wxkf --help`, `wxkf version` and `wxkf explain`
 # start without pydantic-settings, the database, the openai SDK or FastAPI.
@@ -34,6 +35,7 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(kb_app, name="kb")
 app.command("doctor")(doctor_command)
 app.add_typer(kf_session_app, name="session")
+app.add_typer(console_app, name="console")
 app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 
 console = Console()

@@ -33,7 +33,12 @@ async def agent_responder(
     except PipelineNotConfigured:
         wecom = None
     knowledge = KnowledgeBase(database, make_embedder(settings))
-    responder = build_responder(settings, database, retriever=knowledge, wecom=wecom)
+    from wxkf.web.console.unanswered import RecordingResponder
+
+    # What the bot could not answer goes to the console's list of unanswered questions.
+    responder = RecordingResponder(
+        build_responder(settings, database, retriever=knowledge, wecom=wecom), pipeline.pool
+    )
     try:
         yield responder
     finally:

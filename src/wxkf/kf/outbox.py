@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from wxkf.kf.budget import ReplyBudget
 from wxkf.kf.responder import Conversation
 
-OutboxKind = Literal["reply", "welcome", "push", "tool", "contact"]
+OutboxKind = Literal["reply", "welcome", "push", "tool", "contact", "staff"]
 DUPLICATE_MSGID_ERRCODES = frozenset({40058})  # see the module docstring
 
 # wecom-api §3 msg_send_fail fail_type → what an operator should know.
