@@ -40,11 +40,13 @@ async def test_a_staff_reply_is_never_the_6th_message_of_a_window(settings_facto
                 assert "已加入发送队列" in await staff.flash(response)
             refused = await staff.post(f"{url}/reply", {"text": "第六条", "reply_token": "t5"})
             message = html.unescape(await staff.flash(refused))
-            assert "没有发送" in message and "5 条已用完" in message
+            assert "没有发送" in message
+            assert "5 条已用完" in message
         await run.until(lambda: _count(run, customer, 5))
         await run.idle()
         texts = await run.texts(customer)
-        assert len(texts) == 5 and "第六条" not in texts
+        assert len(texts) == 5
+        assert "第六条" not in texts
         assert [c for c in await run.control("calls", "kf/send_msg") if c.get("errcode")] == []
         assert [row[1] for row in await _staff_rows(run, customer)] == [f"人工回复 {n}" for n in range(4)]
 
@@ -67,7 +69,8 @@ async def test_a_staff_reply_is_never_sent_while_a_servicer_serves_in_wecom(sett
             calls_before = len(await run.control("calls", "kf/send_msg"))
             refused = await staff.post(f"{url}/reply", {"text": "你好", "reply_token": "s1"})
             message = html.unescape(await staff.flash(refused))
-            assert "state 3" in message and "95018" in message
+            assert "state 3" in message
+            assert "95018" in message
         assert await _staff_rows(run, customer) == []
         assert len(await run.control("calls", "kf/send_msg")) == calls_before
 
