@@ -1,9 +1,9 @@
 """A staff member's browser, reduced to HTTP: log in to the console, read pages, send its forms.
 
-    async with ConsoleClient(base_url) as staff:
-        await staff.login("alice", "s3cret-pass")
-        page = await staff.get("/console/conversations")
-        await staff.post("/console/c/wk…/wm…/takeover")      # the page's CSRF token is added
+async with ConsoleClient(base_url) as staff:
+    await staff.login("alice", "s3cret-pass")
+    page = await staff.get("/console/conversations")
+    await staff.post("/console/c/wk…/wm…/takeover")      # the page's CSRF token is added
 """
 
 from __future__ import annotations
