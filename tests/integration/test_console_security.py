@@ -44,11 +44,11 @@ async def run(settings_factory: Any) -> AsyncIterator[RunningPipeline]:
 
 
 def console_routes() -> list[tuple[str, str]]:
-    routes = []
+    routes: list[tuple[str, str]] = []
     for route in router.routes:
         if isinstance(route, APIRoute) and route.path not in PUBLIC:
             path = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], route.path)
-            routes.extend((method, path) for method in sorted(route.methods))
+            routes.extend((method, path) for method in sorted(route.methods or ()))
     return routes
 
 
