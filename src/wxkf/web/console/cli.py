@@ -54,3 +54,24 @@ def add_user_command(
         highlight=False,
         markup=False,
     )
+
+
+def demo_login(conninfo: str, base_url: str) -> str:
+    """An admin account for the demo's own (fresh) database, and the line that tells how to log in."""
+    import secrets
+
+    import psycopg
+
+    from .auth import add_user
+
+    password = secrets.token_urlsafe(9)
+
+    async def create() -> None:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            await add_user(conn, "demo", password, "admin")
+
+    asyncio.run(create())
+    return (
+        f"🖥️  控制台 / console: {base_url}/console  用户 / user: demo  密码 / password: {password}\n"
+        "   在浏览器里看会话实时出现、接管并回复 / watch the conversation live, take it over and reply"
+    )

@@ -144,7 +144,8 @@ SELECT c.open_kfid, c.external_userid, c.window_started_at, c.replies_used, c.pa
        li.origin AS in_origin, li.msgtype AS in_msgtype, li.body AS in_body, li.send_time AS in_at,
        lo.body AS out_body, lo.kind AS out_kind, lo.created_at AS out_at,
        (t.username IS NULL AND (c.service_state = 2 OR lc.status = 'skipped' AND lc.reason = ANY(%(reasons)s)
-        OR EXISTS (SELECT 1 FROM console_unanswered u WHERE u.open_kfid = c.open_kfid AND u.msgid = lc.msgid)))
+        OR EXISTS (SELECT 1 FROM console_unanswered u WHERE u.open_kfid = c.open_kfid AND u.msgid = lc.msgid
+                   AND u.kind = 'handoff')))
         AS needs_human
 FROM kf_conversations c
 LEFT JOIN console_customers cu ON cu.external_userid = c.external_userid
@@ -307,10 +308,13 @@ class Entry:
     label: str
     note: str = ""  # what was not sent / not answered, and why
     problem: bool = False
+    # The order: when wxkf recorded it, by the database's clock (WeCom's send_time has whole seconds).
+    order: datetime | None = None
 
 
 _THREAD_INBOUND = """
-SELECT id, msgid, origin, msgtype, event_type, servicer_userid, send_time, body, status, reason, processed_at
+SELECT id, msgid, origin, msgtype, event_type, servicer_userid, send_time, body, status, reason, processed_at,
+       recorded_at
 FROM kf_inbound WHERE open_kfid = %s AND external_userid = %s ORDER BY id DESC LIMIT %s
 """
 _THREAD_OUTBOX = """
@@ -397,12 +401,22 @@ async def transcript(conn: AsyncConnection[Any], conversation: Conversation) -> 
     entries: list[Entry] = []
     for row in inbound:
         if row["origin"] == ORIGIN_SYSTEM or row["msgtype"] == "event":
-            entries.append(Entry(row["send_time"], "event", _event_text(row), "事件 / event"))
+            entries.append(
+                Entry(row["send_time"], "event", _event_text(row), "事件 / event", order=row["recorded_at"])
+            )
             continue
         text = _inbound_text(row["msgtype"], row["body"])
         if row["origin"] == ORIGIN_SERVICER:
             who = row["servicer_userid"] or "?"
-            entries.append(Entry(row["send_time"], "servicer", text, f"接待人员 {who} / servicer (WeCom)"))
+            entries.append(
+                Entry(
+                    row["send_time"],
+                    "servicer",
+                    text,
+                    f"接待人员 {who} / servicer (WeCom)",
+                    order=row["recorded_at"],
+                )
+            )
             continue
         note, problem = "", False
         if row["status"] == "skipped":
@@ -416,7 +430,11 @@ async def transcript(conn: AsyncConnection[Any], conversation: Conversation) -> 
             note = "已撤回，未回复 / recalled before an answer"
         elif row["status"] == "pending":
             note = "处理中 / being answered"
-        entries.append(Entry(row["send_time"], "customer", text, "客户 / customer", note, problem))
+        entries.append(
+            Entry(
+                row["send_time"], "customer", text, "客户 / customer", note, problem, order=row["recorded_at"]
+            )
+        )
     for row in outbox:
         who = "staff" if row["kind"] == "staff" else "bot"
         label = OUTBOX_KINDS.get(row["kind"], str(row["kind"]))
@@ -443,7 +461,7 @@ async def transcript(conn: AsyncConnection[Any], conversation: Conversation) -> 
                     action["username"],
                 )
             )
-    entries.sort(key=lambda e: e.at)
+    entries.sort(key=lambda e: e.order or e.at)
     return entries
 
 

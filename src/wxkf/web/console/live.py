@@ -8,7 +8,9 @@ connection while any of its streams is open, and keeps `console_watch.until` ahe
 
 A stream sends `event: change` with a JSON list of keys, coalesced (a burst is one event; more than
 `MAX_KEYS` pending becomes `["*"]`, refresh everything); `["*"]` also follows a lost connection to
-the database, when notifications may have been missed. Streams end after `STREAM_SECONDS`; the
+the database, when notifications may have been missed. A stream opens once LISTEN is active, and
+the page refreshes whenever its stream opens, so nothing between the page's render and the stream
+goes unseen. Streams end after `STREAM_SECONDS`; the
 browser's EventSource reconnects by itself (`retry:`) and refreshes, so a server shutting down never
 waits long for an open console.
 """
@@ -34,7 +36,8 @@ HEARTBEAT_SECONDS = 10.0
 RETRY_MS = 1500
 WATCH_SECONDS = 60  # how far ahead a listener keeps `console_watch.until`
 WATCH_REFRESH_SECONDS = 20.0
-IDLE_CLOSE_SECONDS = 10.0  # the LISTEN connection outlives the last stream by this much (reconnects)
+IDLE_CLOSE_SECONDS = 10.0
+LISTEN_WAIT_SECONDS = 5.0  # the LISTEN connection outlives the last stream by this much (reconnects)
 
 _WATCH = (
     "UPDATE console_watch SET until = greatest(coalesce(until, now()), now() + make_interval(secs => %s))"
@@ -150,6 +153,9 @@ async def stream(feed: ChangeFeed, *, seconds: float = STREAM_SECONDS) -> AsyncI
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     async with feed.subscribe() as subscription:
+        # The page refreshes when the stream opens: from then on, no change may go unseen.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(feed.listening.wait(), LISTEN_WAIT_SECONDS)
         yield f"retry: {RETRY_MS}\n\n".encode()
         while (left := deadline - loop.time()) > 0:
             try:

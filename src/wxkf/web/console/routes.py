@@ -571,9 +571,12 @@ async def kb_page(request: Request, staff: AdminDep, q: str = "") -> Response:
 async def _uploads(request: Request) -> list[knowledge.Upload]:
     form = await request.form()
     uploads = []
-    for item in form.getlist("files"):
-        if not isinstance(item, str):
-            uploads.append(knowledge.Upload(item.filename or "", await item.read()))
+    try:
+        for item in form.getlist("files"):
+            if not isinstance(item, str):
+                uploads.append(knowledge.Upload(item.filename or "", await item.read()))
+    finally:
+        await form.close()  # the spooled temporary files
     return uploads
 
 

@@ -41,17 +41,27 @@
       update = debounced(() => refresh(body.dataset.panelUrl, panel), 250);
       mine = (keys) => keys.includes(key) || keys.includes("*");
     }
-    let opened = false;
     const source = new EventSource("/console/events");
     source.addEventListener("open", () => {
       if (status) status.classList.add("on");
-      if (opened) update(); // reconnected: catch up on what happened in between
-      opened = true;
+      update(); // the stream listens from now on: catch up on what happened before it opened
     });
     source.addEventListener("error", () => { if (status) status.classList.remove("on"); });
     source.addEventListener("change", (event) => {
       const keys = JSON.parse(event.data);
       if (mine(keys)) update();
+    });
+  }
+
+  // The reply form stays as typed; what it says about the budget follows the live panel.
+  function followBudget() {
+    document.addEventListener("wxkf:refreshed", () => {
+      const budget = document.getElementById("budget");
+      const before = document.getElementById("budget-before");
+      const send = document.querySelector("#reply-form button[type=submit]");
+      if (!budget || !before) return;
+      before.textContent = budget.dataset.explain;
+      if (send) send.disabled = budget.dataset.remaining === "0" || budget.dataset.sendable !== "1";
     });
   }
 
@@ -121,6 +131,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     live();
+    followBudget();
     upload();
     confirmations();
   });
