@@ -8,6 +8,8 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from .auth import Staff
+
 _INSERT = """
 INSERT INTO console_audit (user_id, username, action, target, detail, ip) VALUES (%s, %s, %s, %s, %s, %s)
 """
@@ -57,6 +59,21 @@ async def record(
     await conn.execute(
         _INSERT,
         (user_id, username, action, target, json.dumps(detail or {}, ensure_ascii=False), ip),
+    )
+
+
+async def staff_action(
+    conn: AsyncConnection[Any],
+    staff: Staff,
+    action: str,
+    *,
+    target: str = "",
+    detail: dict[str, Any] | None = None,
+    ip: str = "",
+) -> None:
+    """`record` for what a logged-in staff member did."""
+    await record(
+        conn, user_id=staff.id, username=staff.username, action=action, target=target, detail=detail, ip=ip
     )
 
 

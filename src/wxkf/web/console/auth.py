@@ -138,6 +138,7 @@ UPDATE console_users SET password_hash = %s, failed_logins = 0, locked_until = N
     session_epoch = session_epoch + 1
 WHERE id = %s RETURNING username
 """
+_ROLE = "SELECT role FROM console_users WHERE id = %s"
 _COUNT_ADMINS = "SELECT count(*) FROM console_users WHERE role = 'admin' AND NOT disabled AND id <> %s"
 
 
@@ -184,7 +185,7 @@ async def set_password(conn: AsyncConnection[Any], user_id: int, password: str) 
 async def _keep_an_admin(conn: AsyncConnection[Any], user_id: int, by: Staff) -> None:
     if user_id == by.id:
         raise ConsoleAuthError("不能停用自己的账号 / you cannot disable your own account")
-    target = await (await conn.execute("SELECT role FROM console_users WHERE id = %s", (user_id,))).fetchone()
+    target = await (await conn.execute(_ROLE, (user_id,))).fetchone()
     others = await (await conn.execute(_COUNT_ADMINS, (user_id,))).fetchone()
     if target is not None and target[0] == "admin" and others is not None and others[0] == 0:
         raise ConsoleAuthError("至少要保留一个可用的管理员 / at least one active admin must remain")

@@ -15,7 +15,8 @@ the text is empty or over 2048 bytes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -163,6 +164,7 @@ LEFT JOIN LATERAL (
     WHERE o.open_kfid = c.open_kfid AND o.external_userid = c.external_userid
     ORDER BY o.id DESC LIMIT 1) lo ON true
 WHERE (%(account)s = '' OR c.open_kfid = %(account)s)
+  AND (%(customer)s::text IS NULL OR c.external_userid = %(customer)s)
   AND (%(state)s::int IS NULL OR c.service_state = %(state)s)
   AND (NOT %(paused)s OR t.username IS NOT NULL OR c.paused_until > now())
   AND (%(query)s = '' OR c.external_userid ILIKE %(like)s OR cu.nickname ILIKE %(like)s
@@ -226,6 +228,7 @@ async def _list_rows(conn: AsyncConnection[Any], filters: Filters, limit: int) -
     params = {
         "reasons": list(NEEDS_HUMAN_REASONS),
         "account": filters.account,
+        "customer": None,
         "state": filters.state,
         "paused": filters.paused,
         "query": query,
@@ -241,7 +244,7 @@ async def one_conversation(conn: AsyncConnection[Any], conversation: Conversatio
     """The list's row for one conversation (the transcript's status panel)."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        _LIST.replace("WHERE (%(account)s", "WHERE c.external_userid = %(customer)s AND (%(account)s"),
+        _LIST,
         {
             "reasons": list(NEEDS_HUMAN_REASONS),
             "account": conversation.open_kfid,
@@ -501,10 +504,10 @@ def _target(conversation: Conversation) -> str:
     return audit.conversation_target(conversation.open_kfid, conversation.external_userid)
 
 
-async def take_over(conn: AsyncConnection[Any], conversation: Conversation, staff: Staff, ip: str) -> None:
+async def take_over(pipeline: Pipeline, conversation: Conversation, staff: Staff, ip: str) -> None:
     """Pause the bot for this customer and make `staff` the one who answers from the console."""
     key = (conversation.open_kfid, conversation.external_userid)
-    async with conn.transaction():
+    async with pipeline.pool.connection() as conn, conn.transaction():
         await conn.execute(_ENSURE_CONVERSATION, key)
         locked = await (await conn.execute(_LOCK_CONVERSATION, key)).fetchone()
         previous = locked[0] if locked is not None else None
@@ -520,20 +523,19 @@ async def take_over(conn: AsyncConnection[Any], conversation: Conversation, staf
             name = current.username if current is not None else "?"
             raise ConsoleRefusal(f"该会话已由 {name} 接管 / {name} has already taken this conversation over")
         await conn.execute(_PAUSE, (TAKEOVER_PAUSE, *key))
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action="takeover",
+            staff,
+            "takeover",
             target=_target(conversation),
             ip=ip,
         )
 
 
-async def hand_back(conn: AsyncConnection[Any], conversation: Conversation, staff: Staff, ip: str) -> None:
+async def hand_back(pipeline: Pipeline, conversation: Conversation, staff: Staff, ip: str) -> None:
     """End the takeover: the bot answers the customer's next message again."""
     key = (conversation.open_kfid, conversation.external_userid)
-    async with conn.transaction():
+    async with pipeline.pool.connection() as conn, conn.transaction():
         await conn.execute(_LOCK_CONVERSATION, key)
         row = await (await conn.execute(_HOLDER, key)).fetchone()
         if row is None:
@@ -546,11 +548,10 @@ async def hand_back(conn: AsyncConnection[Any], conversation: Conversation, staf
         await conn.execute(_RELEASE, key)
         restored = previous if previous is not None and previous > datetime.now(UTC) else None
         await conn.execute(_PAUSE, (restored, *key))
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action="handback",
+            staff,
+            "handback",
             target=_target(conversation),
             detail={"from": username},
             ip=ip,
@@ -572,22 +573,27 @@ def check_reply_text(text: str) -> str:
 
 async def current_state(pipeline: Pipeline, conversation: Conversation) -> tuple[int, str | None]:
     """The session's state, asked from WeCom now (and cached for the pipeline)."""
-    try:
+    with asking_wecom("读取会话状态 / service_state/get"):
         found = await pipeline.states.get(conversation)
+    return found.state, found.servicer_userid
+
+
+@contextlib.contextmanager
+def asking_wecom(doing: str) -> Iterator[None]:
+    """WeCom's answers as refusals in words: not configured, an errcode with the catalog's hint, unreachable."""
+    try:
+        yield
     except PipelineNotConfigured as exc:
         raise ConsoleRefusal(str(exc)) from None
     except APIError as exc:
-        raise ConsoleRefusal(_api_refusal("读取会话状态 / service_state/get", exc)) from None
+        hint = " ".join(exc.hint.split()) if exc.hint else ""
+        raise ConsoleRefusal(
+            f"{doing} 失败 / failed: errcode {exc.errcode}" + (f" — {hint}" if hint else "")
+        ) from None
     except WeComError as exc:
         raise ConsoleRefusal(
             f"无法连接企业微信：{type(exc).__name__}，请稍后重试 / WeCom could not be reached; try again"
         ) from None
-    return found.state, found.servicer_userid
-
-
-def _api_refusal(doing: str, exc: APIError) -> str:
-    hint = " ".join(exc.hint.split()) if exc.hint else ""
-    return f"{doing} 失败 / failed: errcode {exc.errcode}" + (f" — {hint}" if hint else "")
 
 
 def _state_refusal(state: int, servicer: str | None) -> str:
@@ -649,11 +655,10 @@ async def reply(
             budget = Budget.of(row[0] if row else None, row[1] if row else 0, datetime.now(UTC))
             refusal = f"没有发送 / not sent: {budget.explain}"
     async with pipeline.pool.connection() as conn:
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action="reply" if refusal is None else "reply_refused",
+            staff,
+            "reply" if refusal is None else "reply_refused",
             target=_target(conversation),
             detail={"msgids": msgids} if refusal is None else {"why": refusal},
             ip=ip,
@@ -665,14 +670,8 @@ async def reply(
 
 async def servicers(pipeline: Pipeline, open_kfid: str) -> list[tuple[str, bool]]:
     """The account's servicers from kf/servicer/list: (userid, receiving now)."""
-    try:
+    with asking_wecom("读取接待人员 / kf/servicer/list"):
         response = await pipeline.client.list_servicers(open_kfid)
-    except PipelineNotConfigured as exc:
-        raise ConsoleRefusal(str(exc)) from None
-    except APIError as exc:
-        raise ConsoleRefusal(_api_refusal("读取接待人员 / kf/servicer/list", exc)) from None
-    except WeComError as exc:
-        raise ConsoleRefusal(f"无法连接企业微信 / WeCom could not be reached: {type(exc).__name__}") from None
     return [(s.userid, s.status in (None, 0)) for s in response.servicer_list if s.userid]
 
 
@@ -707,20 +706,13 @@ async def _trans(
     ip: str,
     action: str,
 ) -> None:
-    try:
+    with asking_wecom(f"变更会话状态 / service_state/trans → {to_state}"):
         await pipeline.states.trans(conversation, to_state, servicer)
-    except PipelineNotConfigured as exc:
-        raise ConsoleRefusal(str(exc)) from None
-    except APIError as exc:
-        raise ConsoleRefusal(_api_refusal(f"变更会话状态 / service_state/trans → {to_state}", exc)) from None
-    except WeComError as exc:
-        raise ConsoleRefusal(f"无法连接企业微信 / WeCom could not be reached: {type(exc).__name__}") from None
     async with pipeline.pool.connection() as conn:
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action=action,
+            staff,
+            action,
             target=_target(conversation),
             detail={"servicer": servicer} if servicer else {},
             ip=ip,

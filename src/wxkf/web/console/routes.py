@@ -312,7 +312,7 @@ async def login(
 async def logout(request: Request, staff: PostingDep) -> Response:
     async with _state(request).pipeline.pool.connection() as conn:
         await end_sessions(conn, staff.id)
-        await audit.record(conn, user_id=staff.id, username=staff.username, action="logout", ip=_ip(request))
+        await audit.staff_action(conn, staff, "logout", ip=_ip(request))
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path=PREFIX)
     return response
@@ -326,7 +326,10 @@ async def home(staff: StaffDep) -> Response:
 # --- conversations --------------------------------------------------------------------------------
 
 
-def _filters(needs_human: str, paused: str, state: str, account: str, q: str) -> conv.Filters:
+def list_filters(
+    needs_human: str = "", paused: str = "", state: str = "", account: str = "", q: str = ""
+) -> conv.Filters:
+    """The conversation list's filters from the query string; anything unknown is ignored."""
     return conv.Filters(
         needs_human=needs_human == "1",
         paused=paused == "1",
@@ -334,6 +337,9 @@ def _filters(needs_human: str, paused: str, state: str, account: str, q: str) ->
         account=account.strip()[:64],
         query=q.strip()[:100],
     )
+
+
+FiltersDep = Annotated[conv.Filters, Depends(list_filters)]
 
 
 async def _rows(request: Request, filters: conv.Filters) -> list[conv.ConversationRow]:
@@ -347,16 +353,7 @@ async def _rows(request: Request, filters: conv.Filters) -> list[conv.Conversati
 
 
 @router.get("/conversations", response_class=HTMLResponse)
-async def conversations_page(
-    request: Request,
-    staff: StaffDep,
-    needs_human: str = "",
-    paused: str = "",
-    state: str = "",
-    account: str = "",
-    q: str = "",
-) -> Response:
-    filters = _filters(needs_human, paused, state, account, q)
+async def conversations_page(request: Request, staff: StaffDep, filters: FiltersDep) -> Response:
     console = _state(request)
     async with console.pipeline.pool.connection() as conn:
         accounts = await conv.accounts_seen(conn)
@@ -372,16 +369,8 @@ async def conversations_page(
 
 
 @router.get("/conversations/rows", response_class=HTMLResponse)
-async def conversation_rows(
-    request: Request,
-    staff: StaffDep,
-    needs_human: str = "",
-    paused: str = "",
-    state: str = "",
-    account: str = "",
-    q: str = "",
-) -> Response:
-    rows = await _rows(request, _filters(needs_human, paused, state, account, q))
+async def conversation_rows(request: Request, staff: StaffDep, filters: FiltersDep) -> Response:
+    rows = await _rows(request, filters)
     names = await _state(request).account_names()
     return render(request, "_rows.html", staff, rows=rows, account_names=names)
 
@@ -453,11 +442,17 @@ async def conversation_panel(
 
 
 async def _act(
-    request: Request, conversation: Conversation, action: Callable[[], Awaitable[Any]], done: str
+    request: Request,
+    open_kfid: str,
+    external_userid: str,
+    action: Callable[[Conversation], Awaitable[Any]],
+    done: str,
 ) -> Response:
+    """Do a staff action on a conversation and go back to it, with what happened (or why not) in words."""
+    conversation = Conversation(open_kfid, external_userid)
     url = _conversation_url(conversation)
     try:
-        await action()
+        await action(conversation)
     except conv.ConsoleRefusal as exc:
         return await _redirect(request, url, ("error", str(exc)))
     return await _redirect(request, url, ("ok", done))
@@ -465,32 +460,25 @@ async def _act(
 
 @router.post("/c/{open_kfid}/{external_userid}/takeover")
 async def takeover(request: Request, open_kfid: str, external_userid: str, staff: PostingDep) -> Response:
-    conversation = Conversation(open_kfid, external_userid)
-    pool = _state(request).pipeline.pool
-
-    async def act() -> None:
-        async with pool.connection() as conn:
-            await conv.take_over(conn, conversation, staff, _ip(request))
-
+    pipeline, ip = _state(request).pipeline, _ip(request)
     return await _act(
         request,
-        conversation,
-        act,
+        open_kfid,
+        external_userid,
+        lambda c: conv.take_over(pipeline, c, staff, ip),
         "已接管：机器人暂停回复该客户 / taken over: the bot is paused for this customer",
     )
 
 
 @router.post("/c/{open_kfid}/{external_userid}/handback")
 async def handback(request: Request, open_kfid: str, external_userid: str, staff: PostingDep) -> Response:
-    conversation = Conversation(open_kfid, external_userid)
-    pool = _state(request).pipeline.pool
-
-    async def act() -> None:
-        async with pool.connection() as conn:
-            await conv.hand_back(conn, conversation, staff, _ip(request))
-
+    pipeline, ip = _state(request).pipeline, _ip(request)
     return await _act(
-        request, conversation, act, "已交还机器人：客户的下一条消息由机器人回答 / handed back to the bot"
+        request,
+        open_kfid,
+        external_userid,
+        lambda c: conv.hand_back(pipeline, c, staff, ip),
+        "已交还机器人：客户的下一条消息由机器人回答 / handed back to the bot",
     )
 
 
@@ -503,13 +491,14 @@ async def reply(
     text: Annotated[str, Form()] = "",
     reply_token: Annotated[str, Form()] = "",
 ) -> Response:
-    conversation = Conversation(open_kfid, external_userid)
-    pipeline = _state(request).pipeline
-
-    async def act() -> None:
-        await conv.reply(pipeline, conversation, staff, text, reply_token, _ip(request))
-
-    return await _act(request, conversation, act, "已加入发送队列 / queued for sending")
+    pipeline, ip = _state(request).pipeline, _ip(request)
+    return await _act(
+        request,
+        open_kfid,
+        external_userid,
+        lambda c: conv.reply(pipeline, c, staff, text, reply_token, ip),
+        "已加入发送队列 / queued for sending",
+    )
 
 
 @router.post("/c/{open_kfid}/{external_userid}/transfer")
@@ -520,29 +509,26 @@ async def transfer(
     staff: PostingDep,
     servicer: Annotated[str, Form()] = "",
 ) -> Response:
-    conversation = Conversation(open_kfid, external_userid)
-    pipeline = _state(request).pipeline
-
-    async def act() -> None:
-        await conv.transfer(pipeline, conversation, staff, servicer.strip(), _ip(request))
-
+    pipeline, ip, userid = _state(request).pipeline, _ip(request), servicer.strip()
     return await _act(
         request,
-        conversation,
-        act,
-        f"已转给接待人员 {servicer}（state 3）/ transferred to {servicer} in WeCom",
+        open_kfid,
+        external_userid,
+        lambda c: conv.transfer(pipeline, c, staff, userid, ip),
+        f"已转给接待人员 {userid}（state 3）/ transferred to {userid} in WeCom",
     )
 
 
 @router.post("/c/{open_kfid}/{external_userid}/end")
 async def end(request: Request, open_kfid: str, external_userid: str, staff: PostingDep) -> Response:
-    conversation = Conversation(open_kfid, external_userid)
-    pipeline = _state(request).pipeline
-
-    async def act() -> None:
-        await conv.end_session(pipeline, conversation, staff, _ip(request))
-
-    return await _act(request, conversation, act, "会话已结束（state 4）/ the session is ended")
+    pipeline, ip = _state(request).pipeline, _ip(request)
+    return await _act(
+        request,
+        open_kfid,
+        external_userid,
+        lambda c: conv.end_session(pipeline, c, staff, ip),
+        "会话已结束（state 4）/ the session is ended",
+    )
 
 
 # --- knowledge base -------------------------------------------------------------------------------
@@ -592,11 +578,10 @@ async def kb_upload(request: Request, staff: PostingAdminDep) -> Response:
     async def add(progress: knowledge.Progress | None) -> str:
         results = await knowledge.add_uploads(pool_conn, state.knowledge, uploads, staff.username, progress)
         async with pool_conn() as conn:
-            await audit.record(
+            await audit.staff_action(
                 conn,
-                user_id=staff.id,
-                username=staff.username,
-                action="kb_upload",
+                staff,
+                "kb_upload",
                 target="kb",
                 detail={
                     "files": [{"source": r.source, "status": r.status, "chunks": r.chunks} for r in results]
@@ -657,11 +642,10 @@ async def kb_delete(
     except _KB_ERRORS as exc:
         return await _redirect(request, f"{PREFIX}/kb", ("error", str(exc)))
     async with state.pipeline.pool.connection() as conn:
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action="kb_delete",
+            staff,
+            "kb_delete",
             target="kb",
             detail={"document_id": doc, "source": removed},
             ip=_ip(request),
@@ -681,11 +665,10 @@ async def kb_reindex(
     except _KB_ERRORS as exc:
         return await _redirect(request, f"{PREFIX}/kb", ("error", str(exc)))
     async with state.pipeline.pool.connection() as conn:
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action="kb_reindex",
+            staff,
+            "kb_reindex",
             target="kb",
             detail={"source": result.source, "chunks": result.chunks},
             ip=_ip(request),
@@ -733,11 +716,10 @@ async def unanswered_entry(
         return await _redirect(request, page, ("error", str(exc)))
     await unanswered.resolve(state.pipeline.pool, group_id, result.document_id, staff.username)
     async with state.pipeline.pool.connection() as conn:
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action="unanswered_entry",
+            staff,
+            "unanswered_entry",
             target="kb",
             detail={"group": group_id, "source": result.source, "question": question[:200]},
             ip=_ip(request),
@@ -802,11 +784,10 @@ async def users_add(
             await add_user(conn, username, password, role)
         except ConsoleAuthError as exc:
             return await _redirect(request, page, ("error", str(exc)))
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action="user_add",
+            staff,
+            "user_add",
             target=f"user:{username.strip()}",
             detail={"role": role},
             ip=_ip(request),
@@ -837,11 +818,10 @@ async def users_change(
             name = await change(conn)
         except ConsoleAuthError as exc:
             return await _redirect(request, page, ("error", str(exc)))
-        await audit.record(
+        await audit.staff_action(
             conn,
-            user_id=staff.id,
-            username=staff.username,
-            action=f"user_{action}",
+            staff,
+            f"user_{action}",
             target=f"user:{name}",
             ip=_ip(request),
         )

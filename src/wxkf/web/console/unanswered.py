@@ -93,6 +93,7 @@ class RecordingResponder:
 
 # --- grouping -------------------------------------------------------------------------------------
 
+_LOCK = "SELECT pg_advisory_xact_lock(%s)"
 _UNGROUPED = "SELECT id, question FROM console_unanswered WHERE group_id IS NULL ORDER BY id LIMIT %s"
 _OPEN_GROUPS = (
     "SELECT id, vector FROM console_unanswered_groups WHERE resolved_at IS NULL AND embedder_version = %s"
@@ -120,7 +121,7 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
 async def group_new(pool: AsyncConnectionPool[Any], embedder: Embedder) -> int:
     """Put ungrouped questions into groups; returns how many were placed."""
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_GROUP_LOCK,))
+        await conn.execute(_LOCK, (_GROUP_LOCK,))
         rows = await (await conn.execute(_UNGROUPED, (GROUP_BATCH,))).fetchall()
         if not rows:
             return 0
@@ -186,7 +187,7 @@ GROUP BY g.id, a.text, a.who
 ORDER BY count(u.id) DESC, max(u.asked_at) DESC
 LIMIT %s
 """
-_GROUP = "SELECT id, question, resolved_at FROM console_unanswered_groups WHERE id = %s FOR UPDATE"
+_GROUP = "SELECT id, question, resolved_at FROM console_unanswered_groups WHERE id = %s"
 _GROUP_QUESTIONS = "SELECT DISTINCT question FROM console_unanswered WHERE group_id = %s ORDER BY 1 LIMIT 20"
 _RESOLVE = "UPDATE console_unanswered_groups SET resolved_at = now(), resolved_by = %s, document_id = %s WHERE id = %s"
 
@@ -225,7 +226,7 @@ class UnansweredRefusal(Exception):
 
 async def group_questions(pool: AsyncConnectionPool[Any], group_id: int) -> tuple[str, list[str]]:
     async with pool.connection() as conn:
-        row = await (await conn.execute(_GROUP.replace(" FOR UPDATE", ""), (group_id,))).fetchone()
+        row = await (await conn.execute(_GROUP, (group_id,))).fetchone()
         if row is None:
             raise UnansweredRefusal("没有这个问题组 / no such group")
         if row[2] is not None:
