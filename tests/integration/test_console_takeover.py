@@ -130,3 +130,63 @@ async def test_native_handoff_and_end_session_go_through_wecom(settings_factory:
             assert (await run.control("session", customer))["service_state"] == 4
             again = await staff.post(f"{url}/end")
             assert "已经结束" in html.unescape(await staff.flash(again))
+
+
+async def test_the_list_filters_by_what_needs_doing_and_searches(settings_factory: Any) -> None:
+    async with running_pipeline(settings_factory, ScriptedResponder()) as run:
+        answered, paused, human = run.sim.customers[:3]
+        await create_staff(run.conninfo, "alice")
+        for customer, text in ((answered, "运费怎么算"), (paused, "我要退货"), (human, "发票抬头写错了")):
+            await run.say(customer, text)
+        await run.until(lambda: all_answered(run, [answered, paused, human]))
+        await run.control("take", human, run.sim.servicers[0])  # a servicer serves in WeCom
+        await run.say(human, "还在吗")
+        await run.idle()
+        async with ConsoleClient(run.base_url) as staff:
+            await staff.login("alice")
+            await staff.post(f"{_conversation_url(run, paused)}/takeover")
+
+            async def listed(**params: str) -> set[str]:
+                page = (await staff.get("/console/conversations/rows", params=params)).text
+                return {c for c in (answered, paused, human) if f"{run.sim.open_kfid} {c}" in page}
+
+            assert await listed() == {answered, paused, human}
+            assert await listed(paused="1") == {paused}
+            assert await listed(state="3") == {human}
+            assert await listed(account=run.sim.open_kfid) == {answered, paused, human}
+            assert await listed(account="wkOTHER") == set()
+            assert await listed(q="退货") == {paused}  # the customer's words
+            assert await listed(q="答复：运费") == {answered}  # the bot's words
+            assert await listed(q=human[:8]) == {human}  # the customer's id
+            assert await listed(q="%") == set()  # a wildcard is a character, not a pattern
+
+
+async def all_answered(run: RunningPipeline, customers: list[str]) -> bool:
+    return all([len(await run.texts(c)) >= 1 for c in customers])
+
+
+async def test_the_overview_explains_errors_with_the_catalogs_fix(settings_factory: Any) -> None:
+    from wxkf.wecom.catalog import entry_for
+
+    async with running_pipeline(settings_factory, ScriptedResponder()) as run:
+        customer = run.sim.customers[0]
+        await create_staff(run.conninfo, "alice")
+        await run.say(customer, "在吗")
+        await run.until(lambda: _count(run, customer, 1))
+        await run.control("take", customer, run.sim.servicers[0])
+        await run.query(  # what a send refused in state 3 leaves in the outbox
+            "INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, status, errcode, error) "
+            "VALUES (%s, %s, 'r-failed', 'reply', 'text', '{\"content\": \"x\"}', 'failed', 95018, 'invalid') "
+            "RETURNING 1",
+            run.sim.open_kfid,
+            customer,
+        )
+        async with ConsoleClient(run.base_url) as staff:
+            await staff.login("alice")
+            page = html.unescape((await staff.get("/console/overview")).text)
+        entry = entry_for(95018)
+        assert entry is not None
+        assert "<td>95018</td>" in page
+        assert entry.fix_zh[0] in page
+        assert '<span class="n" id="messages">1</span>' in page
+        assert '<span class="n" id="answer-rate">100%</span>' in page
