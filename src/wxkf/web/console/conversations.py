@@ -278,10 +278,12 @@ ON CONFLICT (external_userid) DO UPDATE SET nickname = EXCLUDED.nickname, fetche
 """
 
 
-async def learn_nicknames(pipeline: Pipeline, external_userids: Sequence[str]) -> bool:
-    """Fetch the nicknames the console does not know yet (kf/customer/batchget); True if any were new.
+async def learn_nicknames(pipeline: Pipeline, external_userids: Sequence[str]) -> bool | None:
+    """Fetch the nicknames the console does not know yet (kf/customer/batchget).
 
-    WeCom unreachable or not configured: the list shows the ids, and the next refresh tries again.
+    True when some were new, False when there was nothing to learn, None when WeCom could not say
+    (not configured, unreachable, refused): the list shows the ids meanwhile. Ids WeCom calls invalid
+    are remembered without a name, so they are not asked for again.
     """
     async with pipeline.pool.connection() as conn:
         cur = await conn.execute(_UNKNOWN_NICKNAMES, (list(external_userids),))
@@ -291,11 +293,13 @@ async def learn_nicknames(pipeline: Pipeline, external_userids: Sequence[str]) -
     try:
         response = await pipeline.client.batchget_customers(unknown[:100])
     except (PipelineNotConfigured, WeComError):
-        return False
+        return None
+    names = {c.external_userid: c.nickname for c in response.customer_list}
+    names.update(dict.fromkeys(response.invalid_external_userid, ""))
     async with pipeline.pool.connection() as conn, conn.transaction():
-        for customer in response.customer_list:
-            await conn.execute(_STORE_NICKNAME, (customer.external_userid, customer.nickname))
-    return bool(response.customer_list)
+        for external_userid, nickname in names.items():
+            await conn.execute(_STORE_NICKNAME, (external_userid, nickname))
+    return bool(names)
 
 
 # --- the transcript -------------------------------------------------------------------------------

@@ -346,7 +346,7 @@ async def _rows(request: Request, filters: conv.Filters) -> list[conv.Conversati
     state = _state(request)
     async with state.pipeline.pool.connection() as conn:
         rows = await conv.list_conversations(conn, filters)
-    if await conv.learn_nicknames(state.pipeline, [r.external_userid for r in rows if not r.nickname]):
+    if await state.learn_nicknames([r.external_userid for r in rows if not r.nickname]):
         async with state.pipeline.pool.connection() as conn:
             rows = await conv.list_conversations(conn, filters)
     return rows

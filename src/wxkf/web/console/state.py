@@ -11,6 +11,7 @@ from wxkf.kf.runtime import PipelineNotConfigured
 from wxkf.wecom.errors import WeComError
 
 from .auth import CookieSigner, signing_key
+from .conversations import learn_nicknames
 from .live import ChangeFeed
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from wxkf.kf.runtime import Pipeline
 
 ACCOUNT_NAMES_SECONDS = 300.0
+NICKNAME_RETRY_SECONDS = 60.0  # after WeCom could not give nicknames, the list does not ask at every refresh
 
 
 class ConsoleState:
@@ -32,6 +34,7 @@ class ConsoleState:
         self._feed: ChangeFeed | None = None
         self._knowledge: KnowledgeBase | None = None
         self._accounts: tuple[float, dict[str, str]] = (0.0, {})
+        self._nicknames_paused_until = 0.0
 
     @property
     def settings(self) -> Settings:
@@ -84,6 +87,16 @@ class ConsoleState:
             names = {}
         self._accounts = (time.monotonic(), names)
         return names
+
+    async def learn_nicknames(self, external_userids: list[str]) -> bool:
+        """True when nicknames were learnt (the list is read again); asks WeCom at most once a minute
+        after it could not answer."""
+        if not external_userids or time.monotonic() < self._nicknames_paused_until:
+            return False
+        learnt = await learn_nicknames(self.pipeline, external_userids)
+        if learnt is None:
+            self._nicknames_paused_until = time.monotonic() + NICKNAME_RETRY_SECONDS
+        return bool(learnt)
 
     async def aclose(self) -> None:
         if self._feed is not None:
