@@ -16,15 +16,22 @@ first with English beside it. Pages:
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
+from typing import TYPE_CHECKING
 
-from .routes import PREFIX, STATIC, NotLoggedIn, Refused, not_logged_in, refused, router
-from .state import ConsoleState
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from .state import ConsoleState
 
 
 def install(app: FastAPI) -> ConsoleState:
     """Add the console's routes, static files and refusal pages; returns its state (close it with the app)."""
+    # Imported here: `wxkf console add-user` and `wxkf --help` load this package without FastAPI.
+    from fastapi.staticfiles import StaticFiles
+
+    from .routes import PREFIX, STATIC, NotLoggedIn, Refused, not_logged_in, refused, router
+    from .state import ConsoleState
+
     state = ConsoleState(app)
     app.state.console = state
     app.include_router(router)
@@ -32,6 +39,3 @@ def install(app: FastAPI) -> ConsoleState:
     app.add_exception_handler(NotLoggedIn, not_logged_in)
     app.add_exception_handler(Refused, refused)
     return state
-
-
-__all__ = ["ConsoleState", "install"]
