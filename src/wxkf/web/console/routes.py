@@ -609,8 +609,7 @@ async def kb_upload(request: Request, staff: PostingAdminDep) -> Response:
             except _KB_ERRORS as exc:
                 queue.put_nowait({"error": str(exc)})
 
-        # Shielded: a closed tab does not cancel a write half-way (it is one transaction anyway).
-        task = asyncio.ensure_future(asyncio.shield(asyncio.ensure_future(run())))
+        task = asyncio.create_task(run())
         try:
             while True:
                 item = await queue.get()
@@ -618,8 +617,9 @@ async def kb_upload(request: Request, staff: PostingAdminDep) -> Response:
                 if "done_all" in item or "error" in item:
                     break
         finally:
+            # A closed tab does not cancel the adding half-way: it finishes, and is audited.
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await asyncio.shield(task)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
