@@ -93,6 +93,19 @@ def test_a_message_through_one_replica_shows_up_live_on_the_other(
         )
         assert added.returncode == 0, added.stderr
         assert "已添加 admin 账号 lead" in added.stdout
+        again = subprocess.run(
+            [sys.executable, "-m", "wxkf.cli", "console", "add-user", "LEAD", "--password-stdin"],
+            input=PASSWORD + "\n",
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert again.returncode == 1
+        assert "用户名 LEAD 已存在" in again.stderr  # names are unique whatever their case
+        assert "Traceback" not in again.stderr
         with serving(env, tmp_path, "--worker") as one, serving(env, tmp_path, "--no-worker") as other:
             sim.control.set_callback_url(f"{one}/wecom/callback")  # WeCom calls replica one only
             context = browser.new_context(locale="zh-CN")
