@@ -12,6 +12,7 @@ from wxkf import __version__
 from wxkf.agent.cli import llm_app
 from wxkf.agent.kb.cli import kb_app
 from wxkf.contact.cli import contact_app
+from wxkf.kf.accounts_cli import accounts_app, upgrade_app
 from wxkf.kf.cli import session_app as kf_session_app
 from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
@@ -35,6 +36,8 @@ app.add_typer(llm_app, name="llm")
 app.add_typer(kb_app, name="kb")
 app.command("doctor")(doctor_command)
 app.add_typer(kf_session_app, name="session")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(upgrade_app, name="upgrade")
 app.add_typer(console_app, name="console")
 app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 

@@ -91,12 +91,46 @@ class Settings(BaseSettings):
     kf_debounce_seconds: float = Field(default=1.5, ge=0)  # a burst in this window is answered together
     kf_history_max_age_minutes: float = Field(default=10.0, ge=0)  # first sync skips older messages
     kf_welcome_text: str = "您好，我是智能客服，请问有什么可以帮您？"  # empty: no welcome message
+    # The welcome's menu (wecom-api §4 msgmenu, sent with send_msg_on_event §5), as JSON:
+    # {"options": [{"id": "track", "content": "查物流", "action": "faq:怎么查物流"}, …]}. Empty: text only.
+    kf_welcome_menu: str = ""
+    # When the knowledge base has no answer: hand over to a person ("handoff"), or say so and stay
+    # ("reply", with KF_KB_SILENT_TEXT or the default words).
+    kf_kb_silent: Literal["handoff", "reply"] = "handoff"
+    kf_kb_silent_text: str = ""
+    kf_kb_collections: str = ""  # comma-separated KB collections that answer; empty: the shared one
     # Added to the budget's last message (wecom-api §4); empty: no hint.
     kf_closing_hint: str = "如需继续咨询，请再给我们发一条消息。"
     kf_state_cache_seconds: float = Field(default=10.0, ge=0)
     kf_accounts: str = ""  # comma-separated open_kfids served; empty: every account that calls back
     kf_worker_concurrency: int = Field(default=16, ge=1)
     kf_poll_interval_seconds: float = Field(default=0.1, gt=0)
+
+    # Media customers send (wecom-api §3/§8): downloaded with media/get within their 3 days into the
+    # media store; kept MEDIA_RETENTION_DAYS. Stores: postgres (shared by every replica), dir
+    # (WXKF_DATA_DIR/media) or s3 (any S3-compatible service, MEDIA_S3_*).
+    media_store: Literal["postgres", "dir", "s3"] = "postgres"
+    media_max_bytes: int = Field(default=20 * 2**20, ge=1)  # wecom-api §3: files up to 20 MB arrive
+    media_retention_days: float = Field(default=30.0, gt=0)
+    media_s3_endpoint: str = ""  # e.g. https://s3.cn-north-1.amazonaws.com.cn or a MinIO URL
+    media_s3_bucket: str = ""
+    media_s3_region: str = "us-east-1"
+    media_s3_access_key: str = ""
+    media_s3_secret_key: SecretStr | None = None
+    media_s3_prefix: str = "wxkf/"
+
+    # Seeing images: a vision-capable model on an OpenAI-compatible endpoint (content parts with
+    # image_url). Empty model: no vision; the customer is asked to describe the picture in words.
+    llm_vision_model: str = ""
+    llm_vision_base_url: str | None = None  # default: LLM_BASE_URL
+    llm_vision_api_key: SecretStr | None = None  # default: the LLM key
+    # Hearing voice: an OpenAI-compatible /audio/transcriptions endpoint (AMR is converted first).
+    stt_base_url: str | None = None  # unset: no speech-to-text
+    stt_api_key: SecretStr | None = None
+    stt_model: str = "whisper-1"
+    stt_format: Literal["wav", "mp3", "flac"] = "wav"
+    stt_language: str = "zh"
+    stt_timeout_seconds: float = 30.0
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -122,6 +156,21 @@ class Settings(BaseSettings):
                 "must be an http(s) URL such as https://kf.example.com"
             )
         return value.rstrip("/")
+
+    @field_validator("kf_welcome_menu")
+    @classmethod
+    def _check_welcome_menu(cls, value: str) -> str:
+        if value.strip():
+            from wxkf.kf.accounts import WelcomeMenu
+
+            try:
+                WelcomeMenu.model_validate_json(value)
+            except ValueError as exc:
+                raise ValueError(
+                    'KF_WELCOME_MENU 须为 JSON，如 {"options": [{"id": "track", "content": "查物流"}]} / '
+                    f"must be a JSON menu: {str(exc).splitlines()[0]}"
+                ) from None
+        return value
 
     @field_validator("wecom_token")
     @classmethod
@@ -156,6 +205,22 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_media_store(self) -> Settings:
+        if self.media_store == "s3":
+            missing = [
+                name.upper()
+                for name in ("media_s3_endpoint", "media_s3_bucket", "media_s3_access_key")
+                if not getattr(self, name)
+            ]
+            if self.media_s3_secret_key is None or not self.media_s3_secret_key.get_secret_value():
+                missing.append("MEDIA_S3_SECRET_KEY")
+            if missing:
+                raise ValueError(
+                    f"MEDIA_STORE=s3 需要设置 {', '.join(missing)} / MEDIA_STORE=s3 needs {', '.join(missing)}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _corp_id_with_secrets(self) -> Settings:
         has_secret = any(
             s is not None and s.get_secret_value()
@@ -184,6 +249,16 @@ class Settings(BaseSettings):
     def contact_staff(self) -> frozenset[str]:
         """Members whose conversations may use the customer-contact sending tools."""
         return frozenset(u.strip() for u in self.contact_staff_userids.split(",") if u.strip())
+
+    @property
+    def vision_key(self) -> SecretStr | None:
+        """The vision model's key: `LLM_VISION_API_KEY`, else the LLM key."""
+        return self.llm_vision_api_key or self.llm_key
+
+    @property
+    def vision_configured(self) -> bool:
+        key = self.vision_key
+        return bool(self.llm_vision_model and key is not None and key.get_secret_value())
 
     @property
     def callback_configured(self) -> bool:

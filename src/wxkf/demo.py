@@ -9,6 +9,9 @@ Commands show WeCom's rules and wxkf's answers to them:
     /bot    the servicer ends the session — your next message opens a new one the bot answers
     /48h    the clock jumps 48 hours — the 48 h window closes until you write again
     /six    wxkf tries to send you 6 notices in a row — WeCom allows 5 per window; the 6th is held
+    /image  you send a photo of a parcel — downloaded with media/get; seen by a vision model when
+            LLM_VISION_MODEL is set, else an honest "please describe it"
+    /voice  you send a voice note (AMR) — transcribed when STT_BASE_URL is set, else the same honesty
     /state  the session's state;  /help;  /quit
 
 Without a terminal (CI, a pipe) it plays a scripted tour of the same steps. Each run starts from
@@ -43,6 +46,8 @@ TOUR = [
     "/bot",
     "可以开发票吗？",
     "/six",
+    "/image",
+    "/voice",
     "/48h",
     "退货的运费谁承担？",
     "你们老板最喜欢哪支足球队？",
@@ -51,7 +56,7 @@ TOUR = [
 ]
 HELP = (
     "输入文字即以客户身份发消息 / type to write as the customer. "
-    "命令 / commands: /human /bot /48h /six /state /help /quit"
+    "命令 / commands: /human /bot /48h /six /image /voice /state /help /quit"
 )
 
 
@@ -212,6 +217,22 @@ class Demo:
         )
         self.show_new(lambda: len(self.received()) >= before + len(granted))
 
+    def media(self, kind: str) -> None:
+        from wxkf.simulator.samples import sample_amr, sample_png
+
+        before = len(self.received())
+        if kind == "image":
+            self.console.print(
+                "📷 你发送了一张包裹破损的照片 / you send a photo of a damaged parcel", highlight=False
+            )
+            self.control.send_media(self.customer, "image", sample_png(96, 64), "parcel.png", "image/png")
+        else:
+            self.console.print(
+                "🎤 你发送了一条 2 秒的语音 / you send a 2-second voice note (AMR)", highlight=False
+            )
+            self.control.send_media(self.customer, "voice", sample_amr(2.0), "voice.amr", "audio/amr")
+        self.show_new(self.settled(before))
+
     def run(self, lines: Iterator[str]) -> None:
         self.console.print(HELP, highlight=False)
         self.control.enter(self.customer)
@@ -221,6 +242,8 @@ class Demo:
             "/bot": self.bot,
             "/48h": self.forty_eight_hours,
             "/six": self.six,
+            "/image": lambda: self.media("image"),
+            "/voice": lambda: self.media("voice"),
             "/state": self.state,
             "/help": lambda: self.console.print(HELP, highlight=False),
         }

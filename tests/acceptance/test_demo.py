@@ -41,6 +41,9 @@ def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_
     # The budget: 6 wanted, only what the window allows is sent.
     assert "通知 1/6" in out
     assert "通知 6/6" not in out
+    # /image and /voice without vision or speech-to-text: honest words, not a FAQ entry about 图片.
+    assert "我暂时无法查看图片，请用文字描述一下问题" in out
+    assert "我暂时无法收听语音，请用文字描述一下问题" in out
     # An unknown question is handed to a person, honestly.
     assert "我暂时无法确定答案" in out
     assert "demo finished" in out

@@ -67,7 +67,11 @@ class RunningPipeline:
         return items
 
     async def texts(self, customer: str, via: str = "send_msg") -> list[str]:
-        return [r["text"]["content"] for r in await self.received(customer) if r.get("via") == via]
+        return [
+            r["text"]["content"]
+            for r in await self.received(customer)
+            if r.get("via") == via and r["msgtype"] == "text"
+        ]
 
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         async with await psycopg.AsyncConnection.connect(self.conninfo) as conn:
@@ -106,7 +110,7 @@ class RunningPipeline:
 @asynccontextmanager
 async def running_pipeline(
     settings_factory: Any,
-    responder: Responder,
+    responder: Responder | None,
     *,
     run_worker: bool = True,
     **overrides: Any,
@@ -131,7 +135,8 @@ async def running_pipeline(
                     task.result()
                 await asyncio.sleep(0.01)
             base_url = f"http://127.0.0.1:{port}"
-            await asyncio.to_thread(sim.control.set_callback_url, f"{base_url}/wecom/callback")
+            # Saved as in the admin console: the URL verification (wecom-api §1.4) must pass first.
+            await asyncio.to_thread(sim.control.save_callback_url, f"{base_url}/wecom/callback")
             conninfo = settings.database_url.get_secret_value()
             yield RunningPipeline(sim, conninfo, base_url, app)
         finally:

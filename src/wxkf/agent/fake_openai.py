@@ -1,7 +1,9 @@
 """A local OpenAI-compatible server for tests, development and the demo.
 
-It speaks enough of the protocol for the real `openai` SDK: `POST /v1/chat/completions` (text and
-tool calls), `POST /v1/embeddings` (deterministic hashed vectors) and `GET /v1/models`. Answers are
+It speaks enough of the protocol for the real `openai` SDK: `POST /v1/chat/completions` (text, tool
+calls, image content parts), `POST /v1/embeddings` (deterministic hashed vectors),
+`POST /v1/audio/transcriptions` (multipart; WAV/MP3/FLAC/Ogg accepted, AMR refused as OpenAI does)
+and `GET /v1/models`. Answers are
 scripted in order; when the script is empty it echoes the last user message. Every request is
 recorded (body and headers, with the Authorization header reduced to whether the key matched).
 
@@ -76,6 +78,7 @@ class FakeOpenAI:
         self.model = model
         self.requests: list[RecordedRequest] = []
         self._script: deque[ScriptedResponse] = deque()
+        self._transcripts: deque[str] = deque()
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._ids = itertools.count(1)
@@ -164,6 +167,28 @@ class FakeOpenAI:
         """The next response is 200 application/json whose body is not JSON."""
         self.push(ScriptedResponse(raw=raw))
 
+    def transcription(self, text: str) -> None:
+        """The next /audio/transcriptions answers `text` (otherwise a fixed sentence)."""
+        with self._lock:
+            self._transcripts.append(text)
+
+    def transcription_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/audio/transcriptions")]
+
+    def _transcribe(self, body: Any) -> ScriptedResponse:
+        """Like OpenAI's endpoint: a multipart `file` in a format it accepts (AMR is not one), `model`."""
+        if not isinstance(body, dict) or "file" not in body or not body.get("model"):
+            return ScriptedResponse(status=400, body={"error": {"message": "file and model are required"}})
+        audio = body["file"]
+        if not any(audio.startswith(magic) for magic in _AUDIO_MAGIC):
+            return ScriptedResponse(
+                status=400,
+                body={"error": {"message": "Invalid file format. Supported formats: flac, mp3, ogg, wav"}},
+            )
+        with self._lock:
+            text = self._transcripts.popleft() if self._transcripts else "（本地模拟转写）你好"
+        return ScriptedResponse(body={"text": text})
+
     @property
     def pending(self) -> int:
         with self._lock:
@@ -189,6 +214,8 @@ class FakeOpenAI:
             return ScriptedResponse(body={"object": "list", "data": [{"id": self.model, "object": "model"}]})
         if path.endswith("/embeddings"):
             return ScriptedResponse(body=_embeddings(body, self.model))
+        if path.endswith("/audio/transcriptions"):
+            return self._transcribe(body)
         if not path.endswith("/chat/completions"):
             return ScriptedResponse(status=404, body={"error": {"message": f"no route {path}"}})
         with self._lock:
@@ -197,11 +224,38 @@ class FakeOpenAI:
         return ScriptedResponse(body=self._completion({"role": "assistant", "content": _echo(body)}, "stop"))
 
 
+# WAV, MP3 (ID3 tag or frame sync), FLAC, Ogg: what /audio/transcriptions accepts among the formats
+# wxkf converts to.
+_AUDIO_MAGIC = (b"RIFF", b"ID3", b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b"fLaC", b"OggS")
+
+
 def _echo(body: Any) -> str:
     messages = body.get("messages", []) if isinstance(body, dict) else []
     users = [m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    last = users[-1] if users and isinstance(users[-1], str) else ""
-    return f"（本地模拟模型）您说的是：{last}"
+    last = users[-1] if users else ""
+    if isinstance(last, list):  # content parts (vision): the text parts
+        last = " ".join(
+            str(p.get("text", "")) for p in last if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return f"（本地模拟模型）您说的是：{last if isinstance(last, str) else ''}"
+
+
+def _multipart(content_type: str, raw: bytes) -> dict[str, Any]:
+    """A multipart/form-data body as {field: text, "file": bytes, "filename": name}."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        payload = payload if isinstance(payload, bytes) else b""
+        if part.get_filename():
+            fields["file"], fields["filename"] = payload, part.get_filename()
+        elif isinstance(name, str):
+            fields[name] = payload.decode("utf-8", "replace")
+    return fields
 
 
 def _embeddings(body: Any, model: str) -> dict[str, Any]:
@@ -236,10 +290,15 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def _handle(self, method: str) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            try:
-                body: Any = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode("utf-8", "replace")
+            content_type = self.headers.get("Content-Type", "")
+            body: Any
+            if content_type.startswith("multipart/form-data"):
+                body = _multipart(content_type, raw)
+            else:
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
             authorization = self.headers.get("Authorization", "")
             authorized = fake.api_key is None or authorization == f"Bearer {fake.api_key}"
             headers = {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"}

@@ -131,6 +131,21 @@ class LLMClient:
             max_tokens=settings.llm_max_tokens,
         )
 
+    @classmethod
+    def vision_from_settings(cls, settings: Settings) -> LLMClient | None:
+        """The vision-capable model (LLM_VISION_MODEL), or None when none is configured."""
+        key = settings.vision_key
+        if not settings.vision_configured or key is None:
+            return None
+        return cls(
+            base_url=settings.llm_vision_base_url or settings.llm_base_url,
+            api_key=key,
+            model=settings.llm_vision_model,
+            timeout_seconds=settings.llm_timeout_seconds,
+            max_retries=settings.llm_max_retries,
+            max_tokens=settings.llm_max_tokens,
+        )
+
     async def complete(
         self,
         messages: Sequence[ChatCompletionMessageParam],

@@ -28,6 +28,12 @@ HANDOFF_TEXT = (
     "I'm not sure about this one, so I'll pass it to a colleague who will get back to you."
 )
 
+# KF_KB_SILENT=reply: the knowledge base has no answer and the bot stays in the conversation.
+UNKNOWN_TEXT = (
+    "这个问题我暂时没有找到确切的答案，您可以换个说法再问一下，或回复「人工」联系人工客服。\n"
+    "I couldn't find an answer to that; try asking another way, or reply 人工 for a colleague."
+)
+
 GREETING_TEXT = "您好！我是智能客服，请问有什么可以帮您？\nHello! How can I help you?"
 TRANSFER_TEXT = "好的，正在为您转接人工客服，请稍候。\nSure, I'm connecting you to a colleague."
 
@@ -77,6 +83,7 @@ def system_prompt(
     remaining_messages: int,
     max_text_bytes: int,
     can_transfer: bool,
+    instructions: str = "",
 ) -> str:
     handover = (
         "调用 transfer_to_human 工具转人工，并告诉客户会有同事跟进"
@@ -92,6 +99,7 @@ def system_prompt(
         f"3. 客户要求人工、投诉或情绪激动时，{handover}。",
         "4. 引用资料时，可在句末用括号注明来源。",
         f"5. {budget_rule(remaining_messages, max_text_bytes)}",
+        *([f"6. {instructions.strip()}"] if instructions.strip() else []),
         "",
     ]
     if passages:

@@ -18,11 +18,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import replace
+from typing import Any, Protocol
 
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from sqlalchemy import text
 
+from wxkf.agent.content import ContentReader, ReadContent, Transcriber, image_part
 from wxkf.agent.kb.embedders import make_embedder
 from wxkf.agent.kb.store import KnowledgeBase
 from wxkf.agent.llm import Completion, LLMAuthError, LLMClient, LLMError
@@ -34,6 +36,7 @@ from wxkf.agent.prompts import (
     GREETING_TEXT,
     HANDOFF_TEXT,
     TRANSFER_TEXT,
+    UNKNOWN_TEXT,
     PassageLike,
     cite,
     offline_answer,
@@ -41,9 +44,11 @@ from wxkf.agent.prompts import (
 )
 from wxkf.agent.tools import Audience, ToolAudit, ToolContext, ToolRegistry
 from wxkf.agent.tools_kf import KfSessionApi, kf_tools
+from wxkf.agent.tools_upgrade import UpgradeApi, upgrade_tools
 from wxkf.config import Settings
 from wxkf.db.engine import Database
-from wxkf.kf.responder import Conversation, Reply, ReplyRequest
+from wxkf.kf.accounts import AccountSettings, EffectiveAccount, resolve
+from wxkf.kf.responder import Conversation, OutboxMessage, Reply, ReplyRequest
 from wxkf.ops.metrics import llm_latency_counters
 
 log = logging.getLogger(__name__)
@@ -55,11 +60,67 @@ PASSAGES_PER_ANSWER = 4
 class Retriever(Protocol):
     """The knowledge base as the responders use it (`wxkf.agent.kb.KnowledgeBase`)."""
 
-    async def search(self, query: str, k: int) -> Sequence[PassageLike]: ...
+    async def search(
+        self, query: str, k: int, *, collections: Sequence[str] | None = None
+    ) -> Sequence[PassageLike]: ...
 
 
-def _query(request: ReplyRequest) -> str:
-    return "\n".join(m.text for m in request.messages if m.text.strip())
+class Accounts(Protocol):
+    """Per-account settings (`wxkf.kf.accounts.AccountDirectory`)."""
+
+    async def effective(self, open_kfid: str) -> EffectiveAccount: ...
+
+
+class GlobalAccounts:
+    """Every account with the global settings (no per-account store)."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings
+
+    async def effective(self, open_kfid: str) -> EffectiveAccount:
+        if self.settings is None:
+            return EffectiveAccount(open_kfid=open_kfid)
+        return resolve(open_kfid, AccountSettings(), self.settings)
+
+
+def route_menu(request: ReplyRequest, account: EffectiveAccount) -> tuple[ReplyRequest, Reply | None]:
+    """A tapped menu option (text with `menu_id`, wecom-api §3) routed by its action: the request to
+    answer (its question rewritten for `faq:`), or the reply itself (`human`, `reply:`)."""
+    messages = list(request.messages)
+    for index, message in enumerate(messages):
+        option = account.menu_option(message.menu_id) if message.menu_id else None
+        if option is None:
+            continue
+        kind, _, argument = option.action.partition(":")
+        log.info("客户点击了菜单「%s」→ %s / menu option tapped", option.content, option.action)
+        if kind == "human":
+            return request, Reply(text=TRANSFER_TEXT, handoff=True)
+        if kind == "reply":
+            return request, Reply(text=argument)
+        if kind == "faq":
+            messages[index] = replace(message, content={"content": argument}, text=argument)
+    return replace(request, messages=messages), None
+
+
+def _silent(account: EffectiveAccount) -> Reply:
+    """The knowledge base has no answer: hand over, or say so and stay (KF_KB_SILENT)."""
+    if account.kb_silent == "reply":
+        return Reply(text=account.kb_silent_text or UNKNOWN_TEXT)
+    return Reply(text=account.kb_silent_text or HANDOFF_TEXT, handoff=True)
+
+
+def _with_notes(reply: Reply, notes: Sequence[str]) -> Reply:
+    """The honest lines about what could not be read come before the answer."""
+    if not notes:
+        return reply
+    return replace(reply, text="\n".join([*notes, reply.text]) if reply.text else "\n".join(notes))
+
+
+def _attachments(passages: Sequence[PassageLike]) -> list[OutboxMessage]:
+    """The images and files the best passage's knowledge-base entry references (sent after the text)."""
+    if not passages:
+        return []
+    return list(getattr(passages[0], "attachments", ()) or ())
 
 
 class FailureLog:
@@ -133,29 +194,52 @@ class LatencyLog:
 
 
 class OfflineResponder:
-    """Answers from the knowledge base alone; hands everything else to a person."""
+    """Answers from the knowledge base alone; hands everything else to a person.
 
-    def __init__(self, retriever: Retriever | None) -> None:
+    What it cannot read (an image, a voice note without speech-to-text, a file) gets an honest line
+    asking the customer to write instead; a shared location or link is acknowledged."""
+
+    def __init__(
+        self,
+        retriever: Retriever | None,
+        *,
+        reader: ContentReader | None = None,
+        accounts: Accounts | None = None,
+    ) -> None:
         self.retriever = retriever
+        self.reader = reader or ContentReader()
+        self.accounts = accounts or GlobalAccounts()
 
     async def respond(self, request: ReplyRequest) -> Reply:
-        query = _query(request)
+        account = await self.accounts.effective(request.conversation.open_kfid)
+        request, routed = route_menu(request, account)
+        if routed is not None:
+            return routed
+        content = await self.reader.read(request.messages)
+        query = content.query
+        if not query:
+            if content.replies or content.acknowledgements:
+                return Reply(text="\n".join([*content.replies, *content.acknowledgements][:3]))
+            return _silent(account)
         if ASK_HUMAN_RE.search(query):
             return Reply(text=TRANSFER_TEXT, handoff=True)
         if GREETING_RE.match(query):
             # A greeting is not a question: answering it with "I'll pass this on" would queue the
             # customer for a human before they asked anything.
-            return Reply(text=GREETING_TEXT)
-        if self.retriever is not None and query:
+            return _with_notes(Reply(text=GREETING_TEXT), content.replies)
+        if self.retriever is not None:
             # The knowledge base returns nothing below its relevance threshold, so any passage will do.
-            passages = await self.retriever.search(query, 1)
+            passages = await self.retriever.search(query, 1, collections=account.kb_collections)
             if passages:
                 best = passages[0]
-                return Reply(text=offline_answer(best), sources=[cite(best)])
-        return Reply(text=HANDOFF_TEXT, handoff=True)
+                reply = Reply(
+                    text=offline_answer(best), sources=[cite(best)], messages=_attachments(passages)
+                )
+                return _with_notes(reply, content.replies)
+        return _with_notes(_silent(account), content.replies)
 
     async def aclose(self) -> None:
-        return None
+        await self.reader.aclose()
 
 
 def _turn_message(turn: Turn) -> ChatCompletionMessageParam:
@@ -180,6 +264,9 @@ class LLMResponder:
         failures: FailureLog,
         persona: str = "",
         latency: LatencyLog | None = None,
+        reader: ContentReader | None = None,
+        vision: LLMClient | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         self.llm = llm
         self.latency = latency or LatencyLog(failures.database)
@@ -188,40 +275,64 @@ class LLMResponder:
         self.tools = tools
         self.failures = failures
         self.persona = persona
+        self.vision = vision
+        self.reader = reader or ContentReader(vision=vision is not None)
+        self.accounts = accounts or GlobalAccounts()
 
     async def respond(self, request: ReplyRequest) -> Reply:
-        query = _query(request)
+        account = await self.accounts.effective(request.conversation.open_kfid)
+        request, routed = route_menu(request, account)
+        if routed is not None:
+            return routed
+        content = await self.reader.read(request.messages)
+        if not content.answerable:
+            # Only what cannot be read (an image without vision, a file): the honest words, no model call.
+            return Reply(text="\n".join(content.replies) or HANDOFF_TEXT, handoff=not content.replies)
         passages: Sequence[PassageLike] = []
-        if self.retriever is not None and query:
-            passages = await self.retriever.search(query, PASSAGES_PER_ANSWER)
+        if self.retriever is not None and content.query:
+            passages = await self.retriever.search(
+                content.query, PASSAGES_PER_ANSWER, collections=account.kb_collections
+            )
+        if content.query and not passages and not content.images and account.kb_silent == "reply":
+            return _with_notes(_silent(account), content.replies)
         context = ToolContext(
             audience=Audience.CUSTOMER, conversation=request.conversation, reply_pending=True
         )
+        llm = self.vision if content.images and self.vision is not None else self.llm
         try:
-            answer = await self._converse(request, query, passages, context)
+            answer = await self._converse(request, content, passages, context, account, llm)
         except LLMError as exc:
-            await self.failures.record(exc, request.conversation, self.llm.model)
+            await self.failures.record(exc, request.conversation, llm.model)
             return Reply(text=FALLBACK_TEXT, handoff=True, handoff_servicer=context.handoff_servicer)
-        return Reply(
+        reply = Reply(
             text=answer,
             handoff=context.handoff,
             handoff_servicer=context.handoff_servicer,
             sources=[cite(p) for p in passages],
+            messages=_attachments(passages),
         )
+        return _with_notes(reply, content.replies)
 
     async def _converse(
-        self, request: ReplyRequest, query: str, passages: Sequence[PassageLike], context: ToolContext
+        self,
+        request: ReplyRequest,
+        content: ReadContent,
+        passages: Sequence[PassageLike],
+        context: ToolContext,
+        account: EffectiveAccount,
+        llm: LLMClient,
     ) -> str:
         schemas = self.tools.schemas(Audience.CUSTOMER)
         messages: list[ChatCompletionMessageParam] = [
             {
                 "role": "system",
                 "content": system_prompt(
-                    persona=self.persona,
+                    persona=account.persona or self.persona,
                     passages=passages,
                     remaining_messages=request.remaining_budget,
                     max_text_bytes=request.max_text_bytes,
                     can_transfer=any(s["function"]["name"] == "transfer_to_human" for s in schemas),
+                    instructions=account.prompt,
                 ),
             }
         ]
@@ -230,16 +341,22 @@ class LLMResponder:
                 request.conversation, exclude_msgids={m.msgid for m in request.messages}
             )
             messages.extend(_turn_message(t) for t in turns)
-        messages.append({"role": "user", "content": query or "[空消息 empty message]"})
+        text = content.prompt or "[空消息 empty message]"
+        if content.images:
+            # OpenAI-compatible multimodal content: the words, then each image as a data URL.
+            parts: list[Any] = [{"type": "text", "text": text}, *(image_part(m) for m in content.images)]
+            messages.append({"role": "user", "content": parts})
+        else:
+            messages.append({"role": "user", "content": text})
         for _round in range(MAX_TOOL_ROUNDS):
-            completion = await self._complete(messages, schemas)
+            completion = await self._complete(messages, schemas, llm=llm)
             if not completion.tool_calls:
                 return self._final(completion.content, context)
             messages.append(completion.as_message())
             for call in completion.tool_calls:
                 outcome = await self.tools.call(call.name, call.arguments, context)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
-        completion = await self._complete(messages, schemas, allow_tools=False)
+        completion = await self._complete(messages, schemas, allow_tools=False, llm=llm)
         return self._final(completion.content, context)
 
     async def _complete(
@@ -248,11 +365,12 @@ class LLMResponder:
         tools: Sequence[ChatCompletionToolParam],
         *,
         allow_tools: bool = True,
+        llm: LLMClient | None = None,
     ) -> Completion:
         """One model call, timed: the latency is recorded whether the call answers or fails."""
         started = time.monotonic()
         try:
-            completion = await self.llm.complete(messages, tools=tools, allow_tools=allow_tools)
+            completion = await (llm or self.llm).complete(messages, tools=tools, allow_tools=allow_tools)
         except LLMError:
             await self.latency.record(time.monotonic() - started)
             raise
@@ -269,6 +387,9 @@ class LLMResponder:
 
     async def aclose(self) -> None:
         await self.llm.aclose()
+        if self.vision is not None:
+            await self.vision.aclose()
+        await self.reader.aclose()
 
 
 def build_responder(
@@ -279,21 +400,30 @@ def build_responder(
     memory_source: MemorySource | None = None,
     tools: ToolRegistry | None = None,
     wecom: KfSessionApi | None = None,
+    upgrade: UpgradeApi | None = None,
+    accounts: Accounts | None = None,
 ) -> LLMResponder | OfflineResponder:
     """The LLM responder when a key is configured, else the offline one. Close it with `aclose()`.
 
     The knowledge base in `database` is the retriever unless another is given; `wecom` (a
-    `WeComClient`) enables the kf tools; `tools` replaces the registry entirely.
+    `WeComClient`) enables the kf tools, `upgrade` (the same client) the 升级服务 tools; `tools` replaces the registry entirely. `accounts` gives
+    each kf account its own settings (else the global ones). Speech-to-text (STT_BASE_URL) serves
+    both responders; vision (LLM_VISION_MODEL) the LLM one.
     """
     if retriever is None:
         retriever = KnowledgeBase(database, make_embedder(settings))
+    accounts = accounts or GlobalAccounts(settings)
     llm = LLMClient.from_settings(settings)
+    vision = LLMClient.vision_from_settings(settings) if llm is not None else None
+    reader = ContentReader(Transcriber.from_settings(settings), vision=vision is not None)
     if llm is None:
-        return OfflineResponder(retriever)
+        return OfflineResponder(retriever, reader=reader, accounts=accounts)
     if tools is None:
         tools = ToolRegistry(ToolAudit(database))
         if wecom is not None:
             tools.extend(kf_tools(wecom))
+        if upgrade is not None:
+            tools.extend(upgrade_tools(upgrade))
     memory = ConversationMemory(
         memory_source or PipelineMemory(database), budget_tokens=settings.llm_memory_tokens
     )
@@ -304,4 +434,7 @@ def build_responder(
         tools=tools,
         failures=FailureLog(database),
         persona=settings.llm_persona,
+        reader=reader,
+        vision=vision,
+        accounts=accounts,
     )

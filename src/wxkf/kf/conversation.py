@@ -23,13 +23,15 @@ from wxkf.kf import ledger, outbox
 from wxkf.kf.budget import BudgetState
 from wxkf.kf.inbound import to_inbound_message
 from wxkf.kf.ledger import ORIGIN_CUSTOMER, ORIGIN_SERVICER, InboundRow
+from wxkf.kf.media_jobs import prepare_batch
+from wxkf.kf.outbound import send_row
 from wxkf.kf.policy import Action, Reason, decide, state_name
-from wxkf.kf.responder import Conversation, Reply, ReplyRequest
+from wxkf.kf.responder import Conversation, MediaContent, Reply, ReplyRequest
 from wxkf.kf.service_state import SessionState, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
+from wxkf.media.errors import MediaNotFound, MediaStoreError
 from wxkf.ops.logging import log_context
 from wxkf.wecom.errors import APIError, RateLimitedError, SessionStateError, TransportError
-from wxkf.wecom.models import Text
 
 if TYPE_CHECKING:
     from wxkf.kf.runtime import Pipeline
@@ -133,7 +135,9 @@ async def _process(
             async with pipeline.pool.connection() as conn:
                 await ledger.mark(conn, [row.id], "handled")
     if batch:
-        return await _answer(pipeline, conversation, batch, state)
+        batch, media = await prepare_batch(pipeline, conversation, batch)
+        if batch:
+            return await _answer(pipeline, conversation, batch, state, media)
     return None
 
 
@@ -196,8 +200,10 @@ async def _handle_event(pipeline: Pipeline, conversation: Conversation, row: Inb
 
 async def _welcome(pipeline: Pipeline, conn: Any, conversation: Conversation, row: InboundRow) -> None:
     code = row.event.get("welcome_code")
-    text = pipeline.settings.kf_welcome_text.strip()
-    if not code or not text:
+    account = await pipeline.accounts.effective(conversation.open_kfid)
+    text = account.welcome_text.strip()
+    menu = account.welcome_menu.msgmenu(text) if account.welcome_menu else None
+    if not code or not (text or menu):
         return
     if datetime.now(UTC) - row.send_time > WELCOME_CODE_TTL:
         log.info(
@@ -205,7 +211,7 @@ async def _welcome(pipeline: Pipeline, conn: Any, conversation: Conversation, ro
             extra={"decision": "welcome_late"},
         )
         return
-    await outbox.enqueue_welcome(conn, conversation, code=str(code), text=text, source=row.msgid)
+    await outbox.enqueue_welcome(conn, conversation, code=str(code), text=text, source=row.msgid, menu=menu)
 
 
 async def _servicer_wrote(
@@ -258,7 +264,11 @@ async def _skip(
 
 
 async def _answer(
-    pipeline: Pipeline, conversation: Conversation, batch: list[InboundRow], found: ConversationState | None
+    pipeline: Pipeline,
+    conversation: Conversation,
+    batch: list[InboundRow],
+    found: ConversationState | None,
+    media: dict[str, MediaContent],
 ) -> list[dict[str, Any]] | None:
     """Answer `batch`; returns the conversation's unsent outbox rows after queueing (None: not read)."""
     settings = pipeline.settings
@@ -288,7 +298,8 @@ async def _answer(
         await record_api_error(pipeline.pool, exc, conversation, "读取会话状态 / service_state/get")
         await _skip(pipeline, batch, Reason.SEND_REFUSED, f" (errcode {exc.errcode})")
         return None
-    action, reason = decide(state.state, settings.kf_session_policy)
+    account = await pipeline.accounts.effective(conversation.open_kfid)
+    action, reason = decide(state.state, account.session_policy)
     if action is Action.END_SESSION:
         try:
             # brief 001: end the human session with its servicer; the next customer message opens a new one.
@@ -315,7 +326,9 @@ async def _answer(
         await _skip(pipeline, batch, Reason.BUDGET_USED_UP, remember=remember)
         return None
 
-    messages = [to_inbound_message(r.msgid, r.msgtype, r.body, r.send_time) for r in batch]
+    messages = [
+        to_inbound_message(r.msgid, r.msgtype, r.body, r.send_time, media.get(r.msgid)) for r in batch
+    ]
     try:
         reply = await pipeline.responder.respond(
             ReplyRequest(conversation=conversation, messages=messages, remaining_budget=remaining)
@@ -329,12 +342,14 @@ async def _answer(
         async with pipeline.pool.connection() as conn:
             await ledger.count(conn, "kf.responder_error")
         reply = Reply(text=RESPONDER_FALLBACK, handoff=True)
-    parts = split_text(reply.text, remaining)
+    # The reply's other messages (a KB entry's image, a menu) take budget too; the text comes first.
+    extra = reply.messages[: max(0, remaining - 1)] if reply.text.strip() else reply.messages[:remaining]
+    parts = split_text(reply.text, remaining - len(extra))
     unsent: list[dict[str, Any]] | None = None
-    if not parts:
+    if not parts and not extra:
         await _skip(pipeline, batch, Reason.NO_REPLY, remember=remember)
     else:
-        if len(parts) == remaining and settings.kf_closing_hint.strip():
+        if parts and len(parts) + len(extra) == remaining and settings.kf_closing_hint.strip():
             # wecom-api §4: this is the window's last message; invite the customer to write again.
             parts = add_closing_hint(parts, settings.kf_closing_hint)
         # Pipeline mode: the transaction takes two round trips instead of one per statement — the
@@ -345,8 +360,12 @@ async def _answer(
                 if remember is not None:
                     await store_state(conn, conversation, state.state, state.servicer_userid)
                 marked = await ledger.start_mark(conn, [r.id for r in batch], "answered")
-                msgids = await outbox.enqueue_texts(
-                    conn, conversation, parts, kind="reply", source=batch[-1].msgid
+                msgids = await outbox.enqueue_messages(
+                    conn,
+                    conversation,
+                    [("text", {"content": p}) for p in parts] + extra,
+                    kind="reply",
+                    source=batch[-1].msgid,
                 )
                 # The budget's lock was answered, so the mark's count (sent before it) is known.
                 if marked.rowcount != len(batch):
@@ -405,15 +424,14 @@ async def deliver(
         async with pipeline.pool.connection() as conn:
             # Counted before sending: on a retry the count tells a duplicate-msgid answer apart.
             await outbox.mark_attempt(conn, row["id"])
-        text = str(row["body"].get("content", ""))
         try:
-            if row["code"]:
-                await pipeline.client.send_msg_on_event(row["code"], Text(content=text), msgid=row["msgid"])
-            else:
-                await pipeline.client.send_text(
-                    conversation.open_kfid, conversation.external_userid, text, msgid=row["msgid"]
-                )
-        except (RateLimitedError, TransportError):
+            await send_row(pipeline, conversation, row)
+        except MediaNotFound as exc:
+            # A knowledge-base attachment removed from the store since: this message cannot be sent.
+            async with pipeline.pool.connection() as conn:
+                await outbox.mark_failed(conn, row["id"], None, str(exc))
+            continue
+        except (RateLimitedError, TransportError, MediaStoreError):
             raise
         except APIError as exc:
             async with pipeline.pool.connection() as conn, conn.transaction():

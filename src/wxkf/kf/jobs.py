@@ -25,6 +25,7 @@ from wxkf.kf.conversation import ConcurrentUpdate, converse
 from wxkf.kf.responder import Conversation
 from wxkf.kf.service_state import record_api_error
 from wxkf.kf.sync import sync_account
+from wxkf.media.errors import MediaStoreError
 from wxkf.ops.logging import log_context
 from wxkf.wecom.errors import APIError, RateLimitedError, TransportError
 
@@ -39,7 +40,9 @@ CONVERSE_TASK = "kf:converse"
 # WeCom throttling (45009/45033/-1) and unreachable WeCom are worth retrying with backoff; the client
 # already retried a few times within one call. Waits: 2, 4, 8, 16, 32 … s.
 RETRY = RetryStrategy(
-    max_attempts=12, exponential_wait=2, retry_exceptions={RateLimitedError, TransportError}
+    max_attempts=12,
+    exponential_wait=2,
+    retry_exceptions={RateLimitedError, TransportError, MediaStoreError},  # an unreachable media store too
 )
 
 

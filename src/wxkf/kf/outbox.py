@@ -16,14 +16,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+from pydantic import ValidationError
 
 from wxkf.kf.budget import ReplyBudget
-from wxkf.kf.responder import Conversation
+from wxkf.kf.responder import Conversation, OutboxMessage
+from wxkf.wecom.errors import InvalidArgumentError
+from wxkf.wecom.models import SendMsgRequest
 
 OutboxKind = Literal["reply", "welcome", "push", "tool", "contact", "staff"]
 DUPLICATE_MSGID_ERRCODES = frozenset({40058})  # see the module docstring
@@ -73,22 +76,44 @@ async def enqueue_texts(
     are sent by the conversation job: call `wxkf.kf.jobs.defer_converse` after committing.
     Writing the same (kind, source) twice is a no-op for rows that already exist.
     """
-    granted = await (budget or ReplyBudget()).reserve(conn, conversation, len(texts))
+    return await enqueue_messages(
+        conn, conversation, [("text", {"content": t}) for t in texts], kind=kind, source=source, budget=budget
+    )
+
+
+_INSERT_MESSAGE = """
+INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, source_msgid, part)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (open_kfid, msgid) DO NOTHING
+"""
+
+
+async def enqueue_messages(
+    conn: AsyncConnection[Any],
+    conversation: Conversation,
+    messages: Sequence[OutboxMessage],
+    *,
+    kind: OutboxKind,
+    source: str,
+    budget: ReplyBudget | None = None,
+) -> list[str]:
+    """`enqueue_texts` for messages of any msgtype (wecom-api §4), each checked against WeCom's limits
+    first (`InvalidArgumentError` names the field): a body WeCom would refuse never takes budget."""
+    for msgtype, body in messages:
+        check_outbound(msgtype, body)
+    granted = await (budget or ReplyBudget()).reserve(conn, conversation, len(messages))
     msgids: list[str] = []
-    for part, text in enumerate(texts[:granted], start=1):
+    for part, (msgtype, body) in enumerate(messages[:granted], start=1):
         msgid = outbox_msgid(kind, conversation.open_kfid, source, part)
         await conn.execute(
-            """
-            INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, source_msgid, part)
-            VALUES (%s, %s, %s, %s, 'text', %s, %s, %s)
-            ON CONFLICT (open_kfid, msgid) DO NOTHING
-            """,
+            _INSERT_MESSAGE,
             (
                 conversation.open_kfid,
                 conversation.external_userid,
                 msgid,
                 kind,
-                json.dumps({"content": text}, ensure_ascii=False),
+                msgtype,
+                json.dumps(body, ensure_ascii=False),
                 source,
                 part,
             ),
@@ -97,22 +122,82 @@ async def enqueue_texts(
     return msgids
 
 
+def send_request(conversation: Conversation, row: dict[str, Any]) -> SendMsgRequest:
+    """The send_msg request of a pending row (`PENDING`) whose media are already uploaded."""
+    msgtype = str(row["msgtype"])
+    return SendMsgRequest.model_validate(
+        {
+            "open_kfid": conversation.open_kfid,
+            "touser": conversation.external_userid,
+            "msgid": row["msgid"],
+            "msgtype": msgtype,
+            msgtype: row["body"],
+        }
+    )
+
+
+# Stand-ins for media_ids not uploaded yet, so a queued body is checked like the one that is sent.
+_UPLOAD_REFS = {"media": "media_id", "thumb_media": "thumb_media_id", "pic_media": "pic_media_id"}
+
+
+def with_media_ids(body: dict[str, Any], media_id: Callable[[str, dict[str, Any]], str]) -> dict[str, Any]:
+    """`body` with each file reference ({"media": {...}}) replaced by what `media_id(name, ref)` gives."""
+    resolved = dict(body)
+    for ref, field in _UPLOAD_REFS.items():
+        if isinstance(resolved.get(ref), dict):
+            resolved[field] = media_id(ref, resolved.pop(ref))
+    return resolved
+
+
+def check_outbound(msgtype: str, body: dict[str, Any]) -> None:
+    """Refuse a body WeCom would refuse (wecom-api §4), naming the field; file references count as uploaded."""
+    try:
+        request = send_request(
+            Conversation("check", "check"),
+            {
+                "msgid": None,
+                "msgtype": msgtype,
+                "body": with_media_ids(body, lambda _name, _ref: "pending-upload"),
+            },
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or msgtype
+        raise InvalidArgumentError(
+            "kf/send_msg", field, f"{first['msg']} / the {msgtype} body does not match wecom-api §4"
+        ) from None
+    request.check("kf/send_msg")
+
+
 async def enqueue_welcome(
-    conn: AsyncConnection[Any], conversation: Conversation, *, code: str, text: str, source: str
+    conn: AsyncConnection[Any],
+    conversation: Conversation,
+    *,
+    code: str,
+    text: str,
+    source: str,
+    menu: dict[str, Any] | None = None,
 ) -> str:
-    """A welcome via send_msg_on_event: its own quota (1 per code, wecom-api §5), not the budget's."""
+    """A welcome via send_msg_on_event: its own quota (1 per code, wecom-api §5), not the budget's.
+
+    With `menu` (a msgmenu body, wecom-api §4) the welcome is that menu message instead."""
     msgid = outbox_msgid("welcome", conversation.open_kfid, source, 1)
+    msgtype, body = ("text", {"content": text})
+    if menu is not None:
+        msgtype, body = "msgmenu", menu
+        check_outbound(msgtype, body)
     await conn.execute(
         """
         INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, code, source_msgid)
-        VALUES (%s, %s, %s, 'welcome', 'text', %s, %s, %s)
+        VALUES (%s, %s, %s, 'welcome', %s, %s, %s, %s)
         ON CONFLICT (open_kfid, msgid) DO NOTHING
         """,
         (
             conversation.open_kfid,
             conversation.external_userid,
             msgid,
-            json.dumps({"content": text}, ensure_ascii=False),
+            msgtype,
+            json.dumps(body, ensure_ascii=False),
             code,
             source,
         ),

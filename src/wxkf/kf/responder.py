@@ -21,12 +21,31 @@ class Conversation:
 
 
 @dataclass(frozen=True)
+class MediaContent:
+    """What a customer's image, voice, video or file turned into after media/get (spec §3, §8).
+
+    `status` is "stored" (the bytes are kept; `data` holds them for images and voice, which a
+    responder can use) or "failed" (`error` says why: expired, too large, refused by WeCom).
+    """
+
+    kind: str
+    status: str
+    content_type: str = ""
+    filename: str = ""
+    size: int = 0
+    sha256: str = ""
+    data: bytes | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class InboundMessage:
     """A customer message as the responder sees it.
 
     `content` is the WeCom body for `msgtype` (spec §3, e.g. {"content": …} for text,
     {"latitude": …, "name": …} for location); `text` is a readable rendering for any msgtype
-    (e.g. "[位置] 上海市… (31.2, 121.4)"), so a text-only responder can still answer.
+    (e.g. "[位置] 上海市… (31.2, 121.4)"), so a text-only responder can still answer. `media` is
+    set for image / voice / video / file; `menu_id` when the customer tapped a menu option.
     """
 
     msgid: str
@@ -34,6 +53,18 @@ class InboundMessage:
     content: dict[str, Any]
     text: str
     send_time: datetime
+    media: MediaContent | None = None
+
+    @property
+    def menu_id(self) -> str | None:
+        value = self.content.get("menu_id") if self.msgtype == "text" else None
+        return str(value) if value else None
+
+
+# A message other than the reply's text: (msgtype, its spec §4 body). A file to upload is given as
+# {"media": {"kind", "sha256", "filename"}} (a key in the media store) in place of `media_id`, and a
+# thumbnail as {"thumb_media": {…}} in place of `thumb_media_id`; they are uploaded when sent.
+OutboxMessage = tuple[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -52,13 +83,15 @@ class Reply:
     """What to send. `text` may be long: the pipeline splits it within the budget.
 
     An empty `text` means "say nothing". `handoff` asks the pipeline to hand the customer to a
-    human (service_state/trans → 2, or → 3 with `handoff_servicer`).
+    human (service_state/trans → 2, or → 3 with `handoff_servicer`). `messages` follow the text
+    (a knowledge-base entry's image or file, a menu …); each one counts against the budget.
     """
 
     text: str
     handoff: bool = False
     handoff_servicer: str | None = None
     sources: list[str] = field(default_factory=list)
+    messages: list[OutboxMessage] = field(default_factory=list)
 
 
 class Responder(Protocol):

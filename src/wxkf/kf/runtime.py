@@ -23,10 +23,14 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from wxkf.config import Settings
-from wxkf.kf import jobs, ledger
+from wxkf.kf import jobs, ledger, media_jobs
+from wxkf.kf.accounts import AccountDirectory
 from wxkf.kf.outbox import OutboxKind, enqueue_texts
 from wxkf.kf.responder import Conversation, Responder
 from wxkf.kf.service_state import SessionStates
+from wxkf.media.inbound import InboundMedia
+from wxkf.media.storage import MediaStore, media_store
+from wxkf.media.uploads import UploadCache
 from wxkf.wecom.client import WeComClient
 from wxkf.wecom.tokens import PostgresTokenStore
 
@@ -69,13 +73,20 @@ class Pipeline:
         )
         self.procrastinate = procrastinate.App(connector=procrastinate.PsycopgConnector())
         jobs.register_tasks(self.procrastinate)
+        media_jobs.register_tasks(self.procrastinate)
         self._states: SessionStates | None = None
+        self._media_store: MediaStore | None = None
+        self._media: InboundMedia | None = None
+        self._uploads: UploadCache | None = None
+        self.accounts = AccountDirectory(self.pool, settings)
 
     async def open(self) -> None:
         await self.pool.open(wait=True)
         await self.procrastinate.open_async(pool=self.pool)
 
     async def close(self) -> None:
+        if self._media_store is not None:
+            await self._media_store.aclose()
         await self.procrastinate.close_async()
         await self.pool.close()
         if self._owns_client and self._client is not None:
@@ -127,6 +138,29 @@ class Pipeline:
                 "流水线没有应答器：由 wxkf.service 接入智能体 / no responder: wxkf.service plugs the agent in"
             )
         return self._responder
+
+    @property
+    def media_store(self) -> MediaStore:
+        """Where media bytes are kept (MEDIA_STORE)."""
+        if self._media_store is None:
+            self._media_store = media_store(self.settings, self.pool)
+        return self._media_store
+
+    @property
+    def media(self) -> InboundMedia:
+        """Customers' media: media/get into the media store (wecom-api §3, §8)."""
+        if self._media is None:
+            self._media = InboundMedia(
+                self.pool, self.client, self.media_store, max_bytes=self.settings.media_max_bytes
+            )
+        return self._media
+
+    @property
+    def uploads(self) -> UploadCache:
+        """media/upload for outbound media, reused while the media_id lives (wecom-api §8)."""
+        if self._uploads is None:
+            self._uploads = UploadCache(self.pool, self.client, self.media_store)
+        return self._uploads
 
     @property
     def states(self) -> SessionStates:

@@ -8,6 +8,7 @@ control API answers JSON; a rule it breaks gives HTTP 400 with the same errcode/
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections import deque
@@ -215,6 +216,24 @@ def _media_get(world: World, call: Call) -> Response:
     )
 
 
+def _upgrade_config(world: World, call: Call) -> dict[str, Any]:
+    # wecom-api §8: a GET; department_id_list is kept empty (the simulator has no departments).
+    return {
+        "member_range": {"userid_list": list(world.upgrade_members), "department_id_list": []},
+        "groupchat_range": {"chat_id_list": list(world.upgrade_groupchats)},
+    }
+
+
+def _upgrade_service(world: World, call: Call) -> dict[str, Any]:
+    world.upgrade_service(call.body)
+    return {}
+
+
+def _cancel_upgrade_service(world: World, call: Call) -> dict[str, Any]:
+    world.cancel_upgrade_service(call.body)
+    return {}
+
+
 def _message_send(world: World, call: Call) -> dict[str, Any]:
     assert call.app is not None
     return contact.app_message_send(world, call.app.agent_id, call.body)
@@ -251,6 +270,9 @@ APIS: dict[str, Api] = {
     "kf/customer/batchget": Api(_customer_batchget),
     "kf/service_state/get": Api(_state_get),
     "kf/service_state/trans": Api(_state_trans),
+    "kf/customer/get_upgrade_service_config": Api(_upgrade_config, GET),
+    "kf/customer/upgrade_service": Api(_upgrade_service),
+    "kf/customer/cancel_upgrade_service": Api(_cancel_upgrade_service),
     "kf/sync_msg": Api(_sync_msg),
     "kf/send_msg": Api(_send_msg),
     "kf/send_msg_on_event": Api(_send_msg_on_event),
@@ -289,6 +311,30 @@ class CustomerMessage(BaseModel):
     msgtype: str = "text"
     content: str | None = Field(None, description="shortcut for msgtype=text")
     body: dict[str, Any] | None = Field(None, description="the msgtype's body, e.g. {'media_id': …}")
+    future: bool = Field(False, description="allow a msgtype WeCom does not have (yet)")
+
+
+class CustomerMedia(BaseModel):
+    type: str = Field(description="image | voice | video | file")
+    filename: str
+    content_type: str = "application/octet-stream"
+    data_base64: str
+
+
+class MenuClick(BaseModel):
+    open_kfid: str
+    menu_id: str
+
+
+class NewAccount(BaseModel):
+    name: str
+    routing: RoutingMode = RoutingMode.API
+    servicers: list[str] = Field(default_factory=list)
+
+
+class UpgradeConfig(BaseModel):
+    members: list[str] = Field(default_factory=list)
+    groupchats: list[str] = Field(default_factory=list)
 
 
 class Recall(BaseModel):
@@ -435,7 +481,11 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
         started = time.perf_counter()
         api = APIS.get(path)
         if api is None:
-            return JSONResponse({"errcode": 404, "errmsg": f"unknown api /cgi-bin/{path}"}, status_code=404)
+            # §7.3: WeCom answers HTTP 200 with an errcode for any path, one it does not know included.
+            code = world.behaviour.unknown_api_errcode
+            return JSONResponse(
+                error_body(code, f"/cgi-bin/{path}", now=world.clock.now(), client_ip=client_ip(request))
+            )
         fault = faults.pick(path, world.rng)
         if fault is not None and fault.delay_ms:
             await asyncio.sleep(fault.delay_ms / 1000)
@@ -529,7 +579,47 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
     @app.post("/sim/customers/{external_userid}/messages")
     async def customer_message(external_userid: str, body: CustomerMessage) -> dict[str, Any]:
         payload = body.body if body.body is not None else {"content": body.content or ""}
-        return world.customer_sends(body.open_kfid, external_userid, body.msgtype, payload)
+        return world.customer_sends(
+            body.open_kfid, external_userid, body.msgtype, payload, future=body.future
+        )
+
+    @app.post("/sim/customers/{external_userid}/menu_click")
+    async def menu_click(external_userid: str, body: MenuClick) -> dict[str, Any]:
+        return world.customer_clicks(body.open_kfid, external_userid, body.menu_id)
+
+    @app.post("/sim/media")
+    async def customer_media(body: CustomerMedia) -> dict[str, Any]:
+        """A file a customer sends: kept as a 3-day media_id, served by media/get (§8)."""
+        try:
+            data = base64.b64decode(body.data_base64, validate=True)
+        except ValueError as exc:
+            raise SimError(40058, "'data_base64'") from exc
+        media = world.media_upload(body.type, body.filename, body.content_type, data)
+        return {"media_id": media.media_id, "type": media.type, "created_at": media.created_at}
+
+    @app.post("/sim/accounts")
+    async def add_account(body: NewAccount) -> dict[str, Any]:
+        """Another kf account (as 微信客服 → 创建账号 in the admin console), served by `servicers`."""
+        account = world.add_account(body.name, body.routing)
+        for userid in body.servicers:
+            world.member(userid)
+            account.servicers.append(userid)
+        return {"open_kfid": account.open_kfid, "name": account.name, "servicers": account.servicers}
+
+    @app.put("/sim/upgrade_config")
+    async def upgrade_config(body: UpgradeConfig) -> dict[str, Any]:
+        """微信客服 → 升级服务 in the admin console: the members and customer groups on offer."""
+        world.upgrade_members, world.upgrade_groupchats = list(body.members), list(body.groupchats)
+        return {"members": world.upgrade_members, "groupchats": world.upgrade_groupchats}
+
+    @app.post("/sim/console/callback")
+    async def save_callback_url(body: CallbackUrl) -> dict[str, Any]:
+        """Saving the callback URL in the admin console: WeCom first sends the signed GET with an
+        echostr (§1.4) and saves the URL only when the decrypted echostr comes back within 1 s."""
+        if body.url:
+            await dispatcher.verify_url(body.url)
+        dispatcher.url = body.url
+        return {"callback_url": body.url, "verified": bool(body.url)}
 
     @app.post("/sim/customers/{external_userid}/recall")
     async def recall(external_userid: str, body: Recall) -> dict[str, Any]:
@@ -555,6 +645,7 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
             "servicer_userid": s.servicer_userid,
             "budget_left": s.budget_left,
             "window_ends_at": window_end,
+            "upgrade": s.upgrade,
         }
 
     @app.put("/sim/sessions/state")

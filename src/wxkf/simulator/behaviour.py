@@ -84,12 +84,20 @@ class Behaviour(BaseModel):
     callback_retries: int = Field(3, ge=0)
     callback_retry_delay: float = Field(1.0, ge=0)
     callback_retry_on_non_200: bool = True
+    # wecom-api §1.4: the URL verification must be answered within 1 second.
+    url_verify_timeout: float = Field(1.0, gt=0)
     # wecom-api §9: receive cap per customer; the current text allows days-in-month per month, 7 per
     # week or 1 per day. Default: 1 per rolling 24 h (the strictest published setting).
     groupmsg_cap: int = Field(1, ge=1)
     groupmsg_cap_period: int = Field(86400, ge=1)
     # wecom-api §9: at most 3 reminders per 24 h per group message (41094).
     remind_limit: int = Field(3, ge=1)
+    # wecom-api §3: open_kfid is required since the 2024/01/31 revision; older ones returned every
+    # account's messages without it. False serves the older behaviour.
+    sync_msg_requires_open_kfid: bool = True
+    # What WeCom answers for a /cgi-bin path it does not know: HTTP 200 with an errcode (§7.3), never
+    # a 404. Which errcode is UNCONFIRMED; 48001 (API功能未授权) is what the WeChat APIs answer.
+    unknown_api_errcode: int = 48001
     # wecom-api §8: media_id is valid for three days.
     media_ttl: int = Field(3 * 86400, ge=1)
     # Bound on the in-memory call / callback-attempt logs.

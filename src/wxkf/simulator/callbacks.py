@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from wxkf.simulator.errors import SimError
 from wxkf.simulator.faults import FaultBook
 from wxkf.simulator.world import World
 from wxkf.wecom.crypto import CallbackCrypto
@@ -110,6 +111,33 @@ class CallbackDispatcher:
                 return
             if attempt <= behaviour.callback_retries and behaviour.callback_retry_delay:
                 await asyncio.sleep(behaviour.callback_retry_delay)
+
+    async def verify_url(self, url: str) -> None:
+        """§1.4: GET `url` with a signed echostr; refuse (SimError 40058 with the admin console's
+        words) unless HTTP 200 answers the bare plaintext within `url_verify_timeout`."""
+        assert self._client is not None
+        plain = str(self.world.rng.randrange(10**18, 10**19))  # a numeric string, as WeCom's (§1.4)
+        reply = self.crypto.encrypt_reply(plain, timestamp=str(int(self.world.clock.now())))
+        params = {
+            "msg_signature": reply.signature,
+            "timestamp": reply.timestamp,
+            "nonce": reply.nonce,
+            "echostr": reply.encrypt,
+        }
+        try:
+            response = await self._client.get(
+                url, params=params, timeout=self.world.behaviour.url_verify_timeout
+            )
+        except httpx.HTTPError as exc:
+            raise SimError(
+                40058, f"回调地址请求不通过 / the URL did not answer: {type(exc).__name__}"
+            ) from exc
+        if response.status_code != 200 or response.text != plain:
+            raise SimError(
+                40058,
+                f"回调地址请求不通过：HTTP {response.status_code}，应原样返回解密后的 echostr / the URL must "
+                "answer the decrypted echostr, bare",
+            )
 
     async def wait_idle(self, seconds: float) -> bool:
         """Wait until no delivery is in flight (control API: lets tests sync without sleeping)."""

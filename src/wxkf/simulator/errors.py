@@ -32,6 +32,7 @@ ERRMSG: dict[int, str] = {
     45002: "content size out of limit",
     45009: "api freq out of limit",
     45033: "api concurrent out of limit",
+    48001: "api unauthorized",
     48002: "api forbidden",
     60111: "userid not found",
     81013: "user & party & tag all invalid",
@@ -48,6 +49,7 @@ ERRMSG: dict[int, str] = {
     95016: "service state transition not allowed",
     95018: "send msg session status invalid",
     95019: "servicer has stopped serving",
+    95021: "upgrade service userid or chat_id not configured",
 }
 
 _hint_counter = itertools.count(1)

@@ -26,6 +26,9 @@ def seed_world(*, seed: int = 20240101, customers: int = 3, behaviour: Behaviour
     world.add_member("wangwu", "王五")
     account = world.add_account("wxkf 客服", RoutingMode.API)
     account.servicers.extend(["zhangsan", "lisi"])
+    # 升级服务 (wecom-api §8): zhangsan as a staff member customers can be recommended to, and a group.
+    world.upgrade_members.append("zhangsan")
+    world.upgrade_groupchats.append("wrSimVipCustomerGroup001")
     for n in range(customers):
         world.add_customer(f"客户{n + 1}")
     for n in range(2):

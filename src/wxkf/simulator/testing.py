@@ -19,6 +19,7 @@ callback receiver runs on the test's own loop, call blocking waits through `asyn
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import threading
 import time
@@ -88,6 +89,10 @@ class SimulatorControl:
     def set_callback_url(self, url: str | None) -> None:
         self._call("PUT", "/sim/callback_url", {"url": url})
 
+    def save_callback_url(self, url: str | None) -> None:
+        """Save the URL as in the admin console: the signed GET verification must pass first (§1.4)."""
+        self._call("POST", "/sim/console/callback", {"url": url})
+
     # customers
     def add_customer(self, nickname: str = "客户", external_userid: str | None = None) -> str:
         data = self._call(
@@ -109,11 +114,58 @@ class SimulatorControl:
         return self.send(external_userid, "text", {"content": content}, open_kfid=open_kfid)
 
     def send(
-        self, external_userid: str, msgtype: str, body: dict[str, Any], *, open_kfid: str | None = None
+        self,
+        external_userid: str,
+        msgtype: str,
+        body: dict[str, Any],
+        *,
+        open_kfid: str | None = None,
+        future: bool = False,
     ) -> dict[str, Any]:
-        """The customer sends any msgtype with its wecom-api §3 body."""
-        payload = {"open_kfid": self._kfid(open_kfid), "msgtype": msgtype, "body": body}
+        """The customer sends any msgtype with its wecom-api §3 body (`future`: one WeCom lacks yet)."""
+        payload = {"open_kfid": self._kfid(open_kfid), "msgtype": msgtype, "body": body, "future": future}
         return dict(self._call("POST", f"/sim/customers/{external_userid}/messages", payload))
+
+    def upload_media(
+        self, kind: str, data: bytes, filename: str, content_type: str = "application/octet-stream"
+    ) -> str:
+        """Make `data` a customer's media_id (3 days, served by media/get)."""
+        body = {
+            "type": kind,
+            "filename": filename,
+            "content_type": content_type,
+            "data_base64": base64.b64encode(data).decode(),
+        }
+        return str(self._call("POST", "/sim/media", body)["media_id"])
+
+    def send_media(
+        self,
+        external_userid: str,
+        kind: str,
+        data: bytes,
+        filename: str,
+        content_type: str = "application/octet-stream",
+        *,
+        open_kfid: str | None = None,
+    ) -> dict[str, Any]:
+        """The customer sends an image / voice / video / file with these bytes."""
+        media_id = self.upload_media(kind, data, filename, content_type)
+        return self.send(external_userid, kind, {"media_id": media_id}, open_kfid=open_kfid)
+
+    def menu_click(
+        self, external_userid: str, menu_id: str, *, open_kfid: str | None = None
+    ) -> dict[str, Any]:
+        """The customer taps the click item `menu_id` of a menu they received."""
+        body = {"open_kfid": self._kfid(open_kfid), "menu_id": menu_id}
+        return dict(self._call("POST", f"/sim/customers/{external_userid}/menu_click", body))
+
+    def add_account(self, name: str, servicers: list[str] | None = None) -> str:
+        """A new kf account; returns its open_kfid."""
+        data = self._call("POST", "/sim/accounts", {"name": name, "servicers": servicers or []})
+        return str(data["open_kfid"])
+
+    def set_upgrade_config(self, members: list[str], groupchats: list[str]) -> None:
+        self._call("PUT", "/sim/upgrade_config", {"members": members, "groupchats": groupchats})
 
     def recall(self, external_userid: str, msgid: str, *, open_kfid: str | None = None) -> dict[str, Any]:
         body = {"open_kfid": self._kfid(open_kfid), "msgid": msgid}

@@ -23,31 +23,12 @@ from typing import Any
 from wxkf.simulator.behaviour import Behaviour, RoutingMode, first_state
 from wxkf.simulator.clock import SimClock
 from wxkf.simulator.errors import SimError
+from wxkf.wecom.models import CUSTOMER_MSGTYPES
 
 MSGID_RE = re.compile(r"^[0-9a-zA-Z_-]{1,32}$")
 MENU_ITEM_TYPES = frozenset({"click", "view", "miniprogram", "text"})
 SEND_MSGTYPES = frozenset(
     {"text", "image", "voice", "video", "file", "link", "miniprogram", "msgmenu", "location", "ca_link"}
-)
-CUSTOMER_MSGTYPES = frozenset(
-    {
-        "text",
-        "image",
-        "voice",
-        "video",
-        "file",
-        "location",
-        "link",
-        "business_card",
-        "miniprogram",
-        "channels_shop_product",
-        "channels_shop_order",
-        "merged_msg",
-        "channels",
-        "meeting",
-        "schedule",
-        "note",
-    }
 )
 
 
@@ -115,6 +96,7 @@ class Session:
     budget_left: int = 0
     reply_code_states: set[int] = field(default_factory=set)  # states whose "first change" code was given
     welcome_at: float | None = None
+    upgrade: dict[str, Any] | None = None  # the 升级服务 recommendation shown to servicers (§8)
 
 
 @dataclass
@@ -203,6 +185,9 @@ class World:
         self.event_codes: dict[str, EventCode] = {}
         self.media: dict[str, Media] = {}
         self.group_msgs: dict[str, GroupMsg] = {}
+        # wecom-api §8 升级服务: the members and customer groups configured in the admin console.
+        self.upgrade_members: list[str] = []
+        self.upgrade_groupchats: list[str] = []
         self.on_callback: CallbackHook | None = None
         self._seq = 0
 
@@ -430,13 +415,23 @@ class World:
         return item
 
     def customer_sends(
-        self, open_kfid: str, external_userid: str, msgtype: str, body: dict[str, Any]
+        self,
+        open_kfid: str,
+        external_userid: str,
+        msgtype: str,
+        body: dict[str, Any],
+        *,
+        future: bool = False,
     ) -> dict[str, Any]:
-        """A customer message (origin 3): opens the session, resets the 48 h / 5 budget (§4, §6)."""
+        """A customer message (origin 3): opens the session, resets the 48 h / 5 budget (§4, §6).
+
+        `future`: a msgtype WeCom may add later (any lower-case name), to see that a receiver keeps it."""
         account = self.account(open_kfid)
         self.customer(external_userid)
-        if msgtype not in CUSTOMER_MSGTYPES:
+        if msgtype not in CUSTOMER_MSGTYPES and not (future and re.fullmatch(r"[a-z][a-z_]{0,31}", msgtype)):
             raise SimError(40058, f"msgtype {msgtype}")
+        if msgtype in ("image", "voice", "video", "file"):
+            self.media_get(body.get("media_id"))  # the customer's file is a media_id of 3 days (§3)
         session = self.session(open_kfid, external_userid)
         now = self.clock.now()
         if session.state == 4:
@@ -460,6 +455,19 @@ class World:
         self._append(account, item)
         self.notify(open_kfid)
         return item
+
+    def customer_clicks(self, open_kfid: str, external_userid: str, menu_id: str) -> dict[str, Any]:
+        """The customer taps a click item of a menu they received: a text with its `menu_id` (§3, §4)."""
+        customer = self.customer(external_userid)
+        for record in reversed(customer.received):
+            if record.get("open_kfid") != open_kfid or record.get("msgtype") != "msgmenu":
+                continue
+            for item in record["msgmenu"].get("list", []):
+                click = item.get("click") if isinstance(item, dict) else None
+                if item.get("type") == "click" and isinstance(click, dict) and click.get("id") == menu_id:
+                    body = {"content": click.get("content", ""), "menu_id": menu_id}
+                    return self.customer_sends(open_kfid, external_userid, "text", body)
+        raise SimError(40058, f"no menu with click id {menu_id!r} was sent to {external_userid}")
 
     def customer_recalls(self, open_kfid: str, external_userid: str, msgid: str) -> dict[str, Any]:
         account = self.account(open_kfid)
@@ -771,6 +779,8 @@ class World:
         return position
 
     def sync_msg(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if not payload.get("open_kfid") and not self.behaviour.sync_msg_requires_open_kfid:
+            return self._sync_all_accounts(payload)
         account = self.account(payload.get("open_kfid"))
         now = self.clock.now()
         token = payload.get("token") or ""
@@ -810,6 +820,67 @@ class World:
             "has_more": 1 if end < len(account.log) else 0,
             "msg_list": msg_list,
         }
+
+    def _sync_all_accounts(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """§3, older revisions: without open_kfid, "默认返回有权限的客服帐号的消息" — every account's
+        items, account after account; the cursor holds one position per account."""
+        cursor = payload.get("cursor") or ""
+        positions: dict[str, int] = {}
+        if cursor:
+            try:
+                raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+                positions = {k: int(v) for k, v in (part.split("=") for part in raw.split(",") if part)}
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise SimError(40058, "'cursor'") from exc
+        limit = payload.get("limit") or self.behaviour.sync_max_limit
+        if not isinstance(limit, int) or not 0 < limit <= self.behaviour.sync_max_limit:
+            raise SimError(40058, "'limit' must be 1..1000")
+        msg_list: list[dict[str, Any]] = []
+        has_more = 0
+        for index, account in enumerate(self.accounts.values()):
+            start = positions.get(str(index), 0)
+            take = account.log[start : start + limit - len(msg_list)]
+            msg_list.extend(take)
+            positions[str(index)] = start + len(take)
+            if positions[str(index)] < len(account.log):
+                has_more = 1
+        raw_cursor = ",".join(f"{k}={v}" for k, v in sorted(positions.items()))
+        return {
+            "next_cursor": base64.urlsafe_b64encode(raw_cursor.encode()).decode().rstrip("="),
+            "has_more": has_more,
+            "msg_list": msg_list,
+        }
+
+    # -- upgrade service (wecom-api §8, doc 94674) -------------------------------------------
+
+    def upgrade_service(self, payload: dict[str, Any]) -> None:
+        account = self.account(payload.get("open_kfid"))
+        customer = self.customer(payload.get("external_userid"))
+        kind = payload.get("type")
+        if kind not in (1, 2):
+            raise SimError(40058, "'type' must be 1 or 2")
+        key, field, allowed = (
+            ("member", "userid", self.upgrade_members)
+            if kind == 1
+            else ("groupchat", "chat_id", self.upgrade_groupchats)
+        )
+        target = payload.get(key)
+        if not isinstance(target, dict) or not isinstance(target.get(field), str):
+            raise SimError(40058, f"'{key}.{field}'")
+        if target[field] not in allowed:
+            # "要求userid/chatid已配置在微信客服中的“升级服务”中…否则会返回95021错误码".
+            raise SimError(95021, f"{target[field]} is not configured in 升级服务")
+        session = self.session(account.open_kfid, customer.external_userid)
+        session.upgrade = {"type": kind, key: dict(target)}
+        record = {"type": kind, key: dict(target)}
+        self._deliver(
+            customer, account.open_kfid, self.next_msgid(), "upgrade_service", record, via="upgrade"
+        )
+
+    def cancel_upgrade_service(self, payload: dict[str, Any]) -> None:
+        account = self.account(payload.get("open_kfid"))
+        customer = self.customer(payload.get("external_userid"))
+        self.session(account.open_kfid, customer.external_userid).upgrade = None
 
     # -- media (wecom-api §8) ----------------------------------------------------------------
 

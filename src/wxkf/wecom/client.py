@@ -51,6 +51,7 @@ from wxkf.wecom.models import (
     AddContactWayResponse,
     AddMsgTemplateRequest,
     AddMsgTemplateResponse,
+    APIResponse,
     AppMessageSendResponse,
     CustomerBatchGetResponse,
     ExternalContactGetResponse,
@@ -73,6 +74,8 @@ from wxkf.wecom.models import (
     SyncMsgRequest,
     SyncMsgResponse,
     Text,
+    UpgradeServiceConfigResponse,
+    UpgradeServiceRequest,
     check_bytes,
     check_count,
     check_id,
@@ -80,7 +83,7 @@ from wxkf.wecom.models import (
 from wxkf.wecom.tokens import CachedToken, TokenKey, TokenStore
 from wxkf.wecom.transport import AiohttpTransport
 
-__all__ = ["RetryPolicy", "WeComClient", "redact"]
+__all__ = ["MediaFile", "RetryPolicy", "WeComClient", "redact"]
 
 logger = logging.getLogger("wxkf.wecom")
 
@@ -151,6 +154,25 @@ async def _report(hook: ApiErrorHook, api: str, errcode: int) -> None:
             errcode,
             type(exc).__name__,
         )
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    """A downloaded media file: its bytes, content type and the file name WeCom gave it."""
+
+    data: bytes
+    content_type: str
+    filename: str
+
+
+_FILENAME_RE = re.compile(r"""filename\*?=(?:UTF-8'')?["']?([^"';]+)""", re.I)
+
+
+def _attachment_filename(disposition: str) -> str:
+    from urllib.parse import unquote
+
+    found = _FILENAME_RE.search(disposition)
+    return unquote(found.group(1)).strip() if found else ""
 
 
 def _excerpt(response: httpx.Response) -> str:
@@ -380,14 +402,18 @@ class WeComClient:
             raise error_for_errcode(api, errcode, self._redact(str(data.get("errmsg", ""))))
         return data
 
-    def _decode_media(self, api: str, response: httpx.Response) -> bytes:
+    def _decode_media(self, api: str, response: httpx.Response) -> MediaFile:
         content_type = response.headers.get("content-type", "").lower()
         # wecom-api §8 media/get: the file comes as an attachment; an error comes as JSON.
         if response.status_code < 500 and (
             "content-disposition" in response.headers
             or not any(kind in content_type for kind in ("json", "text/"))
         ):
-            return response.content
+            return MediaFile(
+                response.content,
+                content_type.split(";")[0].strip() or "application/octet-stream",
+                _attachment_filename(response.headers.get("content-disposition", "")),
+            )
         self._decode_json(api, response)
         raise MalformedResponseError(
             api,
@@ -566,8 +592,39 @@ class WeComClient:
 
     async def get_media(self, media_id: str) -> bytes:
         """Download a temporary media file; a JSON answer (e.g. 40007 invalid media_id) raises."""
+        return (await self.download_media(media_id)).data
+
+    async def download_media(self, media_id: str) -> MediaFile:
+        """`get_media` with the content type and file name WeCom sent along (wecom-api §8)."""
+        check_bytes("media/get", "media_id", media_id, 256, minimum=1)
         return await self._call(
             "media/get", "GET", "/cgi-bin/media/get", self._decode_media, params={"media_id": media_id}
+        )
+
+    # --- upgrade service (升级服务, wecom-api §8, doc 94674) -------------------------------------------
+
+    async def get_upgrade_service_config(self) -> UpgradeServiceConfigResponse:
+        """The members and customer groups configured in 微信客服 → 升级服务 (a GET)."""
+        return await self._get(
+            "kf/customer/get_upgrade_service_config",
+            "/cgi-bin/kf/customer/get_upgrade_service_config",
+            UpgradeServiceConfigResponse,
+            {},
+        )
+
+    async def upgrade_service(self, request: UpgradeServiceRequest) -> None:
+        """Recommend a staff member (type 1) or a customer group (type 2) to the customer; the
+        userid / chat_id must be configured in 升级服务, else 95021."""
+        api = "kf/customer/upgrade_service"
+        request.check(api)
+        await self._post(api, f"/cgi-bin/{api}", APIResponse, self._body(request))
+
+    async def cancel_upgrade_service(self, open_kfid: str, external_userid: str) -> None:
+        api = "kf/customer/cancel_upgrade_service"
+        check_bytes(api, "open_kfid", open_kfid, 64, minimum=1)
+        check_bytes(api, "external_userid", external_userid, 64, minimum=1)
+        await self._post(
+            api, f"/cgi-bin/{api}", APIResponse, {"open_kfid": open_kfid, "external_userid": external_userid}
         )
 
     async def send_app_message(self, agentid: int, touser: str, text: str) -> AppMessageSendResponse:

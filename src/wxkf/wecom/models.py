@@ -31,6 +31,30 @@ MEDIA_MAX_BYTES = {"image": 10 * 2**20, "voice": 2 * 2**20, "video": 10 * 2**20,
 
 MediaKind = Literal["image", "voice", "video", "file"]
 
+# wecom-api §3 (DOC-94699's list): what WeChat customers send through sync_msg (origin 3). `msgmenu`
+# is a menu a servicer forwarded; a tapped option comes back as `text` with `menu_id`.
+CUSTOMER_MSGTYPES = frozenset(
+    {
+        "text",
+        "image",
+        "voice",
+        "video",
+        "file",
+        "location",
+        "link",
+        "business_card",
+        "miniprogram",
+        "msgmenu",
+        "channels_shop_product",
+        "channels_shop_order",
+        "merged_msg",
+        "channels",
+        "meeting",
+        "schedule",
+        "note",
+    }
+)
+
 
 def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
@@ -176,12 +200,32 @@ class Link(WeComModel):
     url: str
     thumb_media_id: str
 
+    def check(self, api: str) -> None:
+        # wecom-api §4: title ≤128 bytes, desc ≤512, url ≤2048 with http(s), an uploaded thumbnail.
+        check_bytes(api, "link.title", self.title, 128, minimum=1)
+        if self.desc is not None:
+            check_bytes(api, "link.desc", self.desc, 512)
+        check_bytes(api, "link.url", self.url, 2048, minimum=1)
+        if not self.url.startswith(("http://", "https://")):
+            raise InvalidArgumentError(
+                api, "link.url", "须以 http:// 或 https:// 开头 / must be an http(s) URL"
+            )
+        check_bytes(api, "link.thumb_media_id", self.thumb_media_id, 256, minimum=1)
+
 
 class MiniProgram(WeComModel):
     appid: str
     title: str | None = None
     thumb_media_id: str
     pagepath: str
+
+    def check(self, api: str) -> None:
+        # wecom-api §4: title ≤64 bytes; appid, pagepath and the uploaded cover are required.
+        check_bytes(api, "miniprogram.appid", self.appid, 32, minimum=1)
+        if self.title is not None:
+            check_bytes(api, "miniprogram.title", self.title, 64)
+        check_bytes(api, "miniprogram.pagepath", self.pagepath, 1024, minimum=1)
+        check_bytes(api, "miniprogram.thumb_media_id", self.thumb_media_id, 256, minimum=1)
 
 
 class MenuClick(WeComModel):
@@ -327,10 +371,15 @@ class SendMsgRequest(WeComModel):
             check_id(api, "msgid", self.msgid)
         _check_single_body(api, self, self.msgtype, _BODY_FIELDS)
         _check_text(api, self.text)
-        if self.msgmenu is not None:
-            self.msgmenu.check(api)
-        if self.location is not None:
-            self.location.check(api)
+        for kind in ("image", "voice", "video", "file"):
+            media = getattr(self, kind)
+            if media is not None:
+                check_bytes(api, f"{kind}.media_id", media.media_id, 256, minimum=1)
+        for body in (self.msgmenu, self.location, self.link, self.miniprogram):
+            if body is not None:
+                body.check(api)
+        if self.ca_link is not None:
+            check_bytes(api, "ca_link.link_url", self.ca_link.link_url, 2048, minimum=1)
 
 
 class SendMsgResponse(APIResponse):
@@ -427,6 +476,56 @@ class CustomerBatchGetResponse(APIResponse):
 
 class AddContactWayResponse(APIResponse):
     url: str
+
+
+class UpgradeMember(WeComModel):
+    userid: str
+    wording: str | None = None
+
+
+class UpgradeGroupChat(WeComModel):
+    chat_id: str
+    wording: str | None = None
+
+
+class UpgradeServiceRequest(WeComModel):
+    """kf/customer/upgrade_service: type 1 a staff member (专员), type 2 a customer group (客户群)."""
+
+    open_kfid: str
+    external_userid: str
+    type: Literal[1, 2]
+    member: UpgradeMember | None = None
+    groupchat: UpgradeGroupChat | None = None
+
+    def check(self, api: str) -> None:
+        check_bytes(api, "open_kfid", self.open_kfid, 64, minimum=1)
+        check_bytes(api, "external_userid", self.external_userid, 64, minimum=1)
+        if self.type == 1:
+            if self.member is None or self.groupchat is not None:
+                raise InvalidArgumentError(
+                    api, "member", "type=1 需要 member，且不能带 groupchat / type 1 needs member only"
+                )
+            check_bytes(api, "member.userid", self.member.userid, 64, minimum=1)
+        else:
+            if self.groupchat is None or self.member is not None:
+                raise InvalidArgumentError(
+                    api, "groupchat", "type=2 需要 groupchat，且不能带 member / type 2 needs groupchat only"
+                )
+            check_bytes(api, "groupchat.chat_id", self.groupchat.chat_id, 64, minimum=1)
+
+
+class UpgradeMemberRange(WeComModel):
+    userid_list: list[str] = Field(default_factory=list)
+    department_id_list: list[int] = Field(default_factory=list)
+
+
+class UpgradeGroupChatRange(WeComModel):
+    chat_id_list: list[str] = Field(default_factory=list)
+
+
+class UpgradeServiceConfigResponse(APIResponse):
+    member_range: UpgradeMemberRange = Field(default_factory=UpgradeMemberRange)
+    groupchat_range: UpgradeGroupChatRange = Field(default_factory=UpgradeGroupChatRange)
 
 
 class MediaUploadResponse(APIResponse):

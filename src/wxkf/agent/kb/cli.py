@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -43,12 +43,24 @@ def _run(action: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
     settings = settings_or_exit()
 
     async def go() -> T:
+        from psycopg_pool import AsyncConnectionPool
+
+        from wxkf.media.storage import media_store
+
         database = await Database.open(settings)
-        kb = KnowledgeBase(database, make_embedder(settings))
+        # Documents' images and files go to the media store the service sends them from.
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database.conninfo, min_size=1, max_size=2, open=False
+        )
+        await pool.open()
+        store = media_store(settings, pool)
+        kb = KnowledgeBase(database, make_embedder(settings), media_store=store)
         try:
             return await action(kb)
         finally:
             await kb.aclose()
+            await store.aclose()
+            await pool.close()
             await database.close()
 
     try:
@@ -80,8 +92,18 @@ def _expand(paths: list[Path]) -> list[Path]:
 @kb_app.command("add")
 def add(
     paths: Annotated[list[Path], typer.Argument(help="Markdown / text / HTML / PDF files or directories")],
+    collection: Annotated[
+        str,
+        typer.Option(
+            help="知识库分区：某个客服账号专用（见 wxkf accounts set … kb_collections=…）；默认共享 / "
+            "a collection for one account's KB; default: the shared one"
+        ),
+    ] = "",
 ) -> None:
-    """添加文档（同一文件重复添加不会重复入库）/ add documents (re-adding the same file changes nothing)."""
+    """添加文档（同一文件重复添加不会重复入库）/ add documents (re-adding the same file changes nothing).
+
+    Markdown 中引用的本地图片和文件（如 ![尺码表](size.png)）会随答案发送 / local images and files a
+    Markdown file references are sent with the answer."""
     files = _expand(paths)
     with Progress(
         TextColumn("{task.description}"),
@@ -98,7 +120,7 @@ def add(
         def report(stage: str, done: int, total: int) -> None:
             progress.update(tasks[stage], completed=done, total=total, visible=True)
 
-        results = _run(lambda kb: kb.add_documents(files, progress=report))
+        results = _run(lambda kb: kb.add_documents(files, progress=report, collection=collection))
     table = Table("文档 / document", "结果 / result", "片段 / chunks")
     for result in results:
         table.add_row(result.source, _STATUS[result.status], str(result.chunks))
@@ -122,9 +144,18 @@ def list_documents() -> None:
     if not documents:
         console.print("知识库为空：用 wxkf kb add 文件 添加 / the knowledge base is empty: wxkf kb add FILE")
         return
-    table = Table("ID", "来源 / source", "格式 / format", "片段 / chunks", "添加时间 / added")
+    table = Table(
+        "ID", "来源 / source", "分区 / collection", "格式 / format", "片段 / chunks", "添加时间 / added"
+    )
     for doc in documents:
-        table.add_row(str(doc.id), doc.source, doc.format, str(doc.chunks), f"{doc.added_at:%Y-%m-%d %H:%M}")
+        table.add_row(
+            str(doc.id),
+            doc.source,
+            doc.collection or "（共享 shared）",
+            doc.format,
+            str(doc.chunks),
+            f"{doc.added_at:%Y-%m-%d %H:%M}",
+        )
     console.print(table)
 
 

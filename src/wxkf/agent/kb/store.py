@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,15 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from wxkf.agent.kb.attachments import AttachmentFile
+from wxkf.agent.kb.attachments import extract as extract_attachments
 from wxkf.agent.kb.chunking import Chunk, chunk_sections
 from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder
-from wxkf.agent.kb.loaders import UnsupportedDocument, detect_format, read_sections
+from wxkf.agent.kb.loaders import UnsupportedDocument, decode_text, detect_format, read_sections
 from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
+from wxkf.kf.responder import OutboxMessage
+from wxkf.media.storage import MediaStore
 
 _WRITE_LOCK = 0x6B625F77  # "kb_w": one writer at a time across processes
 _EMBED_BATCH = 256
@@ -66,6 +70,8 @@ class Passage:
     relevance: float
     chunk_id: int
     document_id: int
+    # The entry's images and files (`OutboxMessage`s referencing the media store), sent after the text.
+    attachments: tuple[OutboxMessage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class DocumentInfo:
     format: str
     chunks: int
     added_at: datetime
+    collection: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,15 +99,25 @@ class SourceDocument:
     source: str
     data: bytes
     format: str
+    attachments: tuple[AttachmentFile, ...] = ()
 
     @classmethod
     def from_path(cls, path: Path, source: str | None = None) -> SourceDocument:
+        """Read a file; a Markdown file's references to local images and files become attachments."""
         fmt = detect_format(path)
         try:
             data = path.read_bytes()
+            attachments: list[AttachmentFile] = []
+            if fmt == "markdown":
+                markdown, attachments = extract_attachments(decode_text(data), path.parent)
+                if attachments:
+                    data = markdown.encode("utf-8") + b"".join(
+                        f"\n<!-- {a.ref} {hashlib.sha256(a.data).hexdigest()} -->".encode()
+                        for a in attachments
+                    )
         except OSError as exc:
             raise UnsupportedDocument(f"无法读取文件 {path} / cannot read the file: {exc.strerror}") from exc
-        return cls(source or str(path.resolve()), data, fmt)
+        return cls(source or str(path.resolve()), data, fmt, tuple(attachments))
 
 
 class KnowledgeBase:
@@ -115,9 +132,17 @@ class KnowledgeBase:
     The knowledge base owns its embedder (`aclose()` closes it), not the database.
     """
 
-    def __init__(self, database: Database, embedder: Embedder, *, min_similarity: float | None = None):
+    def __init__(
+        self,
+        database: Database,
+        embedder: Embedder,
+        *,
+        min_similarity: float | None = None,
+        media_store: MediaStore | None = None,
+    ):
         self.database = database
         self.embedder = embedder
+        self.media_store = media_store  # where documents' attachments are kept (`add_documents`)
         self.min_similarity = embedder.min_similarity if min_similarity is None else min_similarity
         self._reembed_lock = asyncio.Lock()
 
@@ -127,20 +152,29 @@ class KnowledgeBase:
     # Writing --------------------------------------------------------------------------------
 
     async def add_documents(
-        self, documents: Iterable[Path | SourceDocument], *, progress: Progress | None = None
+        self,
+        documents: Iterable[Path | SourceDocument],
+        *,
+        progress: Progress | None = None,
+        collection: str = "",
     ) -> list[AddResult]:
-        """Add files; a file already present with the same content is left as it is.
+        """Add files to `collection` ('' is the one every kf account shares); a file already present
+        with the same content is left as it is.
 
         A source added again with new content replaces its old chunks. Raises `UnsupportedDocument`
         before changing anything when a file cannot be read.
         """
         docs = [d if isinstance(d, SourceDocument) else SourceDocument.from_path(d) for d in documents]
         prepared = [(doc, chunk_sections(read_sections(doc.data, doc.format))) for doc in docs]
+        if any(doc.attachments for doc in docs) and self.media_store is None:
+            raise KnowledgeBaseError(
+                "文档引用了图片或文件，但没有媒体存储 / the documents reference files but no media store is set"
+            )
         results: list[AddResult] = []
         async with self.database.engine.begin() as conn:
             await self._lock(conn)
             for done, (doc, chunks) in enumerate(prepared):
-                results.append(await self._add_one(conn, doc, chunks))
+                results.append(await self._add_one(conn, doc, chunks, collection))
                 if progress:
                     progress("add", done + 1, len(prepared))
             retermed = await self._reterm_stale(conn)
@@ -149,22 +183,29 @@ class KnowledgeBase:
             await self._reembed_stale(conn, progress)
         return results
 
-    async def _add_one(self, conn: AsyncConnection, doc: SourceDocument, chunks: Sequence[Any]) -> AddResult:
+    async def _add_one(
+        self, conn: AsyncConnection, doc: SourceDocument, chunks: Sequence[Any], collection: str = ""
+    ) -> AddResult:
         digest = hashlib.sha256(doc.data).hexdigest()
         existing = (
             await conn.execute(
                 text(
-                    "SELECT id, source, content_hash FROM kb_documents WHERE source = :s OR content_hash = :h"
+                    "SELECT id, source, content_hash, collection FROM kb_documents "
+                    "WHERE source = :s OR content_hash = :h"
                 ),
                 {"s": doc.source, "h": digest},
             )
         ).all()
         same_source = next((row for row in existing if row.source == doc.source), None)
-        if same_source is not None and same_source.content_hash == digest:
+        if (
+            same_source is not None
+            and same_source.content_hash == digest
+            and same_source.collection == collection
+        ):
             return AddResult(
                 doc.source, "unchanged", same_source.id, await self._count_chunks(conn, same_source.id)
             )
-        if same_source is None and existing:
+        if same_source is None and any(row.collection == collection for row in existing):
             # The same bytes under another name: adding them twice would only duplicate answers.
             return AddResult(doc.source, "duplicate", existing[0].id, 0)
         if not chunks:
@@ -174,9 +215,10 @@ class KnowledgeBase:
         document_id: int = (
             await conn.execute(
                 text(
-                    "INSERT INTO kb_documents (source, format, content_hash) VALUES (:s, :f, :h) RETURNING id"
+                    "INSERT INTO kb_documents (source, format, content_hash, collection) "
+                    "VALUES (:s, :f, :h, :c) RETURNING id"
                 ),
-                {"s": doc.source, "f": doc.format, "h": digest},
+                {"s": doc.source, "f": doc.format, "h": digest, "c": collection},
             )
         ).scalar_one()
         rows = []
@@ -199,7 +241,40 @@ class KnowledgeBase:
             ),
             rows,
         )
+        await self._add_attachments(conn, document_id, doc, chunks)
         return AddResult(doc.source, "updated" if same_source else "added", document_id, len(chunks))
+
+    async def _add_attachments(
+        self, conn: AsyncConnection, document_id: int, doc: SourceDocument, chunks: Sequence[Any]
+    ) -> None:
+        """Keep each referenced file in the media store, linked to the chunks whose text names it."""
+        if not doc.attachments or self.media_store is None:
+            return
+        rows = []
+        for attachment in doc.attachments:
+            key = await self.media_store.put(attachment.data)
+            for ordinal, chunk in enumerate(chunks):
+                if attachment.label in chunk.text:
+                    rows.append(
+                        {
+                            "d": document_id,
+                            "o": ordinal,
+                            "r": attachment.ref,
+                            "k": attachment.kind,
+                            "f": attachment.filename,
+                            "t": attachment.content_type,
+                            "h": key,
+                            "n": len(attachment.data),
+                        }
+                    )
+        if rows:
+            await conn.execute(
+                text(
+                    "INSERT INTO kb_attachments (document_id, ordinal, ref, kind, filename, content_type, sha256, size) "
+                    "VALUES (:d, :o, :r, :k, :f, :t, :h, :n) ON CONFLICT DO NOTHING"
+                ),
+                rows,
+            )
 
     async def remove(self, id_or_source: int | str) -> DocumentInfo | None:
         """Remove a document by id or by source (as listed, or a path to the file); None if absent."""
@@ -357,22 +432,25 @@ class KnowledgeBase:
         async with self.database.engine.connect() as conn:
             rows = await conn.execute(
                 text(
-                    "SELECT d.id, d.source, d.format, d.added_at, "
+                    "SELECT d.id, d.source, d.format, d.added_at, d.collection, "
                     "(SELECT count(*) FROM kb_chunks c WHERE c.document_id = d.id) AS chunks "
                     "FROM kb_documents d ORDER BY d.id"
                 )
             )
-            return [DocumentInfo(r.id, r.source, r.format, r.chunks, r.added_at) for r in rows]
+            return [DocumentInfo(r.id, r.source, r.format, r.chunks, r.added_at, r.collection) for r in rows]
 
-    async def search(self, query: str, k: int = 5) -> list[Passage]:
+    async def search(
+        self, query: str, k: int = 5, *, collections: Sequence[str] | None = None
+    ) -> list[Passage]:
         """The `k` best passages for `query`, best first; empty when nothing is relevant enough.
 
         Hybrid: the nearest chunks by vector (HNSW, cosine) and the best chunks by terms (BM25 over
         CJK bigrams, words and synonym concepts) are fused with reciprocal rank fusion; the question
         is answered only when one of the best few passages is relevant (`_relevant`: vector
-        similarity, term coverage, or both together).
+        similarity, term coverage, or both together). `collections`: only documents in these
+        collections answer (None: all).
         """
-        return (await self.search_detailed(query, k))[0]
+        return (await self.search_detailed(query, k, collections=collections))[0]
 
     async def search_detailed(
         self,
@@ -381,6 +459,7 @@ class KnowledgeBase:
         *,
         halves: tuple[bool, bool] = (True, True),
         threshold: bool = True,
+        collections: Sequence[str] | None = None,
         _caught_up: bool = False,
     ) -> tuple[list[Passage], dict[str, Any]]:
         """`search`, plus the option to use one half only and to skip the threshold (for evaluation)."""
@@ -402,7 +481,7 @@ class KnowledgeBase:
                     )
                 await self._catch_up()
                 return await self.search_detailed(
-                    query, k, halves=halves, threshold=threshold, _caught_up=True
+                    query, k, halves=halves, threshold=threshold, collections=collections, _caught_up=True
                 )
             (vector,) = await embedder.embed([query])
             dim = len(vector)
@@ -416,6 +495,7 @@ class KnowledgeBase:
                 "terms": [t for t, _ in matchable] or [""],
                 "ws": [w for _, w in matchable] or [0.0],
                 "n": CANDIDATES,
+                "cols": None if collections is None else list(collections),
             }
             evidence_sql = (
                 "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
@@ -429,7 +509,7 @@ class KnowledgeBase:
                 result = await conn.execute(
                     text(
                         "WITH ranked AS (SELECT id, rank FROM unnest(ARRAY("
-                        f" SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim}"
+                        f" SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} AND {_IN_COLLECTIONS}"
                         f" ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n"
                         ")) WITH ORDINALITY AS u(id, rank)) " + evidence_sql
                     ),
@@ -448,6 +528,7 @@ class KnowledgeBase:
                         f"{_MATCHED.format(chunk_terms='terms', terms=':checked', weights=':cws')}), 0) AS matched"
                         " FROM kb_chunks"
                         f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
+                        f" AND {_IN_COLLECTIONS}"
                         " LIMIT :budget), "
                         "ranked AS (SELECT c.id, row_number() OVER (ORDER BY c.matched"
                         " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id) AS rank"
@@ -495,7 +576,31 @@ class KnowledgeBase:
         passages.sort(key=lambda p: (-p.score, -p.relevance, p.chunk_id))
         if threshold and not any(self._relevant(*evidence[p.chunk_id]) for p in passages[:GATE_DEPTH]):
             passages = []
-        return passages[:k], {"vector": vector_ranked, "lexical": lexical_ranked, "evidence": evidence}
+        passages = await self._with_attachments(passages[:k])
+        return passages, {"vector": vector_ranked, "lexical": lexical_ranked, "evidence": evidence}
+
+    async def _with_attachments(self, passages: list[Passage]) -> list[Passage]:
+        if not passages:
+            return passages
+        async with self.database.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT c.id AS chunk_id, a.kind, a.filename, a.sha256 FROM kb_attachments a "
+                        "JOIN kb_chunks c ON c.document_id = a.document_id AND c.ordinal = a.ordinal "
+                        "WHERE c.id = ANY(:ids) ORDER BY a.id"
+                    ),
+                    {"ids": [p.chunk_id for p in passages]},
+                )
+            ).all()
+        if not rows:
+            return passages
+        found: dict[int, list[OutboxMessage]] = {}
+        for r in rows:
+            found.setdefault(r.chunk_id, []).append(
+                (r.kind, {"media": {"kind": r.kind, "sha256": r.sha256, "filename": r.filename}})
+            )
+        return [replace(p, attachments=tuple(found.get(p.chunk_id, ()))) for p in passages]
 
     def _relevant(self, similarity: float, coverage: float) -> bool:
         """Whether a passage is evidence that the knowledge base can answer the question.
@@ -518,6 +623,12 @@ class KnowledgeBase:
                 await self._refresh_corpus(conn)
             await self._reembed_stale(conn, None)
 
+
+# Only chunks of documents in the wanted collections (:cols NULL: every collection).
+_IN_COLLECTIONS = (
+    "(CAST(:cols AS text[]) IS NULL OR document_id IN "
+    "(SELECT id FROM kb_documents WHERE collection = ANY(CAST(:cols AS text[]))))"
+)
 
 # The weight of the question's terms a chunk holds (binary term frequency): {terms} and {weights}
 # are the question's, {chunk_terms} the chunk's.

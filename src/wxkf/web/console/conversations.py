@@ -143,7 +143,7 @@ SELECT c.open_kfid, c.external_userid, c.window_started_at, c.replies_used, c.pa
        c.service_state, c.servicer_userid, c.state_checked_at, c.updated_at,
        coalesce(cu.nickname, '') AS nickname, t.username AS taken_by,
        li.origin AS in_origin, li.msgtype AS in_msgtype, li.body AS in_body, li.send_time AS in_at,
-       lo.body AS out_body, lo.kind AS out_kind, lo.created_at AS out_at,
+       lo.body AS out_body, lo.msgtype AS out_msgtype, lo.kind AS out_kind, lo.created_at AS out_at,
        (t.username IS NULL AND (c.service_state = 2 OR lc.status = 'skipped' AND lc.reason = ANY(%(reasons)s)
         OR EXISTS (SELECT 1 FROM console_unanswered u WHERE u.open_kfid = c.open_kfid AND u.msgid = lc.msgid
                    AND u.kind = 'handoff')))
@@ -160,7 +160,7 @@ LEFT JOIN LATERAL (
     WHERE i.open_kfid = c.open_kfid AND i.external_userid = c.external_userid AND i.origin = 3
     ORDER BY i.id DESC LIMIT 1) lc ON true
 LEFT JOIN LATERAL (
-    SELECT body, kind, created_at FROM kf_outbox o
+    SELECT body, msgtype, kind, created_at FROM kf_outbox o
     WHERE o.open_kfid = c.open_kfid AND o.external_userid = c.external_userid
     ORDER BY o.id DESC LIMIT 1) lo ON true
 WHERE (%(account)s = '' OR c.open_kfid = %(account)s)
@@ -195,7 +195,7 @@ def _row(r: dict[str, Any], now: datetime) -> ConversationRow:
         last_who = "客户 / customer" if r["in_origin"] == ORIGIN_CUSTOMER else "接待人员 / servicer"
         last_at = r["in_at"]
     if r["out_at"] is not None and (last_at is None or r["out_at"] >= last_at):
-        last_text = str(r["out_body"].get("content", ""))
+        last_text = render_text(r["out_msgtype"], r["out_body"])
         last_who = OUTBOX_KINDS.get(r["out_kind"], r["out_kind"])
         last_at = r["out_at"]
     return ConversationRow(
@@ -325,7 +325,7 @@ SELECT id, msgid, origin, msgtype, event_type, servicer_userid, send_time, body,
 FROM kf_inbound WHERE open_kfid = %s AND external_userid = %s ORDER BY id DESC LIMIT %s
 """
 _THREAD_OUTBOX = """
-SELECT id, msgid, kind, body, status, errcode, error, fail_type, created_at, sent_at
+SELECT id, msgid, kind, msgtype, body, status, errcode, error, fail_type, created_at, sent_at
 FROM kf_outbox WHERE open_kfid = %s AND external_userid = %s ORDER BY id DESC LIMIT %s
 """
 
@@ -454,7 +454,7 @@ async def transcript(conn: AsyncConnection[Any], conversation: Conversation) -> 
             detail = _explain_error(row["errcode"], row["error"])
             note, problem = f"未送达 / not delivered: {detail}", True
         entries.append(
-            Entry(row["created_at"], who, str(row["body"].get("content", "")), label, note, problem)
+            Entry(row["created_at"], who, render_text(row["msgtype"], row["body"]), label, note, problem)
         )
     for action in actions:
         if action["action"] in {"takeover", "handback", "transfer", "end_session"}:
