@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench docs clean
+.PHONY: install demo test lint typecheck pytest browser screenshots bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,23 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The console's browser tests drive Debian's Chromium (with a CJK font, or Chinese renders as boxes);
+# Playwright never downloads a browser. Installed here when missing (root; otherwise it says how).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! dpkg -s fonts-wqy-microhei >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei; \
+	  else \
+	    echo "控制台的浏览器测试需要 / the console's browser tests need: sudo apt-get install chromium fonts-wqy-microhei" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: lint typecheck browser pytest
+
+# The console's screenshots in docs/console/, taken by its browser tests.
+screenshots: $(STAMP) browser
+	CONSOLE_SCREENSHOT_DIR=docs/console $(BIN)/pytest tests/browser -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -19,6 +19,7 @@ from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
 from wxkf.ops.explain import explain as explain_command
 from wxkf.simulator.cli import simulator_app
+from wxkf.web.console.cli import console_app
 
 # Commands import what they need in their bodies, so `wxkf --help`, `wxkf version` and `wxkf explain`
 # start without pydantic-settings, the database, the openai SDK or FastAPI.
@@ -38,6 +39,7 @@ app.command("doctor")(doctor_command)
 app.add_typer(kf_session_app, name="session")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(upgrade_app, name="upgrade")
+app.add_typer(console_app, name="console")
 app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 
 console = Console()

@@ -315,6 +315,7 @@ def run_demo(base: Settings, console: Console, *, interactive: bool | None = Non
     from wxkf.ops.logging import configure_logging
     from wxkf.simulator.testing import run_simulator
     from wxkf.web.app import create_app
+    from wxkf.web.console.cli import demo_login
 
     interactive = sys.stdin.isatty() if interactive is None else interactive
     console.print(
@@ -338,9 +339,10 @@ def run_demo(base: Settings, console: Console, *, interactive: bool | None = Non
             with BackgroundServer(create_app(settings, run_worker=True)) as server:
                 sim.control.set_callback_url(f"{server.url}/wecom/callback")
                 console.print(
-                    f"✅ wxkf 已启动 {server.url}，模拟器 {sim.base_url}，客服账号 {sim.open_kfid}\n",
+                    f"✅ wxkf 已启动 {server.url}，模拟器 {sim.base_url}，客服账号 {sim.open_kfid}",
                     highlight=False,
                 )
+                console.print(demo_login(resolve_conninfo(settings), server.url) + "\n", highlight=False)
                 demo = Demo(sim, resolve_conninfo(settings), console)
                 demo.run(_typed_lines(console) if interactive else _scripted_lines(console))
     console.print("👋 演示结束 / demo finished", highlight=False)

@@ -33,8 +33,14 @@ async def agent_responder(
     except PipelineNotConfigured:
         wecom = None
     knowledge = KnowledgeBase(database, make_embedder(settings), media_store=pipeline.media_store)
-    responder = build_responder(
-        settings, database, retriever=knowledge, wecom=wecom, upgrade=wecom, accounts=pipeline.accounts
+    from wxkf.web.console.unanswered import RecordingResponder
+
+    # What the bot could not answer goes to the console's list of unanswered questions.
+    responder = RecordingResponder(
+        build_responder(
+            settings, database, retriever=knowledge, wecom=wecom, upgrade=wecom, accounts=pipeline.accounts
+        ),
+        pipeline.pool,
     )
     try:
         yield responder

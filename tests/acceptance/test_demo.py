@@ -47,3 +47,5 @@ def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_
     # An unknown question is handed to a person, honestly.
     assert "我暂时无法确定答案" in out
     assert "demo finished" in out
+    # The staff console, with a login of its own for this run.
+    assert "/console  用户 / user: demo  密码 / password: " in out

@@ -21,9 +21,11 @@ async def test_migrated_database_has_pgvector_and_procrastinate(database: Databa
         jobs = (await conn.execute(text("SELECT count(*) FROM procrastinate_jobs"))).scalar()
     assert version is not None
     assert jobs == 0
-    # Every area's branch of migrations is applied: the database is at all of the scripts' heads.
-    expected = ScriptDirectory.from_config(alembic_config()).get_heads()
-    assert sorted(current_heads(database.conninfo)) == sorted(expected)
+    # Every area's branch of migrations is applied: each of the scripts' heads is a recorded revision or
+    # one of their ancestors (a branch that another depends on, like kf for console, is not recorded).
+    script = ScriptDirectory.from_config(alembic_config())
+    applied = {r.revision for r in script.iterate_revisions(tuple(current_heads(database.conninfo)), "base")}
+    assert set(script.get_heads()) <= applied
 
 
 def test_upgrade_is_idempotent(database_url: str) -> None:

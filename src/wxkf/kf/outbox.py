@@ -28,7 +28,7 @@ from wxkf.kf.responder import Conversation, OutboxMessage
 from wxkf.wecom.errors import InvalidArgumentError
 from wxkf.wecom.models import SendMsgRequest
 
-OutboxKind = Literal["reply", "welcome", "push", "tool", "contact"]
+OutboxKind = Literal["reply", "welcome", "push", "tool", "contact", "staff"]
 DUPLICATE_MSGID_ERRCODES = frozenset({40058})  # see the module docstring
 
 # wecom-api §3 msg_send_fail fail_type → what an operator should know.

@@ -23,6 +23,7 @@ from wxkf.kf.callback import CallbackReceiver, add_callback_routes
 from wxkf.kf.responder import Responder
 from wxkf.kf.runtime import Pipeline
 from wxkf.ops.health import install as install_ops
+from wxkf.web.console import install as install_console
 from wxkf.wecom.client import WeComClient
 
 SERVE_WORKER_ENV = "WXKF_SERVE_WORKER"  # `wxkf serve --processes N` tells its processes --worker or not
@@ -67,6 +68,7 @@ def create_app(
         app.state.pipeline = pipeline
         receiver = app.state.callback_receiver = CallbackReceiver(settings, pipeline)
         async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(console.aclose)
             worker = None
             if run_worker:
                 if responder is None:
@@ -92,6 +94,7 @@ def create_app(
     app.state.settings = settings
     add_callback_routes(app)
     install_ops(app)
+    console = install_console(app)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -1,0 +1,835 @@
+"""The console's HTTP layer: pages, partials, the event stream and the forms — thin over the modules.
+
+Every route but the login page and the static files needs a session (`current_staff`); every POST
+also needs the session's CSRF token and a same-site origin (`posting_staff`); admin pages need the
+admin role (`admin`). Refusals are pages or flash messages in words, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from wxkf.agent.kb.embedders import EmbeddingError
+from wxkf.agent.kb.store import KnowledgeBaseError
+from wxkf.kf.policy import SENDABLE_STATES, STATE_NAMES
+from wxkf.kf.responder import Conversation
+
+from . import audit, knowledge, overview, unanswered
+from . import conversations as conv
+from .auth import (
+    FLASH_COOKIE,
+    LOGIN_COOKIE,
+    ROLE_NAMES,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    ConsoleAuthError,
+    Staff,
+    add_user,
+    authenticate,
+    end_sessions,
+    list_users,
+    new_token,
+    same_token,
+    set_disabled,
+    set_password,
+    staff_for_session,
+    unlock,
+)
+from .live import stream
+from .state import ConsoleState, console_state
+
+PREFIX = "/console"
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+SECURITY_HEADERS = {
+    # No inline script runs, whatever a customer writes: scripts come from /console/static only.
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class NotLoggedIn(Exception):
+    """No valid session: pages redirect to the login, everything else answers 401."""
+
+
+class Refused(Exception):
+    """403 in words: a missing CSRF token, another site's form, a page for admins only."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConsoleRoute(APIRoute):
+    """Adds the console's security headers to every response of its routes."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def with_headers(request: Request) -> Response:
+            response = await handler(request)
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        return with_headers
+
+
+router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def _local_time(settings_timezone: str) -> Callable[[datetime | None], str]:
+    zone = ZoneInfo(settings_timezone)
+
+    def local(value: datetime | None, fmt: str = "%m-%d %H:%M:%S") -> str:
+        return value.astimezone(zone).strftime(fmt) if value is not None else "-"
+
+    return local
+
+
+_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
+_env.globals.update(ROLE_NAMES=ROLE_NAMES, STATE_NAMES=STATE_NAMES, ACTIONS=audit.ACTIONS)
+_env.filters["plainjson"] = lambda value: json.dumps(value, ensure_ascii=False)  # escaped by autoescape
+
+
+def _state(request: Request) -> ConsoleState:
+    return console_state(request.app)
+
+
+def render(
+    request: Request, template: str, staff: Staff | None, *, status: int = 200, **context: Any
+) -> HTMLResponse:
+    state = _state(request)
+    flash = getattr(request.state, "flash", None)
+    html = _env.get_template(template).render(
+        staff=staff,
+        csrf=staff.csrf if staff is not None else context.pop("login_csrf", ""),
+        flash=flash,
+        local=_local_time(state.settings.contact_timezone),
+        path=request.url.path,
+        **context,
+    )
+    response = HTMLResponse(html, status_code=status)
+    if request.cookies.get(FLASH_COOKIE):
+        response.delete_cookie(FLASH_COOKIE, path=PREFIX)
+    return response
+
+
+def _cookie(response: Response, request: Request, name: str, value: str, max_age: int | None = None) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=PREFIX,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+async def _redirect(request: Request, to: str, flash: tuple[str, str] | None = None) -> RedirectResponse:
+    response = RedirectResponse(to, status_code=303)
+    if flash is not None:
+        _cookie(response, request, FLASH_COOKIE, (await _state(request).signer()).flash(*flash), 300)
+    return response
+
+
+def _ip(request: Request) -> str:
+    return request.client.host if request.client is not None else ""
+
+
+# --- who is asking --------------------------------------------------------------------------------
+
+
+async def current_staff(request: Request) -> Staff:
+    state = _state(request)
+    signer = await state.signer()
+    session = signer.read_session(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        raise NotLoggedIn()
+    async with state.pipeline.pool.connection() as conn:
+        staff = await staff_for_session(conn, session)
+    if staff is None:
+        raise NotLoggedIn()
+    request.state.flash = signer.read_flash(request.cookies.get(FLASH_COOKIE))
+    return staff
+
+
+def same_site(request: Request) -> bool:
+    """Whether a POST comes from the console's own pages (Fetch metadata, Origin, Referer)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    host = request.headers.get("host", "")
+    for header in ("origin", "referer"):
+        value = request.headers.get(header)
+        if value:
+            return urlsplit(value).netloc == host
+    return True  # not a browser: the CSRF token still has to match
+
+
+_CSRF_REFUSED = (
+    "请求缺少有效的安全令牌（CSRF）或来自其他网站，已拒绝；请刷新页面后重试 / refused: the form's security "
+    "token (CSRF) is missing or wrong, or it came from another site. Reload the page and try again"
+)
+
+
+async def posting_staff(request: Request, staff: Annotated[Staff, Depends(current_staff)]) -> Staff:
+    if not same_site(request):
+        raise Refused(_CSRF_REFUSED)
+    token = request.headers.get("x-csrf-token")
+    if token is None:
+        form = await request.form()
+        value = form.get("csrf_token")
+        token = value if isinstance(value, str) else None
+    if not same_token(staff.csrf, token):
+        raise Refused(_CSRF_REFUSED)
+    return staff
+
+
+def _admin_only(staff: Staff) -> Staff:
+    if not staff.is_admin:
+        raise Refused("此页面仅管理员可用 / this page is for admins only")
+    return staff
+
+
+async def admin(staff: Annotated[Staff, Depends(current_staff)]) -> Staff:
+    return _admin_only(staff)
+
+
+async def posting_admin(staff: Annotated[Staff, Depends(posting_staff)]) -> Staff:
+    return _admin_only(staff)
+
+
+StaffDep = Annotated[Staff, Depends(current_staff)]
+PostingDep = Annotated[Staff, Depends(posting_staff)]
+AdminDep = Annotated[Staff, Depends(admin)]
+PostingAdminDep = Annotated[Staff, Depends(posting_admin)]
+
+
+async def not_logged_in(request: Request, exc: Exception) -> Response:
+    wants_page = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+    if wants_page and not request.url.path.endswith(("/rows", "/panel", "/events")):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        response: Response = RedirectResponse(f"{PREFIX}/login?next={quote(target)}", status_code=303)
+    else:
+        response = PlainTextResponse("请先登录 / log in first", status_code=401)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+async def refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Refused)
+    response = HTMLResponse(
+        _env.get_template("refused.html").render(message=str(exc), staff=None, csrf="", flash=None, path=""),
+        status_code=exc.status,
+    )
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+# --- login ----------------------------------------------------------------------------------------
+
+
+def _safe_next(value: str | None) -> str:
+    if value and value.startswith(PREFIX) and not value.startswith("//") and "\\" not in value:
+        return value
+    return f"{PREFIX}/conversations"
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = "") -> Response:
+    token = new_token()
+    response = render(request, "login.html", None, login_csrf=token, next=_safe_next(next), error="")
+    _cookie(response, request, LOGIN_COOKIE, (await _state(request).signer()).login_token(token), 3600)
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(
+    request: Request,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    csrf_token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    state = _state(request)
+    signer = await state.signer()
+    expected = signer.read_login_token(request.cookies.get(LOGIN_COOKIE))
+    if not same_site(request) or expected is None or not same_token(expected, csrf_token):
+        raise Refused(_CSRF_REFUSED)
+    async with state.pipeline.pool.connection() as conn:
+        try:
+            result = await authenticate(conn, username, password)
+        except ConsoleAuthError as exc:
+            await audit.record(
+                conn, user_id=None, username=username.strip()[:64], action="login_failed", ip=_ip(request)
+            )
+            return render(
+                request,
+                "login.html",
+                None,
+                status=401,
+                login_csrf=expected,
+                next=_safe_next(next),
+                error=str(exc),
+                username=username,
+            )
+        await audit.record(
+            conn, user_id=result.user_id, username=result.username, action="login", ip=_ip(request)
+        )
+    assert result.user_id is not None  # authenticate raises otherwise
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    _cookie(response, request, SESSION_COOKIE, signer.session(result.user_id, result.epoch), SESSION_SECONDS)
+    response.delete_cookie(LOGIN_COOKIE, path=PREFIX)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, staff: PostingDep) -> Response:
+    async with _state(request).pipeline.pool.connection() as conn:
+        await end_sessions(conn, staff.id)
+        await audit.staff_action(conn, staff, "logout", ip=_ip(request))
+    response = RedirectResponse(f"{PREFIX}/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path=PREFIX)
+    return response
+
+
+@router.get("")
+async def home(staff: StaffDep) -> Response:
+    return RedirectResponse(f"{PREFIX}/conversations", status_code=303)
+
+
+# --- conversations --------------------------------------------------------------------------------
+
+
+def list_filters(
+    needs_human: str = "", paused: str = "", state: str = "", account: str = "", q: str = ""
+) -> conv.Filters:
+    """The conversation list's filters from the query string; anything unknown is ignored."""
+    return conv.Filters(
+        needs_human=needs_human == "1",
+        paused=paused == "1",
+        state=int(state) if state.isdigit() and int(state) in STATE_NAMES else None,
+        account=account.strip()[:64],
+        query=q.strip()[:100],
+    )
+
+
+FiltersDep = Annotated[conv.Filters, Depends(list_filters)]
+
+
+async def _rows(request: Request, filters: conv.Filters) -> list[conv.ConversationRow]:
+    state = _state(request)
+    async with state.pipeline.pool.connection() as conn:
+        rows = await conv.list_conversations(conn, filters)
+    if await state.learn_nicknames([r.external_userid for r in rows if not r.nickname]):
+        async with state.pipeline.pool.connection() as conn:
+            rows = await conv.list_conversations(conn, filters)
+    return rows
+
+
+@router.get("/conversations", response_class=HTMLResponse)
+async def conversations_page(request: Request, staff: StaffDep, filters: FiltersDep) -> Response:
+    console = _state(request)
+    async with console.pipeline.pool.connection() as conn:
+        accounts = await conv.accounts_seen(conn)
+    return render(
+        request,
+        "conversations.html",
+        staff,
+        rows=await _rows(request, filters),
+        filters=filters,
+        accounts=accounts,
+        account_names=await console.account_names(),
+    )
+
+
+@router.get("/conversations/rows", response_class=HTMLResponse)
+async def conversation_rows(request: Request, staff: StaffDep, filters: FiltersDep) -> Response:
+    rows = await _rows(request, filters)
+    names = await _state(request).account_names()
+    return render(request, "_rows.html", staff, rows=rows, account_names=names)
+
+
+@router.get("/events")
+async def events(request: Request, staff: StaffDep) -> Response:
+    return StreamingResponse(
+        stream(_state(request).feed),
+        media_type="text/event-stream",
+        headers={"X-Accel-Buffering": "no"},
+    )
+
+
+def _conversation_url(conversation: Conversation) -> str:
+    return (
+        f"{PREFIX}/c/{quote(conversation.open_kfid, safe='')}/{quote(conversation.external_userid, safe='')}"
+    )
+
+
+async def _panel_context(request: Request, conversation: Conversation, staff: Staff) -> dict[str, Any]:
+    pool = _state(request).pipeline.pool
+    async with pool.connection() as conn:
+        row = await conv.one_conversation(conn, conversation)
+        entries = await conv.transcript(conn, conversation)
+        held = await conv.holder(conn, conversation)
+    return {
+        "row": row,
+        "entries": entries,
+        "holder": held,
+        "mine": held is not None and held.user_id == staff.id,
+        "sendable": row is not None and row.service_state in (*SENDABLE_STATES, None),
+        "conversation": conversation,
+        "url": _conversation_url(conversation),
+    }
+
+
+@router.get("/c/{open_kfid}/{external_userid}", response_class=HTMLResponse)
+async def conversation_page(
+    request: Request, open_kfid: str, external_userid: str, staff: StaffDep
+) -> Response:
+    conversation = Conversation(open_kfid, external_userid)
+    context = await _panel_context(request, conversation, staff)
+    if context["row"] is None:
+        return render(
+            request, "refused.html", staff, status=404, message="没有这个会话 / no such conversation"
+        )
+    servicer_error, servicer_list = "", []
+    try:
+        servicer_list = await conv.servicers(_state(request).pipeline, open_kfid)
+    except conv.ConsoleRefusal as exc:
+        servicer_error = str(exc)
+    return render(
+        request,
+        "conversation.html",
+        staff,
+        servicers=servicer_list,
+        servicer_error=servicer_error,
+        reply_token=secrets.token_hex(12),
+        **context,
+    )
+
+
+@router.get("/c/{open_kfid}/{external_userid}/panel", response_class=HTMLResponse)
+async def conversation_panel(
+    request: Request, open_kfid: str, external_userid: str, staff: StaffDep
+) -> Response:
+    context = await _panel_context(request, Conversation(open_kfid, external_userid), staff)
+    return render(request, "_panel.html", staff, **context)
+
+
+async def _act(
+    request: Request,
+    open_kfid: str,
+    external_userid: str,
+    action: Callable[[Conversation], Awaitable[Any]],
+    done: str,
+) -> Response:
+    """Do a staff action on a conversation and go back to it, with what happened (or why not) in words."""
+    conversation = Conversation(open_kfid, external_userid)
+    url = _conversation_url(conversation)
+    try:
+        await action(conversation)
+    except conv.ConsoleRefusal as exc:
+        return await _redirect(request, url, ("error", str(exc)))
+    return await _redirect(request, url, ("ok", done))
+
+
+@router.post("/c/{open_kfid}/{external_userid}/takeover")
+async def takeover(request: Request, open_kfid: str, external_userid: str, staff: PostingDep) -> Response:
+    pipeline, ip = _state(request).pipeline, _ip(request)
+    return await _act(
+        request,
+        open_kfid,
+        external_userid,
+        lambda c: conv.take_over(pipeline, c, staff, ip),
+        "已接管：机器人暂停回复该客户 / taken over: the bot is paused for this customer",
+    )
+
+
+@router.post("/c/{open_kfid}/{external_userid}/handback")
+async def handback(request: Request, open_kfid: str, external_userid: str, staff: PostingDep) -> Response:
+    pipeline, ip = _state(request).pipeline, _ip(request)
+    return await _act(
+        request,
+        open_kfid,
+        external_userid,
+        lambda c: conv.hand_back(pipeline, c, staff, ip),
+        "已交还机器人：客户的下一条消息由机器人回答 / handed back to the bot",
+    )
+
+
+@router.post("/c/{open_kfid}/{external_userid}/reply")
+async def reply(
+    request: Request,
+    open_kfid: str,
+    external_userid: str,
+    staff: PostingDep,
+    text: Annotated[str, Form()] = "",
+    reply_token: Annotated[str, Form()] = "",
+) -> Response:
+    pipeline, ip = _state(request).pipeline, _ip(request)
+    return await _act(
+        request,
+        open_kfid,
+        external_userid,
+        lambda c: conv.reply(pipeline, c, staff, text, reply_token, ip),
+        "已加入发送队列 / queued for sending",
+    )
+
+
+@router.post("/c/{open_kfid}/{external_userid}/transfer")
+async def transfer(
+    request: Request,
+    open_kfid: str,
+    external_userid: str,
+    staff: PostingDep,
+    servicer: Annotated[str, Form()] = "",
+) -> Response:
+    pipeline, ip, userid = _state(request).pipeline, _ip(request), servicer.strip()
+    return await _act(
+        request,
+        open_kfid,
+        external_userid,
+        lambda c: conv.transfer(pipeline, c, staff, userid, ip),
+        f"已转给接待人员 {userid}（state 3）/ transferred to {userid} in WeCom",
+    )
+
+
+@router.post("/c/{open_kfid}/{external_userid}/end")
+async def end(request: Request, open_kfid: str, external_userid: str, staff: PostingDep) -> Response:
+    pipeline, ip = _state(request).pipeline, _ip(request)
+    return await _act(
+        request,
+        open_kfid,
+        external_userid,
+        lambda c: conv.end_session(pipeline, c, staff, ip),
+        "会话已结束（state 4）/ the session is ended",
+    )
+
+
+# --- knowledge base -------------------------------------------------------------------------------
+
+_KB_ERRORS = (knowledge.KnowledgeRefusal, KnowledgeBaseError, EmbeddingError)
+
+
+@router.get("/kb", response_class=HTMLResponse)
+async def kb_page(request: Request, staff: AdminDep, q: str = "") -> Response:
+    state = _state(request)
+    preview, error = None, ""
+    query = q.strip()[:500]
+    if query:
+        try:
+            preview = await knowledge.preview(state.knowledge, query)
+        except _KB_ERRORS as exc:
+            error = str(exc)
+    async with state.pipeline.pool.connection() as conn:
+        documents = await knowledge.documents(conn, state.knowledge)
+    return render(
+        request, "kb.html", staff, documents=documents, preview=preview, query=query, error=error,
+        max_mb=knowledge.MAX_UPLOAD_BYTES // 1024 // 1024,
+    )  # fmt: skip
+
+
+async def _uploads(request: Request) -> list[knowledge.Upload]:
+    form = await request.form()
+    uploads = []
+    try:
+        for item in form.getlist("files"):
+            if not isinstance(item, str):
+                uploads.append(knowledge.Upload(item.filename or "", await item.read()))
+    finally:
+        await form.close()  # the spooled temporary files
+    return uploads
+
+
+@router.post("/kb/upload")
+async def kb_upload(request: Request, staff: PostingAdminDep) -> Response:
+    """Streams progress as JSON lines for the page's script; without it, a redirect with the outcome."""
+    state = _state(request)
+    uploads = await _uploads(request)
+    pool_conn = state.pipeline.pool.connection
+    if not uploads:
+        return await _redirect(request, f"{PREFIX}/kb", ("error", "没有选择文件 / no file chosen"))
+
+    async def add(progress: knowledge.Progress | None) -> str:
+        results = await knowledge.add_uploads(pool_conn, state.knowledge, uploads, staff.username, progress)
+        async with pool_conn() as conn:
+            await audit.staff_action(
+                conn,
+                staff,
+                "kb_upload",
+                target="kb",
+                detail={
+                    "files": [{"source": r.source, "status": r.status, "chunks": r.chunks} for r in results]
+                },
+                ip=_ip(request),
+            )
+        return "；".join(f"{r.source}: {knowledge.STATUS[r.status]}（{r.chunks}）" for r in results)
+
+    if "application/x-ndjson" not in request.headers.get("accept", ""):
+        try:
+            summary = await add(None)
+        except _KB_ERRORS as exc:
+            return await _redirect(request, f"{PREFIX}/kb", ("error", str(exc)))
+        return await _redirect(request, f"{PREFIX}/kb", ("ok", summary))
+
+    async def lines() -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def progress(stage: str, done: int, total: int) -> None:
+            queue.put_nowait({"stage": stage, "done": done, "total": total})
+
+        async def run() -> None:
+            try:
+                queue.put_nowait({"done_all": True, "summary": await add(progress)})
+            except _KB_ERRORS as exc:
+                queue.put_nowait({"error": str(exc)})
+
+        task = asyncio.create_task(run())
+        try:
+            while True:
+                item = await queue.get()
+                yield (json.dumps(item, ensure_ascii=False) + "\n").encode()
+                if "done_all" in item or "error" in item:
+                    break
+        finally:
+            # A closed tab does not cancel the adding half-way: it finishes, and is audited.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/kb/delete")
+async def kb_delete(
+    request: Request,
+    staff: PostingAdminDep,
+    document_id: Annotated[str, Form()] = "",
+    file_id: Annotated[str, Form()] = "",
+) -> Response:
+    state = _state(request)
+    doc = int(document_id) if document_id.isdigit() else None
+    file = int(file_id) if file_id.isdigit() else None
+    if doc is not None and file is None:
+        async with state.pipeline.pool.connection() as conn:
+            file = await knowledge.file_for_document(conn, doc)
+    try:
+        removed = await knowledge.remove(state.pipeline.pool.connection, state.knowledge, doc, file)
+    except _KB_ERRORS as exc:
+        return await _redirect(request, f"{PREFIX}/kb", ("error", str(exc)))
+    async with state.pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn,
+            staff,
+            "kb_delete",
+            target="kb",
+            detail={"document_id": doc, "source": removed},
+            ip=_ip(request),
+        )
+    return await _redirect(request, f"{PREFIX}/kb", ("ok", f"已删除 / removed: {removed or file_id}"))
+
+
+@router.post("/kb/reindex")
+async def kb_reindex(
+    request: Request, staff: PostingAdminDep, file_id: Annotated[str, Form()] = ""
+) -> Response:
+    state = _state(request)
+    if not file_id.isdigit():
+        return await _redirect(request, f"{PREFIX}/kb", ("error", "没有选择文档 / no document chosen"))
+    try:
+        result = await knowledge.reindex(state.pipeline.pool.connection, state.knowledge, int(file_id))
+    except _KB_ERRORS as exc:
+        return await _redirect(request, f"{PREFIX}/kb", ("error", str(exc)))
+    async with state.pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn,
+            staff,
+            "kb_reindex",
+            target="kb",
+            detail={"source": result.source, "chunks": result.chunks},
+            ip=_ip(request),
+        )
+    message = f"已重新索引 / re-indexed: {result.source}（{result.chunks}）"
+    return await _redirect(request, f"{PREFIX}/kb", ("ok", message))
+
+
+# --- unanswered questions -------------------------------------------------------------------------
+
+
+@router.get("/unanswered", response_class=HTMLResponse)
+async def unanswered_page(request: Request, staff: AdminDep) -> Response:
+    state = _state(request)
+    error = ""
+    try:
+        await unanswered.group_new(state.pipeline.pool, state.embedder)
+    except EmbeddingError as exc:
+        error = str(exc)
+    groups = await unanswered.open_groups(state.pipeline.pool)
+    return render(request, "unanswered.html", staff, groups=groups, error=error)
+
+
+@router.post("/unanswered/{group_id}/entry")
+async def unanswered_entry(
+    request: Request,
+    group_id: int,
+    staff: PostingAdminDep,
+    question: Annotated[str, Form()] = "",
+    answer: Annotated[str, Form()] = "",
+) -> Response:
+    state = _state(request)
+    page = f"{PREFIX}/unanswered"
+    if not answer.strip() or not question.strip():
+        return await _redirect(
+            request, page, ("error", "问题和答案都不能为空 / both the question and the answer are needed")
+        )
+    try:
+        _, asked = await unanswered.group_questions(state.pipeline.pool, group_id)
+        markdown = unanswered.entry_markdown(question[:500], answer[:10000], asked)
+        result = await knowledge.add_text_entry(
+            state.pipeline.pool.connection, state.knowledge, f"问答-{group_id}.md", markdown, staff.username
+        )
+    except (unanswered.UnansweredRefusal, *_KB_ERRORS) as exc:
+        return await _redirect(request, page, ("error", str(exc)))
+    await unanswered.resolve(state.pipeline.pool, group_id, result.document_id, staff.username)
+    async with state.pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn,
+            staff,
+            "unanswered_entry",
+            target="kb",
+            detail={"group": group_id, "source": result.source, "question": question[:200]},
+            ip=_ip(request),
+        )
+    return await _redirect(
+        request,
+        page,
+        (
+            "ok",
+            f"已加入知识库 / added to the knowledge base: {result.source}（{knowledge.STATUS[result.status]}）",
+        ),
+    )
+
+
+# --- overview, doctor -----------------------------------------------------------------------------
+
+
+@router.get("/overview", response_class=HTMLResponse)
+async def overview_page(request: Request, staff: AdminDep) -> Response:
+    state = _state(request)
+    async with state.pipeline.pool.connection() as conn:
+        data = await overview.overview(conn, state.settings.contact_timezone, datetime.now(UTC))
+    return render(
+        request,
+        "overview.html",
+        staff,
+        data=data,
+        hourly=overview.hourly_chart(data),
+        latency=overview.latency_chart(data),
+    )
+
+
+@router.get("/doctor", response_class=HTMLResponse)
+async def doctor_page(request: Request, staff: AdminDep) -> Response:
+    from wxkf.ops.doctor import run_doctor
+
+    report = await run_doctor(_state(request).settings)
+    return render(request, "doctor.html", staff, report=report)
+
+
+# --- accounts and the audit log -------------------------------------------------------------------
+
+
+@router.get("/users", response_class=HTMLResponse)
+async def users_page(request: Request, staff: AdminDep) -> Response:
+    async with _state(request).pipeline.pool.connection() as conn:
+        users = await list_users(conn)
+    return render(request, "users.html", staff, users=users, now=datetime.now(UTC))
+
+
+@router.post("/users")
+async def users_add(
+    request: Request,
+    staff: PostingAdminDep,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    role: Annotated[str, Form()] = "agent",
+) -> Response:
+    page = f"{PREFIX}/users"
+    async with _state(request).pipeline.pool.connection() as conn:
+        try:
+            await add_user(conn, username, password, role)
+        except ConsoleAuthError as exc:
+            return await _redirect(request, page, ("error", str(exc)))
+        await audit.staff_action(
+            conn,
+            staff,
+            "user_add",
+            target=f"user:{username.strip()}",
+            detail={"role": role},
+            ip=_ip(request),
+        )
+    return await _redirect(request, page, ("ok", f"已添加账号 / added: {username.strip()}"))
+
+
+@router.post("/users/{user_id}/{action}")
+async def users_change(
+    request: Request,
+    user_id: int,
+    action: str,
+    staff: PostingAdminDep,
+    password: Annotated[str, Form()] = "",
+) -> Response:
+    page = f"{PREFIX}/users"
+    changes: dict[str, Callable[[Any], Awaitable[str]]] = {
+        "disable": lambda conn: set_disabled(conn, user_id, True, by=staff),
+        "enable": lambda conn: set_disabled(conn, user_id, False, by=staff),
+        "unlock": lambda conn: unlock(conn, user_id),
+        "password": lambda conn: set_password(conn, user_id, password),
+    }
+    change = changes.get(action)
+    if change is None:
+        return await _redirect(request, page, ("error", "未知操作 / unknown action"))
+    async with _state(request).pipeline.pool.connection() as conn:
+        try:
+            name = await change(conn)
+        except ConsoleAuthError as exc:
+            return await _redirect(request, page, ("error", str(exc)))
+        await audit.staff_action(
+            conn,
+            staff,
+            f"user_{action}",
+            target=f"user:{name}",
+            ip=_ip(request),
+        )
+    return await _redirect(request, page, ("ok", f"{audit.ACTIONS[f'user_{action}']}: {name}"))
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_page(request: Request, staff: AdminDep, action: str = "") -> Response:
+    async with _state(request).pipeline.pool.connection() as conn:
+        entries = await audit.recent(conn, action=action if action in audit.ACTIONS else None)
+    return render(request, "audit.html", staff, entries=entries, action=action)

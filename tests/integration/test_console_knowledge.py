@@ -1,0 +1,108 @@
+"""The console's knowledge-base forms over HTTP, and the change notifications behind the live pages."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.integration.console_client import ConsoleClient, create_staff
+from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from wxkf.web.console.live import CHANNEL
+
+FAQ = "# 营业时间\n\n每天 9:00–21:00 在线，节假日照常。\n"
+
+
+@pytest.fixture
+async def run(settings_factory: Any) -> AsyncIterator[RunningPipeline]:
+    async with running_pipeline(settings_factory, ScriptedResponder()) as running:
+        await create_staff(running.conninfo, "admin")
+        yield running
+
+
+async def _documents(run: RunningPipeline) -> list[tuple[Any, ...]]:
+    return await run.query(
+        "SELECT d.source, f.document_id IS NOT NULL FROM console_kb_files f "
+        "LEFT JOIN kb_documents d ON d.id = f.document_id ORDER BY f.id"
+    )
+
+
+async def test_upload_reindex_and_delete_keep_the_file_and_the_document_together(
+    run: RunningPipeline,
+) -> None:
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("admin")
+        await staff.get("/console/kb")
+        files = {"files": ("营业时间.md", FAQ.encode(), "text/markdown")}
+        # The page's script asks for progress lines; the last one is the outcome.
+        streamed = await staff.http.post(
+            "/console/kb/upload",
+            files=files,
+            headers={"X-CSRF-Token": staff.csrf, "Accept": "application/x-ndjson"},
+        )
+        lines = [json.loads(line) for line in streamed.text.splitlines()]
+        assert any(line.get("stage") == "add" for line in lines)
+        assert lines[-1]["done_all"] is True
+        assert "营业时间.md: 已添加" in lines[-1]["summary"]
+        assert await _documents(run) == [("营业时间.md", True)]
+        # Without the script: a plain form post, and the outcome as a message on the page.
+        again = await staff.post("/console/kb/upload", files=files)
+        assert "未变化" in html.unescape(await staff.flash(again))
+        refused = await staff.post(
+            "/console/kb/upload", files={"files": ("价目表.xlsx", b"PK..", "application/zip")}
+        )
+        assert "不支持的文件类型 .xlsx" in html.unescape(await staff.flash(refused))
+        (file_id,) = (await run.query("SELECT id FROM console_kb_files"))[0]
+        (before,) = (await run.query("SELECT id FROM kb_documents"))[0]
+        reindexed = await staff.post("/console/kb/reindex", {"file_id": str(file_id)})
+        assert "已重新索引" in html.unescape(await staff.flash(reindexed))
+        (after,) = (await run.query("SELECT id FROM kb_documents"))[0]
+        assert after != before  # chunked and embedded again, from the kept bytes
+        assert await _documents(run) == [("营业时间.md", True)]
+        preview = html.unescape((await staff.get("/console/kb", params={"q": "几点营业"})).text)
+        assert "判定：相关" in preview
+        assert "每天 9:00–21:00 在线" in preview
+        deleted = await staff.post("/console/kb/delete", {"document_id": str(after)})
+        assert "已删除" in html.unescape(await staff.flash(deleted))
+        assert await run.query("SELECT * FROM kb_documents") == []
+        assert await run.query("SELECT * FROM console_kb_files") == []
+        missing = await staff.post("/console/kb/delete", {"document_id": str(after)})
+        assert "没有这个文档" in html.unescape(await staff.flash(missing))
+    actions = [
+        r[0] for r in await run.query("SELECT action FROM console_audit WHERE target = 'kb' ORDER BY id")
+    ]
+    assert actions == ["kb_upload", "kb_upload", "kb_reindex", "kb_delete"]
+
+
+async def _notifications(run: RunningPipeline, change: str) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(run.conninfo, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {CHANNEL}")
+        async with await psycopg.AsyncConnection.connect(run.conninfo, autocommit=True) as writer:
+            await writer.execute(change)
+        return [n.payload async for n in listener.notifies(timeout=0.5)]
+
+
+async def test_changes_notify_only_while_a_console_watches(run: RunningPipeline) -> None:
+    insert = "INSERT INTO kf_conversations (open_kfid, external_userid) VALUES ('wkA', 'wm{}')"
+    await run.query("UPDATE console_watch SET until = NULL RETURNING 1")
+    assert await _notifications(run, insert.format(1)) == []  # nobody watches: the pipeline pays nothing
+    await run.query("UPDATE console_watch SET until = now() + interval '1 minute' RETURNING 1")
+    assert await _notifications(run, insert.format(2)) == ["wkA wm2"]
+
+
+async def test_the_event_stream_carries_a_change_made_elsewhere(run: RunningPipeline) -> None:
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("admin")
+        async with staff.http.stream("GET", "/console/events") as stream:
+            lines = stream.aiter_lines()
+            assert await anext(lines) == "retry: 1500"  # sent once the process LISTENs
+            await run.query(
+                "INSERT INTO kf_conversations (open_kfid, external_userid) VALUES ('wkB', 'wmX') RETURNING 1"
+            )
+            received = [await asyncio.wait_for(anext(lines), 10) for _ in range(3)]
+    assert received[1:] == ["event: change", 'data: ["wkB wmX"]']

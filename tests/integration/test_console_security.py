@@ -1,0 +1,189 @@
+"""The console's security: no session, no page; no token or another site, no change; agents, no admin pages;
+customer text shown as text."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from tests.integration.console_client import PASSWORD, ConsoleClient, create_staff
+from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from wxkf.web.console.auth import MAX_FAILED_LOGINS
+from wxkf.web.console.routes import router
+
+PATH_VALUES = {
+    "open_kfid": "wkNOSUCH",
+    "external_userid": "wmNOSUCH",
+    "group_id": "1",
+    "user_id": "1",
+    "action": "disable",
+}
+PUBLIC = {"/console/login"}
+ADMIN_PAGES = [
+    "/console/kb",
+    "/console/unanswered",
+    "/console/overview",
+    "/console/doctor",
+    "/console/users",
+    "/console/audit",
+]
+
+
+@pytest.fixture
+async def run(settings_factory: Any) -> AsyncIterator[RunningPipeline]:
+    async with running_pipeline(settings_factory, ScriptedResponder()) as running:
+        await create_staff(running.conninfo, "admin")
+        await create_staff(running.conninfo, "agent", role="agent")
+        yield running
+
+
+def console_routes() -> list[tuple[str, str]]:
+    routes: list[tuple[str, str]] = []
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.path not in PUBLIC:
+            path = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES[m.group(1)], route.path)
+            routes.extend((method, path) for method in sorted(route.methods or ()))
+    return routes
+
+
+async def test_every_console_route_refuses_without_a_session(run: RunningPipeline) -> None:
+    routes = console_routes()
+    assert len(routes) >= 20  # the console's pages and forms, not an empty list
+    for cookie in (None, "forged.cookie.value"):
+        async with httpx.AsyncClient(base_url=run.base_url, headers={"Accept": "text/html"}) as http:
+            if cookie:
+                http.cookies.set("wxkf_console", cookie, path="/console")
+            for method, path in routes:
+                response = await http.request(method, path)
+                if method == "GET" and not path.endswith(("/rows", "/panel", "/events")):
+                    assert response.status_code == 303, (method, path)
+                    assert response.headers["location"].startswith("/console/login?next="), path
+                else:
+                    assert response.status_code == 401, (method, path, response.status_code)
+                    assert "请先登录" in response.text
+
+
+async def test_posts_from_another_site_or_without_the_token_change_nothing(run: RunningPipeline) -> None:
+    customer = run.sim.customers[0]
+    await run.say(customer, "你好")
+    await run.until(lambda: _has_conversation(run))
+    takeover = f"/console/c/{run.sim.open_kfid}/{customer}/takeover"
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("admin")
+        attempts = [
+            await staff.http.post(takeover, data={}),  # no token
+            await staff.http.post(takeover, data={"csrf_token": "guessed"}),
+            await staff.post(takeover, headers={"Origin": "https://evil.example"}),
+            await staff.post(takeover, headers={"Referer": "https://evil.example/page"}),
+            await staff.post(takeover, headers={"Sec-Fetch-Site": "cross-site"}),
+        ]
+        for response in attempts:
+            assert response.status_code == 403
+            assert "CSRF" in html.unescape(response.text)
+        assert await run.query("SELECT * FROM console_takeovers") == []
+        assert (await staff.post(takeover)).status_code == 303  # the page's own form works
+    assert len(await run.query("SELECT * FROM console_takeovers")) == 1
+
+
+async def _has_conversation(run: RunningPipeline) -> bool:
+    return bool(await run.query("SELECT 1 FROM kf_conversations"))
+
+
+async def test_a_cross_site_login_form_is_refused(run: RunningPipeline) -> None:
+    async with ConsoleClient(run.base_url) as staff:
+        page = await staff.get("/console/login")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token is not None
+        forged = await staff.http.post(
+            "/console/login",
+            data={"username": "admin", "password": PASSWORD, "csrf_token": token.group(1)},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert forged.status_code == 403
+        without = await staff.http.post("/console/login", data={"username": "admin", "password": PASSWORD})
+        assert without.status_code == 403
+        assert "wxkf_console" not in staff.http.cookies
+
+
+async def test_an_agent_cannot_see_admin_pages(run: RunningPipeline) -> None:
+    async with ConsoleClient(run.base_url) as agent:
+        await agent.login("agent")
+        assert (await agent.get("/console/conversations")).status_code == 200
+        page = await agent.get("/console/conversations")
+        assert 'href="/console/kb"' not in page.text  # not offered in the navigation either
+        for path in ADMIN_PAGES:
+            response = await agent.get(path)
+            assert response.status_code == 403, path
+            assert "仅管理员" in html.unescape(response.text)
+        for path, data in [
+            ("/console/users", {"username": "mallory", "password": "12345678", "role": "admin"}),
+            ("/console/users/1/disable", {}),
+            ("/console/kb/delete", {"document_id": "1"}),
+            ("/console/unanswered/1/entry", {"question": "q", "answer": "a"}),
+        ]:
+            assert (await agent.post(path, data)).status_code == 403, path
+    assert [r[0] for r in await run.query("SELECT username FROM console_users ORDER BY id")] == [
+        "admin",
+        "agent",
+    ]
+
+
+async def test_bad_passwords_are_refused_then_the_account_locks(run: RunningPipeline) -> None:
+    async with ConsoleClient(run.base_url) as staff:
+        unknown = await staff.login("nobody", "whatever-pass")
+        wrong = await staff.login("agent", "wrong-password")
+        assert unknown.status_code == wrong.status_code == 401
+        assert "用户名或密码错误" in html.unescape(wrong.text)
+        for _ in range(MAX_FAILED_LOGINS - 1):
+            last = await staff.login("agent", "wrong-password")
+        assert "已锁定" in html.unescape(last.text)
+        refused = await staff.login("agent")  # the right password, during the lockout
+        assert refused.status_code == 401
+        assert "已锁定" in html.unescape(refused.text)
+    async with ConsoleClient(run.base_url) as admin:
+        await admin.login("admin")
+        (agent_id,) = (await run.query("SELECT id FROM console_users WHERE username = 'agent'"))[0]
+        assert "解锁账号" in html.unescape(
+            await admin.flash(await admin.post(f"/console/users/{agent_id}/unlock"))
+        )
+    async with ConsoleClient(run.base_url) as staff:
+        assert (await staff.login("agent")).status_code == 303
+    actions = [r[0] for r in await run.query("SELECT action FROM console_audit ORDER BY id")]
+    assert actions.count("login_failed") == MAX_FAILED_LOGINS + 2
+
+
+async def test_logging_out_ends_the_session_everywhere(run: RunningPipeline) -> None:
+    async with ConsoleClient(run.base_url) as one, ConsoleClient(run.base_url) as two:
+        await one.login("admin")
+        await two.login("admin")
+        assert (await one.post("/console/logout")).status_code == 303
+        assert (await one.get("/console/conversations")).status_code == 303
+        assert (await two.get("/console/conversations")).status_code == 303
+
+
+async def test_customer_text_is_shown_escaped_with_a_strict_content_policy(run: RunningPipeline) -> None:
+    customer = run.sim.customers[0]
+    attack = '<script>document.title="pwned"</script><img src=x onerror="alert(1)">'
+    await run.say(customer, attack)
+    await run.until(lambda: _has_conversation(run))
+    await run.idle()
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("agent")
+        for path in (
+            "/console/conversations",
+            "/console/conversations/rows",
+            f"/console/c/{run.sim.open_kfid}/{customer}",
+            f"/console/c/{run.sim.open_kfid}/{customer}/panel",
+        ):
+            response = await staff.get(path)
+            assert response.status_code == 200
+            assert "<script>document.title" not in response.text
+            assert "<img src=x" not in response.text
+            assert "&lt;script&gt;document.title" in response.text
+            assert "script-src 'self'" in response.headers["content-security-policy"]
