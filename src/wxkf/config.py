@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     kf_accounts: str = ""  # comma-separated open_kfids served; empty: every account that calls back
     kf_worker_concurrency: int = Field(default=16, ge=1)
     kf_poll_interval_seconds: float = Field(default=0.1, gt=0)
+    # Accounts not synced for this long are synced anyway: messages whose callbacks WeCom gave up on
+    # (the service was down through its retries, wecom-api §1.7) are still answered. 0: never.
+    kf_sync_sweep_seconds: float = Field(default=300.0, ge=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

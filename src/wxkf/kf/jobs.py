@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from asyncio import CancelledError
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import psycopg
-from procrastinate import JobContext, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued
-from procrastinate.jobs import JobDeferrer
+from procrastinate import BaseRetryStrategy, JobContext, RetryDecision
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
+from procrastinate.jobs import Job, JobDeferrer
 
 from wxkf.kf.conversation import ConcurrentUpdate, converse
 from wxkf.kf.responder import Conversation
@@ -36,11 +37,33 @@ log = logging.getLogger("wxkf.kf.jobs")
 SYNC_TASK = "kf:sync_account"
 CONVERSE_TASK = "kf:converse"
 
-# WeCom throttling (45009/45033/-1) and unreachable WeCom are worth retrying with backoff; the client
-# already retried a few times within one call. Waits: 2, 4, 8, 16, 32 … s.
-RETRY = RetryStrategy(
-    max_attempts=12, exponential_wait=2, retry_exceptions={RateLimitedError, TransportError}
-)
+
+class PipelineRetry(BaseRetryStrategy):
+    """Which failures of a pipeline job are retried, and after how long: 2, 4, 8, 16, 32 … s.
+
+    Retried: WeCom throttling (45009/45033/-1) and unreachable WeCom (the client already retried a
+    few times within one call), a database that went away, and a job cut short by a worker's
+    shutdown (`CancelledError` once the graceful wait is over: procrastinate retries such a job only
+    if its strategy says so). Every job drains only what is still pending, so running it again after
+    a partial attempt repeats nothing.
+    """
+
+    RETRYABLE = (
+        RateLimitedError,
+        TransportError,
+        psycopg.OperationalError,
+        ConnectorException,
+        CancelledError,
+    )
+    MAX_ATTEMPTS = 12
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if job.attempts >= self.MAX_ATTEMPTS or not isinstance(exception, self.RETRYABLE):
+            return None
+        return RetryDecision(retry_in={"seconds": 2 ** (job.attempts + 1)})
+
+
+RETRY = PipelineRetry()
 
 
 def _pipeline(context: JobContext) -> Pipeline:
@@ -65,19 +88,27 @@ async def sync_account_job(context: JobContext, open_kfid: str, token: str = "")
 
 async def converse_job(context: JobContext, open_kfid: str, external_userid: str) -> None:
     conversation = Conversation(open_kfid, external_userid)
+    pipeline = _pipeline(context)
     try:
-        await converse(_pipeline(context), conversation)
+        await converse(pipeline, conversation)
     except ConcurrentUpdate:
+        # Two jobs of one conversation ran at once (a worker thought dead was not): the other one
+        # answered part of this batch. What it left pending gets a job of its own, at once.
         log.info("另一个进程已处理这些消息 / another worker answered these messages first")
+        await defer_converse(pipeline.procrastinate, conversation)
+
+
+SYNC_LOCK_PREFIX = "kf-sync"
+CONVERSE_LOCK_PREFIX = "kf-conv"
 
 
 def _key(*parts: str) -> str:
-    return ":".join(parts)
+    return ":".join(parts)  # `concat_ws(':', …)` in the recovery's SQL
 
 
 def sync_lock(open_kfid: str) -> str:
     """The lock and queueing lock of an account's sync job."""
-    return _key("kf-sync", open_kfid)
+    return _key(SYNC_LOCK_PREFIX, open_kfid)
 
 
 async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") -> None:
@@ -90,7 +121,7 @@ async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") ->
 
 def _converse_lock(conversation: Conversation) -> str:
     """The lock and queueing lock of a conversation's job."""
-    return _key("kf-conv", conversation.open_kfid, conversation.external_userid)
+    return _key(CONVERSE_LOCK_PREFIX, conversation.open_kfid, conversation.external_userid)
 
 
 def _converse_deferrer(app: procrastinate.App, conversation: Conversation) -> JobDeferrer:
