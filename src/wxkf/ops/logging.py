@@ -63,6 +63,8 @@ _PATTERNS = [
     re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)"),
 ]
 
+_BEFORE = r"(?:(?<![A-Za-z0-9_])|(?<=%[0-9A-Fa-f]{2}))"  # a secret's left neighbour (see `Redactor`)
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
@@ -116,16 +118,24 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 class Redactor:
-    """Replaces secret values and credential-shaped substrings with `***`."""
+    """Replaces secret values and credential-shaped substrings with `***`.
+
+    A secret value is replaced where it stands as a value of its own, not inside a longer word: a
+    short WECOM_TOKEN such as `tok` must not turn `access_token` into `access_***en`. Its neighbours
+    may be anything but a letter, digit or `_` (a URL-encoded `%26` counts as a neighbour).
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret that contains another is removed whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = [
+            (secret, re.compile(_BEFORE + re.escape(secret) + r"(?![A-Za-z0-9_])")) for secret in ordered
+        ]
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret, pattern in self._secrets:
             if secret in text:
-                text = text.replace(secret, REDACTED)
+                text = pattern.sub(REDACTED, text)
         for pattern in _PATTERNS:
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
         return text
@@ -161,6 +171,12 @@ class RedactionFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad %-format must not lose the line
             message = f"{record.msg!r} % {record.args!r}"
+        outage = _connection_error(record.exc_info[1] if record.exc_info else None)
+        if outage is not None:
+            # An outage is an expected event, not a bug: one line with the cause, no traceback.
+            message = f"{message} ({outage})"
+            record.exc_info = None
+            record.exc_text = None
         record.msg = self.redactor(message)
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -181,6 +197,19 @@ class RedactionFilter(logging.Filter):
                 setattr(record, name, value)
         record._wxkf_redacted = True
         return True
+
+
+def _connection_error(exc: BaseException | None) -> str | None:
+    """'<Type>: <first line>' of a lost database connection found in `exc`'s chain, else None."""
+    psycopg = sys.modules.get("psycopg")  # not imported: no psycopg error can be on the way
+    seen = 0
+    while exc is not None and psycopg is not None and seen < 10:
+        if isinstance(exc, psycopg.OperationalError):
+            lines = str(exc).strip().splitlines()
+            return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 # Formatting -------------------------------------------------------------------------------------

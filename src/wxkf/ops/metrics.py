@@ -28,13 +28,14 @@ from typing import Any
 
 import psycopg
 
+from wxkf.kf.runtime import WORKER_SILENT_SECONDS
+
 SYNC_LAG_WINDOW = "15 minutes"
 # Upper bounds (seconds) of the LLM latency histogram: a chat completion takes 1–20 s; 60 s is past
 # any sensible LLM_TIMEOUT_SECONDS with retries.
 LLM_LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 _LLM_BUCKET = "agent.llm.latency_le."
 _WECOM_ERRCODE = "wecom.errcode."
-WORKER_ALIVE = "60 seconds"  # procrastinate workers heartbeat every few seconds
 
 
 @dataclass
@@ -216,7 +217,7 @@ async def collect(conninfo: str) -> list[Metric]:
         ):
             jobs.add(count, status=str(status))
         workers = Metric(
-            "wxkf_job_workers", "gauge", f"Job workers with a heartbeat in the last {WORKER_ALIVE}"
+            "wxkf_job_workers", "gauge", f"Job workers with a heartbeat in the last {WORKER_SILENT_SECONDS:g} s"
         )
         workers.add(await alive_workers(conn))
 
@@ -227,8 +228,10 @@ async def collect(conninfo: str) -> list[Metric]:
 
 
 async def alive_workers(conn: psycopg.AsyncConnection[Any]) -> int:
+    # A worker beats every second (`HEARTBEAT_SECONDS`); one killed a few beats ago is not running.
     cur = await conn.execute(
-        f"SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - interval '{WORKER_ALIVE}'"
+        "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => %s)",
+        (WORKER_SILENT_SECONDS,),
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0
