@@ -59,7 +59,7 @@ class PrivatePostgres:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: every session is terminated, as in a restart)."""
-        from pgserver.postgres_server import pg_ctl
+        from pgserver.postgres_server import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self._server.pgdata, user=self._server.system_user)
 
