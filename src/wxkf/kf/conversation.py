@@ -47,15 +47,18 @@ class ConcurrentUpdate(Exception):
     """Another worker processed these rows first; this attempt changes nothing."""
 
 
-# The pause, the cached service_state and the budget of one conversation, read in one query.
+# The pause, the cached service_state (with the moment it was true) and the budget of one
+# conversation, read in one query.
 _CONVERSATION_STATE = """
 SELECT paused_until, window_started_at, replies_used,
        CASE WHEN state_checked_at > now() - make_interval(secs => %s) THEN service_state END,
-       servicer_userid
+       servicer_userid, state_checked_at
 FROM kf_conversations WHERE open_kfid = %s AND external_userid = %s
 """
-ConversationState = tuple[Any, ...]  # a `_CONVERSATION_STATE` row: pause, window, used, state, servicer
-NO_STATE: ConversationState = (None, None, 0, None, None)
+# A `_CONVERSATION_STATE` row: pause, window, used, state, servicer, state as of.
+ConversationState = tuple[Any, ...]
+NO_STATE: ConversationState = (None, None, 0, None, None, None)
+SEND_TIME_RESOLUTION = timedelta(seconds=1)  # wecom-api §3: send_time is in whole seconds
 
 
 async def converse(pipeline: Pipeline, conversation: Conversation) -> None:
@@ -165,10 +168,11 @@ async def _handle_event(pipeline: Pipeline, conversation: Conversation, row: Inb
         elif kind == "session_status_change":
             # wecom-api §3: change_type 1 接入 / 2 转接 / 4 重新接入 → 3 with the new servicer; 3 结束 → 4.
             change = event.get("change_type")
+            # The state is stamped with the event's time: a customer message after it is newer.
             if change == 3:
-                await store_state(conn, conversation, 4, None)
+                await store_state(conn, conversation, 4, None, row.send_time)
             elif change in (1, 2, 4):
-                await store_state(conn, conversation, 3, event.get("new_servicer_userid"))
+                await store_state(conn, conversation, 3, event.get("new_servicer_userid"), row.send_time)
             else:
                 await store_state(conn, conversation, None, None)
             log.info(
@@ -245,7 +249,9 @@ async def _skip(
     """Record why `batch` gets no answer (and cache the state WeCom just told us): one round trip."""
     async with pipeline.pool.connection() as conn, conn.pipeline(), conn.transaction():
         if remember is not None:
-            await store_state(conn, remember[0], remember[1].state, remember[1].servicer_userid)
+            await store_state(
+                conn, remember[0], remember[1].state, remember[1].servicer_userid, remember[1].checked_at
+            )
         await ledger.start_mark(conn, [r.id for r in batch], "skipped", reason)
         await ledger.count(conn, f"kf.skipped.{reason.value}", len(batch))
     log.info(
@@ -255,6 +261,19 @@ async def _skip(
         detail,
         extra={"decision": reason.value},
     )
+
+
+def _written_since(cached_state: int, as_of: datetime | None, batch: list[InboundRow]) -> bool:
+    """Whether the customer wrote after the cached state was true, in a way that changes it.
+
+    wecom-api §6: a customer message moves an ended session (4) to a new one (0, then routed by
+    接待方式); in states 0-3 it changes nothing. send_time is in whole seconds, so a message is only
+    known to be older than the state when its whole second is.
+    """
+    if cached_state != 4:
+        return False
+    newest = max(r.send_time for r in batch)
+    return as_of is None or as_of < newest + SEND_TIME_RESOLUTION
 
 
 async def _answer(
@@ -269,7 +288,7 @@ async def _answer(
                 (settings.kf_state_cache_seconds, conversation.open_kfid, conversation.external_userid),
             )
             found = await cur.fetchone() or NO_STATE
-    paused_until, window, used, cached_state, cached_servicer = found
+    paused_until, window, used, cached_state, cached_servicer, state_as_of = found
     if paused_until and paused_until > datetime.now(UTC):
         await _skip(pipeline, batch, Reason.PAUSED, f" until {paused_until:%H:%M:%S}")
         return None
@@ -277,8 +296,8 @@ async def _answer(
     # A state fetched from WeCom is cached in the transaction that records the outcome, not alone.
     remember: tuple[Conversation, SessionState] | None = None
     try:
-        if cached_state is not None:
-            state = SessionState(cached_state, cached_servicer)
+        if cached_state is not None and not _written_since(cached_state, state_as_of, batch):
+            state = SessionState(cached_state, cached_servicer, state_as_of)
         else:
             state = await pipeline.states.fetch(conversation)
             remember = (conversation, state)
@@ -343,7 +362,9 @@ async def _answer(
         async with pipeline.pool.connection() as conn, conn.pipeline():
             async with conn.transaction():
                 if remember is not None:
-                    await store_state(conn, conversation, state.state, state.servicer_userid)
+                    await store_state(
+                        conn, conversation, state.state, state.servicer_userid, state.checked_at
+                    )
                 marked = await ledger.start_mark(conn, [r.id for r in batch], "answered")
                 msgids = await outbox.enqueue_texts(
                     conn, conversation, parts, kind="reply", source=batch[-1].msgid

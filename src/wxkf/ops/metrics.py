@@ -217,7 +217,9 @@ async def collect(conninfo: str) -> list[Metric]:
         ):
             jobs.add(count, status=str(status))
         workers = Metric(
-            "wxkf_job_workers", "gauge", f"Job workers with a heartbeat in the last {WORKER_SILENT_SECONDS:g} s"
+            "wxkf_job_workers",
+            "gauge",
+            f"Job workers with a heartbeat in the last {WORKER_SILENT_SECONDS:g} s",
         )
         workers.add(await alive_workers(conn))
 
