@@ -56,7 +56,7 @@ async def test_each_callback_delivered_four_times_gets_one_reply(settings_factor
         [first] = await run.control("callbacks")
         # wecom-api §1.7: WeCom repeats a callback it thinks failed — 4 deliveries of the same one.
         xml = event_xml(run.sim.corp_id, first["open_kfid"], first["token"], 1_800_000_000)
-        body, params = run.sim.crypto().callback_envelope(xml, timestamp="1800000000")
+        body, params = run.sim.crypto().callback_envelope(xml)
         async with httpx.AsyncClient(base_url=run.base_url) as http:
             for _ in range(4):
                 response = await http.post("/wecom/callback", params=params, content=body)

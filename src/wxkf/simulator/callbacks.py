@@ -69,8 +69,10 @@ class CallbackDispatcher:
     async def _deliver(self, seq: int, url: str, open_kfid: str, token: str, create_time: int) -> None:
         assert self._client is not None
         behaviour = self.world.behaviour
+        # CreateTime is the world's (possibly advanced) clock; the query's timestamp is when the
+        # request is signed, on the wall clock, as receivers check it against theirs (§1.4).
         body, params = self.crypto.callback_envelope(
-            event_xml(self.world.corp_id, open_kfid, token, create_time), timestamp=str(create_time)
+            event_xml(self.world.corp_id, open_kfid, token, create_time), timestamp=str(int(time.time()))
         )
         for attempt in range(1, behaviour.callback_retries + 2):
             record: dict[str, Any] = {
