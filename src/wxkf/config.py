@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_DATABASE_URL_RE = re.compile(r"^postgres(ql)?(\+\w+)?://")  # as `wxkf.db.engine.to_conninfo` reads it
 
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
 
@@ -114,6 +116,40 @@ class Settings(BaseSettings):
                 "WECOM_AES_KEY 必须是 43 个字母或数字（企业微信后台「接收消息」的 EncodingAESKey）/ "
                 "must be exactly 43 letters or digits: copy EncodingAESKey from the callback settings"
             )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The URL itself never goes into the message: it may carry the password.
+        url = value.get_secret_value() if value is not None else ""
+        if not url:
+            return value
+        shape = "postgresql://用户:密码@主机:5432/数据库 / postgresql://user:password@host:5432/wxkf"
+        if not _DATABASE_URL_RE.match(url):
+            raise ValueError(
+                f"DATABASE_URL 必须是 PostgreSQL 连接串（wxkf 只支持 PostgreSQL + pgvector），形如 {shape}；"
+                "不设置则使用内置数据库 / must be a PostgreSQL URL; unset it to use the embedded database"
+            )
+        try:
+            urlsplit(url).port  # noqa: B018 - parsing the port is the check
+        except ValueError:
+            raise ValueError(
+                f"DATABASE_URL 的端口不是 1-65535 的数字，形如 {shape} / the port is not a number"
+            ) from None
+        return value
+
+    @field_validator("wxkf_data_dir")
+    @classmethod
+    def _check_data_dir(cls, value: Path) -> Path:
+        for path in (value, *value.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise ValueError(
+                        f"WXKF_DATA_DIR 应为目录，但 {path} 是文件：换一个目录，或删除该文件 / "
+                        f"must be a directory, but {path} is a file"
+                    )
+                break
         return value
 
     @field_validator("wxkf_public_url")

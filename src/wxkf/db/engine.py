@@ -7,6 +7,7 @@ process using it exits (pgserver counts references). pgvector ≥ 0.5 is require
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ EMBEDDED_DBNAME = "wxkf"
 
 class DatabaseError(Exception):
     """The database cannot be used; the message says why and what to do."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -56,7 +61,13 @@ def start_embedded(data_dir: Path, dbname: str = EMBEDDED_DBNAME, *, fresh: bool
     """
 
     pgdata = (data_dir / "pg").resolve()
-    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        pgdata.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(
+            f"无法创建内置数据库目录 {pgdata}：{exc.strerror}。检查 WXKF_DATA_DIR 及其权限 / "
+            f"cannot create the embedded database's directory: check WXKF_DATA_DIR"
+        ) from exc
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); its /tmp fallback is fine.
@@ -74,10 +85,15 @@ def start_embedded(data_dir: Path, dbname: str = EMBEDDED_DBNAME, *, fresh: bool
     with psycopg.connect(uri, autocommit=True) as conn:
         if fresh:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
+        if not conn.execute(_DATABASE_EXISTS, (dbname,)).fetchone():
+            # Another process (`wxkf serve` and `wxkf worker` started together) may create it
+            # between our check and our CREATE: the catalog's unique index then refuses ours.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                conn.execute(f'CREATE DATABASE "{dbname}"')
     return str(server.get_uri(dbname))
+
+
+_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
 
 
 _KEEP: list[Any] = []  # the embedded server handle lives as long as the process
@@ -96,14 +112,21 @@ def ensure_pgvector(conninfo: str) -> str:
                     "postgresql-16-pgvector）后执行 CREATE EXTENSION vector; / pgvector is not installed "
                     "on this PostgreSQL server: install it, or unset DATABASE_URL to use the embedded one"
                 )
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            # Created at the same moment by another process starting up: the same outcome.
+            with contextlib.suppress(psycopg.errors.UniqueViolation):
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             (installed,) = conn.execute(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
             ).fetchone() or ("0",)
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:  # unreachable, or unreadable
         raise DatabaseError(
             f"无法连接数据库 {describe(conninfo)}：检查 DATABASE_URL、服务是否运行、用户权限 / "
-            f"cannot connect to the database: {str(exc).strip().splitlines()[0]}"
+            f"cannot connect to the database: {_first_line(exc)}"
+        ) from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"数据库 {describe(conninfo)} 拒绝了初始化（需要 CREATE EXTENSION vector 的权限）/ "
+            f"the database refused wxkf's set-up: {_first_line(exc)}"
         ) from exc
     if _version_tuple(installed) < MIN_PGVECTOR:
         raise DatabaseError(

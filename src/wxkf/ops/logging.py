@@ -273,7 +273,11 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Pa
     """
     stream = stream if stream is not None else sys.stderr
     directory = log_dir(settings)
-    directory.mkdir(parents=True, exist_ok=True)
+    unwritable: str | None = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only or foreign WXKF_DATA_DIR: the lines still reach stderr
+        unwritable = f"无法写入日志目录 {directory}（{exc.strerror}）/ cannot write logs to {directory}"
     redaction = RedactionFilter(Redactor(secret_values(settings)), log_content=settings.log_content)
     level = logging.getLevelName(settings.log_level)
 
@@ -294,7 +298,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Pa
         directory / ERROR_LOG_FILE, when="midnight", backupCount=BACKUP_DAYS, encoding="utf-8", delay=True
     )
     error_file.setLevel(logging.ERROR)
-    for handler in (console, app_file, error_file):
+    for handler in (console,) if unwritable else (console, app_file, error_file):
         handler.addFilter(redaction)
         if handler is not console:
             handler.setFormatter(JSONFormatter())
@@ -314,6 +318,8 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Pa
     # pgserver narrates every pg_ctl call at INFO; its warnings and errors are what an operator needs.
     logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
     logging.getLogger("openai").setLevel(level if settings.log_content else max(level, logging.INFO))
+    if unwritable:
+        logging.getLogger("wxkf").warning(unwritable)
     return directory
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from wxkf.agent.kb.chunking import Chunk, chunk_sections
 from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder
-from wxkf.agent.kb.loaders import UnsupportedDocument, detect_format, read_sections
+from wxkf.agent.kb.loaders import UnsupportedDocument, check_size, detect_format, read_sections
 from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
 
@@ -96,6 +96,7 @@ class SourceDocument:
     @classmethod
     def from_path(cls, path: Path, source: str | None = None) -> SourceDocument:
         fmt = detect_format(path)
+        check_size(path, fmt)
         try:
             data = path.read_bytes()
         except OSError as exc:
