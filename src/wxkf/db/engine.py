@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ def start_embedded(data_dir: Path, dbname: str = EMBEDDED_DBNAME, *, fresh: bool
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server  # lazily: only the embedded default needs it
 
+            _forget_dead_users(pgdata)
             server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise DatabaseError(
@@ -97,6 +99,34 @@ _DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
 
 
 _KEEP: list[Any] = []  # the embedded server handle lives as long as the process
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop processes that died without saying so (kill -9, a crash) from pgserver's list of users.
+
+    pgserver stops the server when the last process in `.handle_pids.json` exits. A process killed
+    before its exit handler ran stays in the list for good, and then no later process is ever the
+    last one: the server ran on after every wxkf process had exited. Done under pgserver's own lock.
+    """
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import DiskList
+
+    users = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        pids = users.get()
+        alive = [pid for pid in pids if _running(pid)]
+        if alive != pids:
+            users.put(alive)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def ensure_pgvector(conninfo: str) -> str:

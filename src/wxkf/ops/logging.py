@@ -22,6 +22,7 @@ one line per decision can be searched and counted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -171,9 +172,9 @@ class RedactionFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad %-format must not lose the line
             message = f"{record.msg!r} % {record.args!r}"
-        outage = _connection_error(record.exc_info[1] if record.exc_info else None)
+        outage = _expected_interruption(record.exc_info[1] if record.exc_info else None)
         if outage is not None:
-            # An outage is an expected event, not a bug: one line with the cause, no traceback.
+            # An outage or a shutdown is an expected event, not a bug: one line, no traceback.
             message = f"{message} ({outage})"
             record.exc_info = None
             record.exc_text = None
@@ -199,8 +200,14 @@ class RedactionFilter(logging.Filter):
         return True
 
 
-def _connection_error(exc: BaseException | None) -> str | None:
-    """'<Type>: <first line>' of a lost database connection found in `exc`'s chain, else None."""
+def _expected_interruption(exc: BaseException | None) -> str | None:
+    """'<Type>: <first line>' when `exc` is an interruption, not a bug, else None.
+
+    A lost database connection anywhere in the chain (an outage), or a cancellation (a job cut
+    short by a worker's shutdown, then retried): a traceback would only bury the one useful line.
+    """
+    if isinstance(exc, asyncio.CancelledError):
+        return "CancelledError: 已中断 / interrupted (shutdown)"
     psycopg = sys.modules.get("psycopg")  # not imported: no psycopg error can be on the way
     seen = 0
     while exc is not None and psycopg is not None and seen < 10:
