@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_content: bool = False
+    debug: bool = False  # brief 002's DEBUG=true: LOG_LEVEL=DEBUG unless LOG_LEVEL is set
 
     # Embeddings for the knowledge base (OpenAI-compatible /embeddings); unset → the offline hashing embedder
     embedding_base_url: str | None = None
@@ -184,6 +185,12 @@ class Settings(BaseSettings):
                 f"CONTACT_TIMEZONE 不是有效的时区名（如 Asia/Shanghai）/ unknown time zone {value!r}"
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _debug_means_debug_logs(self) -> Settings:
+        if self.debug and "log_level" not in self.model_fields_set:
+            self.log_level = "DEBUG"
+        return self
 
     @model_validator(mode="after")
     def _check_receive_cap(self) -> Settings:

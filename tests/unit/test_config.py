@@ -46,3 +46,14 @@ def test_deepseek_key_is_accepted_as_llm_key() -> None:
     settings = load_settings(_env_file=None, deepseek_api_key="sk-abc")
     assert settings.llm_key is not None
     assert settings.llm_key.get_secret_value() == "sk-abc"
+
+
+def test_debug_true_from_the_brief_means_log_level_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """brief 002 tells operators to set DEBUG=true; it was silently ignored."""
+    monkeypatch.setenv("DEBUG", "true")
+    assert load_settings(_env_file=None).log_level == "DEBUG"
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")  # an explicit level wins
+    assert load_settings(_env_file=None).log_level == "WARNING"
+    monkeypatch.setenv("DEBUG", "false")
+    monkeypatch.delenv("LOG_LEVEL")
+    assert load_settings(_env_file=None).log_level == "INFO"
