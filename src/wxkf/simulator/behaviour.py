@@ -83,6 +83,8 @@ class Behaviour(BaseModel):
     callback_timeout: float = Field(5.0, gt=0)
     callback_retries: int = Field(3, ge=0)
     callback_retry_delay: float = Field(1.0, ge=0)
+    # The wait grows by this factor after each retry (UNCONFIRMED: WeCom publishes no schedule).
+    callback_retry_backoff: float = Field(1.0, ge=1.0)
     callback_retry_on_non_200: bool = True
     # wecom-api §9: receive cap per customer; the current text allows days-in-month per month, 7 per
     # week or 1 per day. Default: 1 per rolling 24 h (the strictest published setting).
