@@ -152,3 +152,31 @@ async def test_a_failing_responder_gets_the_customer_a_fallback_and_a_human(sett
         session = await run.control("session", customer)
         assert session["service_state"] == 2
         assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.responder_error'") == [(1,)]
+
+
+async def test_a_responder_that_lost_the_database_is_retried_not_handed_to_a_human(
+    settings_factory: Any,
+) -> None:
+    """A database outage is not the responder's fault: the customer gets the answer once it is back,
+    not the fallback and a human (a blip would otherwise send customers to the queue for good)."""
+    import psycopg
+    import sqlalchemy.exc
+
+    failures = [
+        sqlalchemy.exc.OperationalError(
+            "SELECT …", {}, psycopg.OperationalError("server closed the connection")
+        )
+    ]
+
+    def flaky(request: Any) -> Reply:
+        if failures:
+            raise failures.pop()
+        return Reply(text="答复：" + request.messages[0].text)
+
+    async with running_pipeline(settings_factory, ScriptedResponder(answer=flaky)) as run:
+        customer = run.sim.customers[0]
+        await run.say(customer, "在吗")
+        await run.idle()
+        assert await run.texts(customer) == ["答复：在吗"]
+        assert (await run.control("session", customer))["service_state"] == 1
+        assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.responder_error'") == []

@@ -29,6 +29,19 @@ class DatabaseError(Exception):
     """The database cannot be used; the message says why and what to do."""
 
 
+def connection_lost(exc: BaseException | None) -> psycopg.OperationalError | None:
+    """The lost database connection behind `exc` (itself, or its cause, e.g. inside an SQLAlchemy
+    error), if any: an outage, not a bug of the code that met it."""
+    for _ in range(10):  # a chain is short; a cycle must not hang the caller
+        if exc is None:
+            return None
+        if isinstance(exc, psycopg.OperationalError):
+            return exc
+        wrapped = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError keeps the driver's error there
+        exc = wrapped if isinstance(wrapped, BaseException) else exc.__cause__ or exc.__context__
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
+from wxkf.db.engine import connection_lost
 from wxkf.kf import ledger, outbox
 from wxkf.kf.budget import BudgetState
 from wxkf.kf.inbound import to_inbound_message
@@ -339,7 +340,9 @@ async def _answer(
         reply = await pipeline.responder.respond(
             ReplyRequest(conversation=conversation, messages=messages, remaining_budget=remaining)
         )
-    except Exception:
+    except Exception as exc:
+        if connection_lost(exc) is not None:
+            raise  # not the responder's fault: the job is retried once the database is back
         # The customer must not be met with silence because the responder broke: say so, ask for a human.
         log.exception(
             "应答器出错，已发送兜底回复并转人工 / the responder failed: sent the fallback and asked for a human",

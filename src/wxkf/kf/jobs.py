@@ -39,28 +39,33 @@ CONVERSE_TASK = "kf:converse"
 
 
 class PipelineRetry(BaseRetryStrategy):
-    """Which failures of a pipeline job are retried, and after how long: 2, 4, 8, 16, 32 … s.
+    """Which failures of a pipeline job are retried, and after how long.
 
-    Retried: WeCom throttling (45009/45033/-1) and unreachable WeCom (the client already retried a
-    few times within one call), a database that went away, and a job cut short by a worker's
-    shutdown (`CancelledError` once the graceful wait is over: procrastinate retries such a job only
-    if its strategy says so). Every job drains only what is still pending, so running it again after
-    a partial attempt repeats nothing.
+    * WeCom throttling (45009/45033/-1) and unreachable WeCom (the client already retried a few
+      times within one call): 2, 4, 8, 16 s, then every 30 s. Never longer: a sync job waiting out
+      a long backoff is the one every new callback finds queued, so it holds up every customer of
+      its account.
+    * A database that went away, and a job cut short by a worker's shutdown (`CancelledError` once
+      the graceful wait is over: procrastinate retries such a job only if its strategy says so):
+      1 s. The database is back by then or the job fails again at once; waiting longer helps nobody.
+
+    Every job drains only what is still pending, so running it again after a partial attempt
+    repeats nothing. `attempts` also counts requeues after a crash.
     """
 
-    RETRYABLE = (
-        RateLimitedError,
-        TransportError,
-        psycopg.OperationalError,
-        ConnectorException,
-        CancelledError,
-    )
+    WECOM = (RateLimitedError, TransportError)
+    INTERRUPTED = (psycopg.OperationalError, ConnectorException, CancelledError)
     MAX_ATTEMPTS = 12
+    MAX_WAIT_SECONDS = 30
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
-        if job.attempts >= self.MAX_ATTEMPTS or not isinstance(exception, self.RETRYABLE):
+        if job.attempts >= self.MAX_ATTEMPTS:
             return None
-        return RetryDecision(retry_in={"seconds": 2 ** (job.attempts + 1)})
+        if isinstance(exception, self.INTERRUPTED):
+            return RetryDecision(retry_in={"seconds": 1})
+        if isinstance(exception, self.WECOM):
+            return RetryDecision(retry_in={"seconds": min(2 ** (job.attempts + 1), self.MAX_WAIT_SECONDS)})
+        return None
 
 
 RETRY = PipelineRetry()

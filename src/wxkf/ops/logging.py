@@ -208,15 +208,15 @@ def _expected_interruption(exc: BaseException | None) -> str | None:
     """
     if isinstance(exc, asyncio.CancelledError):
         return "CancelledError: 已中断 / interrupted (shutdown)"
-    psycopg = sys.modules.get("psycopg")  # not imported: no psycopg error can be on the way
-    seen = 0
-    while exc is not None and psycopg is not None and seen < 10:
-        if isinstance(exc, psycopg.OperationalError):
-            lines = str(exc).strip().splitlines()
-            return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
+    if exc is None or "psycopg" not in sys.modules:  # not imported: no psycopg error can be on the way
+        return None
+    from wxkf.db.engine import connection_lost
+
+    lost = connection_lost(exc)
+    if lost is None:
+        return None
+    lines = str(lost).strip().splitlines()
+    return f"{type(lost).__name__}: {lines[0]}" if lines else type(lost).__name__
 
 
 # Formatting -------------------------------------------------------------------------------------
