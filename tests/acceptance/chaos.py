@@ -28,6 +28,7 @@ import collections
 import functools
 import random
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -44,7 +45,7 @@ import psycopg
 from tests.acceptance.processes import PrivatePostgres, start_wxkf, wxkf_env
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.simulator.seed import seed_world
-from wxkf.simulator.testing import SimulatorHandle, handle_for
+from wxkf.simulator.testing import SimulatorControl, SimulatorHandle, handle_for
 
 TOKEN_RE = re.compile(r"q(\d+)-(\d+)")  # what a customer writes: q<customer>-<n>
 RULE_ERRCODES = {
@@ -65,7 +66,7 @@ class ChaosPlan:
     messages: int = 1000
     writing_seconds: float = 40.0  # how long the customers keep writing
     burst_share: float = 0.3  # of the messages, sent in bursts of 2-5 within a fraction of a second
-    kill_every: tuple[float, float] = (2.5, 5.0)  # seconds between two kills
+    kill_every: tuple[float, float] = (3.0, 6.0)  # seconds between two kills
     down_for: tuple[float, float] = (0.2, 1.5)  # seconds a killed process stays down
     outage_at: float = 0.5  # of the writing time, when PostgreSQL stops
     outage_seconds: float = 3.0
@@ -99,6 +100,7 @@ class ChaosReport:
     writing_seconds: float = 0.0
     settle_seconds: float = 0.0
     settled: bool = False
+    cpu_seconds: float = 0.0  # of every process the run started (PostgreSQL's excepted)
 
     def problems(self) -> list[str]:
         found = []
@@ -123,7 +125,8 @@ class ChaosReport:
             f"kills {dict(self.kills)}, restarts after exit {self.restarts_after_exit}, "
             f"PostgreSQL down {self.outage_seconds:.1f} s; faults fired {dict(self.faults_fired)}; "
             f"callback attempts {dict(self.callback_attempts)}; writing {self.writing_seconds:.0f} s, "
-            f"settled in {self.settle_seconds:.1f} s; lost {len(self.lost)}, duplicated "
+            f"settled in {self.settle_seconds:.1f} s, {self.cpu_seconds:.0f} CPU-s in the processes; "
+            f"lost {len(self.lost)}, duplicated "
             f"{len(self.duplicated)}, out of order {len(self.out_of_order)}, rule breaks {len(self.rule_breaks)}"
         )
 
@@ -224,6 +227,7 @@ def _schedule(plan: ChaosPlan, customers: list[str], rng: random.Random) -> list
 def run_chaos(plan: ChaosPlan, workdir: Path, *, say: Callable[[str], object] = print) -> ChaosReport:
     rng = random.Random(plan.seed)
     report = ChaosReport(plan)
+    cpu_before = _children_cpu()
     port = _free_port()
     sim_log = workdir / "simulator.log"
     world = seed_world(seed=plan.seed, customers=plan.customers)  # the same ids the process seeds
@@ -290,7 +294,13 @@ def run_chaos(plan: ChaosPlan, workdir: Path, *, say: Callable[[str], object] = 
         finally:
             simulator.send_signal(signal.SIGTERM)
             simulator.wait(30)
+    report.cpu_seconds = _children_cpu() - cpu_before
     return report
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _answers(url: str) -> bool:
@@ -327,6 +337,9 @@ def _add_faults(sim: SimulatorHandle, plan: ChaosPlan) -> None:
         sim.control.add_fault("callback", rate=rate, **{kind: True})
 
 
+SENDERS = 4  # threads writing as the customers; each keeps its own customers' order
+
+
 def _write_with_chaos(
     plan: ChaosPlan,
     sim: SimulatorHandle,
@@ -336,36 +349,48 @@ def _write_with_chaos(
     report: ChaosReport,
     say: Callable[[str], object],
 ) -> None:
-    """The customers write while processes die and PostgreSQL goes away once."""
+    """The customers write (in threads, on schedule) while processes die and PostgreSQL goes away once."""
     timeline = _schedule(plan, sim.customers[: plan.customers], rng)
+    customers = {c: i for i, c in enumerate(sim.customers[: plan.customers])}
     started = time.monotonic()
+
+    def write(share: int) -> None:
+        control = SimulatorControl(sim.base_url, sim.open_kfid)  # a client of its own per thread
+        try:
+            for when, customer, text in timeline:
+                if customers[customer] % SENDERS != share:
+                    continue
+                delay = started + when - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                control.send_text(customer, text)
+        finally:
+            control.close()
+
+    senders = [threading.Thread(target=write, args=(i,), name=f"chaos-writer-{i}") for i in range(SENDERS)]
+    for sender in senders:
+        sender.start()
     next_kill = started + rng.uniform(*plan.kill_every)
-    outage_at = started + plan.outage_at * plan.writing_seconds
+    outage_at: float | None = started + plan.outage_at * plan.writing_seconds
     outage_until: float | None = None
-    index = 0
-    while index < len(timeline) or outage_until is not None:
+    while any(sender.is_alive() for sender in senders) or outage_until is not None:
         now = time.monotonic()
-        while index < len(timeline) and timeline[index][0] <= now - started:
-            _, customer, text = timeline[index]
-            sim.control.send_text(customer, text)
-            index += 1
-        if outage_until is None and outage_at and now >= outage_at:
+        if outage_at is not None and now >= outage_at:
             say(f"chaos: PostgreSQL stops for {plan.outage_seconds:g} s")
             pg.stop()
-            outage_until = now + plan.outage_seconds
-            outage_at = 0.0
-            report.outage_seconds = plan.outage_seconds
+            outage_at, outage_until = None, time.monotonic() + plan.outage_seconds
         elif outage_until is not None and now >= outage_until:
             pg.start()
+            report.outage_seconds = time.monotonic() - outage_until + plan.outage_seconds
             outage_until = None
-        if now >= next_kill and index < len(timeline):
+        if now >= next_kill:
             victim = rng.choice(sorted(fleet.commands))
             if fleet.running[victim].poll() is None:
                 fleet.kill(victim, rng.uniform(*plan.down_for))
                 report.kills[victim.split("-")[0]] += 1
             next_kill = now + rng.uniform(*plan.kill_every)
         fleet.supervise()
-        time.sleep(0.01)
+        time.sleep(0.05)
     report.messages = len(timeline)
     report.writing_seconds = time.monotonic() - started
 
@@ -453,6 +478,21 @@ def _judge(sim: SimulatorHandle, conninfo: str, report: ChaosReport) -> None:
         outcome = "duplicate" if attempt.get("duplicate") else str(attempt["status"] or attempt["error"])
         report.callback_attempts[outcome.split(" ")[0]] += 1
     report.left_in_database = _left_in_database(conninfo)
+    report.lost = _where_they_went(conninfo, report.lost)
+
+
+def _where_they_went(conninfo: str, lost: list[str]) -> list[str]:
+    """Each unanswered message with what wxkf's ledger says of it: the first clue when one is lost."""
+    if not lost:
+        return lost
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT body->'body'->>'content', status, coalesce(reason, '') FROM kf_inbound "
+            "WHERE body->'body'->>'content' = ANY(%s)",
+            ([token.split(" ")[0] for token in lost],),
+        ).fetchall()
+    found = {text: f"{status} {reason}".strip() for text, status, reason in rows}
+    return [f"{token} ({found.get(token, 'never synced')})" for token in lost]
 
 
 def _expected_tokens(report: ChaosReport) -> set[str]:

@@ -180,3 +180,17 @@ async def test_a_responder_that_lost_the_database_is_retried_not_handed_to_a_hum
         assert await run.texts(customer) == ["答复：在吗"]
         assert (await run.control("session", customer))["service_state"] == 1
         assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.responder_error'") == []
+
+
+async def test_tokens_revoked_again_and_again_delay_a_reply_but_never_lose_it(settings_factory: Any) -> None:
+    """wecom-api §7.4: WeCom may revoke a token early, and under churn the refreshed one may be
+    revoked too before it is used. 42001 is never a reason to give up a reply or skip a message."""
+    async with running_pipeline(settings_factory, ScriptedResponder()) as run:
+        customer = run.sim.customers[0]
+        await run.control("add_fault", "kf/service_state/get", invalidate_token=True, times=4)
+        await run.control("add_fault", "kf/send_msg", invalidate_token=True, times=4)
+        await run.say(customer, "你好")
+        await run.idle()
+        assert await run.texts(customer) == ["答复：你好"]
+        assert await run.query("SELECT status, reason FROM kf_inbound") == [("answered", None)]
+        assert await run.query("SELECT status FROM kf_outbox") == [("sent",)]

@@ -339,9 +339,11 @@ class CallbackReceiver:
     async def unavailable(self, error: Exception) -> PlainTextResponse:
         """503: the database is away; WeCom delivers the callback again (§1.7). One line, no traceback."""
         cause = error.__cause__ or error
+        lines = str(cause).strip().splitlines()
         log.warning(
-            "数据库不可用，回调未记录（企业微信会重试）/ database unavailable, callback not recorded: %s",
+            "数据库不可用，回调未记录（企业微信会重试）/ database unavailable, callback not recorded: %s: %s",
             type(cause).__name__,
+            lines[0] if lines else "",
             extra={"decision": "callback_unavailable"},
         )
         return PlainTextResponse("数据库不可用 / database unavailable", status_code=503)

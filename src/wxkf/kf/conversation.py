@@ -29,7 +29,7 @@ from wxkf.kf.responder import Conversation, Reply, ReplyRequest
 from wxkf.kf.service_state import SessionState, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
 from wxkf.ops.logging import log_context
-from wxkf.wecom.errors import APIError, RateLimitedError, SessionStateError, TransportError
+from wxkf.wecom.errors import APIError, SessionStateError, retry_later
 from wxkf.wecom.models import Text
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ async def _answer(
             state = await pipeline.states.fetch(conversation)
             remember = (conversation, state)
     except APIError as exc:
-        if isinstance(exc, RateLimitedError):
+        if retry_later(exc):
             raise
         await record_api_error(pipeline.pool, exc, conversation, "读取会话状态 / service_state/get")
         await _skip(pipeline, batch, Reason.SEND_REFUSED, f" (errcode {exc.errcode})")
@@ -315,7 +315,7 @@ async def _answer(
             await pipeline.states.trans(conversation, 4, state.servicer_userid)
             remember = None  # trans cached the state it reached
         except APIError as exc:
-            if isinstance(exc, RateLimitedError):
+            if retry_later(exc):
                 raise
             await record_api_error(pipeline.pool, exc, conversation, "结束人工会话 / service_state/trans → 4")
             await _skip(
@@ -403,7 +403,7 @@ async def _handoff(
         await deliver(pipeline, conversation, unsent)  # the reply goes out while the bot may still send
         await pipeline.states.trans(conversation, to_state, servicer)
     except APIError as exc:
-        if isinstance(exc, RateLimitedError):
+        if retry_later(exc):
             raise
         await record_api_error(pipeline.pool, exc, conversation, f"转人工 / service_state/trans → {to_state}")
 
@@ -418,8 +418,8 @@ async def deliver(
 
     `rows`: the pending rows when the caller has just read them (`outbox.PENDING`), else None.
 
-    RateLimitedError and TransportError propagate so the job is retried with backoff, keeping the
-    order; any other WeCom error is recorded on its row.
+    What may succeed later (throttling, no answer, a revoked token: `retry_later`) propagates so the
+    job is retried with backoff, keeping the order; any other WeCom error is recorded on its row.
     """
     sent = 0
     if rows is None:
@@ -437,9 +437,9 @@ async def deliver(
                 await pipeline.client.send_text(
                     conversation.open_kfid, conversation.external_userid, text, msgid=row["msgid"]
                 )
-        except (RateLimitedError, TransportError):
-            raise
         except APIError as exc:
+            if retry_later(exc):
+                raise  # the job is retried with backoff; the outbox keeps the order
             async with pipeline.pool.connection() as conn, conn.transaction():
                 if row["attempts"] >= 1 and outbox.is_duplicate_msgid(exc.errcode, exc.errmsg):
                     await outbox.mark_sent(

@@ -27,7 +27,7 @@ from wxkf.kf.responder import Conversation
 from wxkf.kf.service_state import record_api_error
 from wxkf.kf.sync import sync_account
 from wxkf.ops.logging import log_context
-from wxkf.wecom.errors import APIError, RateLimitedError, TransportError
+from wxkf.wecom.errors import APIError, retry_later
 
 if TYPE_CHECKING:
     from wxkf.kf.runtime import Pipeline
@@ -41,8 +41,9 @@ CONVERSE_TASK = "kf:converse"
 class PipelineRetry(BaseRetryStrategy):
     """Which failures of a pipeline job are retried, and after how long.
 
-    * WeCom throttling (45009/45033/-1) and unreachable WeCom (the client already retried a few
-      times within one call): 2, 4, 8, 16 s, then every 30 s. Never longer: a sync job waiting out
+    * What WeCom may accept later (`retry_later`: throttling 45009/45033/-1, no answer, a token
+      revoked again and again; the client already retried a few times within one call): 2, 4, 8,
+      16 s, then every 30 s. Never longer: a sync job waiting out
       a long backoff is the one every new callback finds queued, so it holds up every customer of
       its account.
     * A database that went away, and a job cut short by a worker's shutdown (`CancelledError` once
@@ -53,7 +54,6 @@ class PipelineRetry(BaseRetryStrategy):
     repeats nothing. `attempts` also counts requeues after a crash.
     """
 
-    WECOM = (RateLimitedError, TransportError)
     INTERRUPTED = (psycopg.OperationalError, ConnectorException, CancelledError)
     MAX_ATTEMPTS = 12
     MAX_WAIT_SECONDS = 30
@@ -63,7 +63,7 @@ class PipelineRetry(BaseRetryStrategy):
             return None
         if isinstance(exception, self.INTERRUPTED):
             return RetryDecision(retry_in={"seconds": 1})
-        if isinstance(exception, self.WECOM):
+        if retry_later(exception):
             return RetryDecision(retry_in={"seconds": min(2 ** (job.attempts + 1), self.MAX_WAIT_SECONDS)})
         return None
 
@@ -82,7 +82,7 @@ async def sync_account_job(context: JobContext, open_kfid: str, token: str = "")
         try:
             touched = await sync_account(pipeline, open_kfid, token or None)
         except APIError as exc:
-            if isinstance(exc, RateLimitedError):
+            if retry_later(exc):
                 raise  # retried with backoff
             # Retrying cannot help (permissions, IP whitelist, a wrong open_kfid): one line with the
             # fix, counted; the next callback tries again.
