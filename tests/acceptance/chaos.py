@@ -66,8 +66,8 @@ class ChaosPlan:
     messages: int = 1000
     writing_seconds: float = 40.0  # how long the customers keep writing
     burst_share: float = 0.3  # of the messages, sent in bursts of 2-5 within a fraction of a second
-    kill_every: tuple[float, float] = (3.0, 6.0)  # seconds between two kills
-    down_for: tuple[float, float] = (0.2, 1.5)  # seconds a killed process stays down
+    kill_every: tuple[float, float] = (4.0, 8.0)  # seconds between two kills
+    down_for: tuple[float, float] = (0.2, 1.0)  # seconds a killed process stays down
     outage_at: float = 0.5  # of the writing time, when PostgreSQL stops
     outage_seconds: float = 3.0
     api_fault_rates: dict[str, float] = field(
@@ -383,7 +383,7 @@ def _write_with_chaos(
             pg.start()
             report.outage_seconds = time.monotonic() - outage_until + plan.outage_seconds
             outage_until = None
-        if now >= next_kill:
+        if now >= next_kill and now - started < plan.writing_seconds:  # chaos keeps to the plan's time
             victim = rng.choice(sorted(fleet.commands))
             if fleet.running[victim].poll() is None:
                 fleet.kill(victim, rng.uniform(*plan.down_for))

@@ -134,3 +134,33 @@ async def test_recovery_converges_from_any_mix_of_queue_states(
                 name: STATES[name] for name in names
             }
             assert _statuses(database_url, doing_by=dead) == {}
+
+
+async def test_a_job_its_live_worker_no_longer_runs_is_settled_on_the_second_look(
+    settings_factory: Any, database_url: str
+) -> None:
+    """A job whose outcome procrastinate could not write (its retry met the queued successor's unique
+    index, or the database was away a moment) stays `doing` under a worker that is alive and beating:
+    no stall detection finds it, and it holds the conversation's lock."""
+    from wxkf.kf.recovery import StrandedJobs
+
+    stuck, busy = Conversation(KFID, "wmSTUCK"), Conversation(KFID, "wmBUSY")
+    async with Pipeline(settings_factory(), database_url) as pipeline:
+        app, manager = pipeline.procrastinate, pipeline.procrastinate.job_manager
+        live = await manager.register_worker()
+        await jobs.defer_converse(app, stuck)
+        await _start_as(pipeline, live, stuck)
+        assert await jobs.defer_converse(app, stuck)  # its successor waits for the lock
+        await jobs.defer_converse(app, busy)
+        await _start_as(pipeline, live, busy)
+        [running] = [
+            j.id for j in await manager.list_jobs_async(status="doing") if j.lock == jobs._converse_lock(busy)
+        ]
+        assert running is not None
+        stranded = StrandedJobs()
+        assert await stranded.settle(pipeline, live, {running}) == 0  # once could be an outcome being written
+        assert await stranded.settle(pipeline, live, {running}) == 1
+        assert _statuses(database_url) == {
+            jobs._converse_lock(stuck): ["todo"],  # the successor can run now
+            jobs._converse_lock(busy): ["doing"],  # what the worker runs is left alone
+        }

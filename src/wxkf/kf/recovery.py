@@ -23,6 +23,13 @@ that both leave exactly one runnable job for its key:
 
 A retry that another worker's recovery got to first fails harmlessly: the job is no longer `doing`.
 
+A live worker can strand a job too. When a job ends, procrastinate's worker writes its outcome
+(finish, or `retry_job` for a retryable error); when that write fails — the retry meets the queued
+successor's unique index, or the database is away for a moment — the job stays `doing` under a
+worker that is alive and beating, so no stall detection finds it, and it holds its lock for good.
+Each worker therefore compares the jobs it runs with the jobs `doing` under its id, and settles
+those it has not run for two passes in a row (an outcome being written takes milliseconds).
+
 Two scans after that catch work that no job will do:
 
 * conversations with a pending message or an unsent reply and no conversation job queued or
@@ -112,6 +119,46 @@ async def settle_stalled_jobs(pipeline: Pipeline, stalled_after: float) -> int:
             extra={"decision": "job_requeued"},
         )
     return settled
+
+
+class StrandedJobs:
+    """Jobs `doing` under this process's live worker that it no longer runs (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._suspects: set[int] = set()
+
+    async def settle(self, pipeline: Pipeline, worker_id: int | None, running: set[int]) -> int:
+        """Settle the jobs stranded at this pass and the last; returns how many were settled."""
+        if worker_id is None:
+            self._suspects = set()
+            return 0
+        doing = await pipeline.procrastinate.job_manager.list_jobs_async(status="doing", worker_id=worker_id)
+        stranded = {job.id: job for job in doing if job.id is not None and job.id not in running}
+        settled = 0
+        for job_id in sorted(stranded.keys() & self._suspects):
+            job = stranded.pop(job_id)
+            try:
+                outcome = await _settle(pipeline, job)
+            except ConnectorException as exc:
+                log.warning(
+                    "无法处理滞留的任务 %s / could not settle stranded job %s: %s",
+                    job_id,
+                    job_id,
+                    _reason(exc),
+                )
+                continue
+            settled += 1
+            log.warning(
+                "任务结束时未能写入结果，仍占着锁：%s / job %s (%s) ended but its outcome was never "
+                "written: %s",
+                outcome,
+                job_id,
+                job.task_name,
+                outcome,
+                extra={"decision": "job_requeued"},
+            )
+        self._suspects = set(stranded)
+        return settled
 
 
 async def _settle(pipeline: Pipeline, job: Job) -> str:

@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import procrastinate
 import psycopg
+from procrastinate import JobContext
 from procrastinate.exceptions import ConnectorException
 from procrastinate.worker import Worker
 from psycopg import AsyncConnection
@@ -37,6 +38,10 @@ from wxkf.wecom.tokens import PostgresTokenStore
 log = logging.getLogger("wxkf.kf.worker")
 
 HEARTBEAT_SECONDS = 1.0
+# Longest wait for a pooled connection (psycopg_pool's default is 30 s). While the database is away
+# no connection comes: a callback then answers 503 well before WeCom's 5 s run twice over, instead of
+# hanging; a job fails and is retried a second later.
+POOL_TIMEOUT_SECONDS = 10.0
 # A worker whose heartbeat is this old is not running (/ready, metrics): a few missed beats, not a minute.
 WORKER_SILENT_SECONDS = 5 * HEARTBEAT_SECONDS
 GRACEFUL_SECONDS = 5.0  # a stopping worker lets running jobs finish this long, then aborts them
@@ -75,11 +80,18 @@ class Pipeline:
         # Autocommit: a single statement needs no BEGIN/COMMIT round trips; every multi-statement
         # change in the pipeline runs in an explicit `conn.transaction()`.
         self.pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=pool_size, open=False, configure=_autocommit
+            conninfo,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            configure=_autocommit,
+            timeout=POOL_TIMEOUT_SECONDS,
         )
         self.procrastinate = procrastinate.App(connector=procrastinate.PsycopgConnector())
         jobs.register_tasks(self.procrastinate)
         self._states: SessionStates | None = None
+        self._worker: Worker | None = None  # procrastinate's worker while it runs (for recovery)
+        self._running: set[int] = set()  # ids of the jobs this process is running now
 
     async def open(self) -> None:
         await self.pool.open(wait=True)
@@ -205,7 +217,9 @@ class Pipeline:
                 stalled_worker_timeout=stalled_after,
                 shutdown_graceful_timeout=GRACEFUL_SECONDS,
                 delete_jobs="successful",
+                worker_middleware=[self._track_running],
             )
+            self._worker = worker
             running = asyncio.create_task(worker.run(), name="wxkf-worker")  # type: ignore[no-untyped-call]
             stopping = asyncio.create_task(stop.wait())
             try:
@@ -230,6 +244,19 @@ class Pipeline:
                 return
             await self.pool.check()  # connections the outage broke are replaced, not handed to jobs
             await self._release_jobs_of(worker)
+
+    async def _track_running(
+        self, call_next: Callable[[], Awaitable[Any]], context: JobContext, worker: Any
+    ) -> Any:
+        """procrastinate worker middleware: which jobs this process runs (`recovery.StrandedJobs`)."""
+        job_id = context.job.id
+        if job_id is not None:
+            self._running.add(job_id)
+        try:
+            return await call_next()
+        finally:
+            if job_id is not None:
+                self._running.discard(job_id)
 
     async def _wait_for_database(self, stop: asyncio.Event) -> bool:
         """Poll the database with backoff until it answers (True) or a stop is requested (False)."""
@@ -263,8 +290,11 @@ class Pipeline:
 
     async def _recovery_loop(self, stalled_after: float) -> None:
         sweep = recovery.SyncSweep(self.settings.kf_sync_sweep_seconds)
+        stranded = recovery.StrandedJobs()
         while True:
             try:
+                worker_id = self._worker.worker_id if self._worker is not None else None
+                await stranded.settle(self, worker_id, set(self._running))
                 await self.recover(stalled_after, sweep=sweep)
             except (ConnectorException, psycopg.Error, OSError) as exc:
                 # The loop must outlive a database outage; it tries again at the next pass.

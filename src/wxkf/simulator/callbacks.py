@@ -21,6 +21,8 @@ from wxkf.simulator.faults import FaultBook
 from wxkf.simulator.world import World
 from wxkf.wecom.crypto import CallbackCrypto
 
+MAX_CONNECTIONS = 100  # deliveries in flight at once; more wait for a connection
+
 
 def event_xml(corp_id: str, open_kfid: str, token: str, create_time: int) -> str:
     """§2: the decrypted kf_msg_or_event body."""
@@ -45,7 +47,7 @@ class CallbackDispatcher:
         self._seq = 0
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=50))
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=MAX_CONNECTIONS))
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -118,7 +120,8 @@ class CallbackDispatcher:
                         params=params,
                         content=body.encode(),
                         headers={"Content-Type": "text/xml"},
-                        timeout=behaviour.callback_timeout,
+                        # §1.7's 5 s are the receiver's; waiting for one of our own connections is not.
+                        timeout=httpx.Timeout(behaviour.callback_timeout, pool=None),
                     )
                     record["status"] = response.status_code
                 except httpx.HTTPError as exc:
