@@ -116,7 +116,9 @@ def restore_logging() -> Iterator[None]:
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    httpx_level = logging.getLogger("httpx").level  # `configure_logging` sets it too
     yield
+    logging.getLogger("httpx").setLevel(httpx_level)
     for handler in list(root.handlers):
         if handler not in saved[0]:
             root.removeHandler(handler)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import signal
+import socket
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -91,6 +95,12 @@ def serve(
     from wxkf.web.app import SERVE_WORKER_ENV, create_app
 
     settings = settings_or_exit()
+    listener = listen_or_exit(host, port)  # before anything starts: a busy port is the whole answer
+    # uvicorn shuts down gracefully on SIGTERM / SIGINT, then raises the signal again to end the
+    # process the way it was asked to: these handlers make that (and a signal during start-up) a
+    # normal exit, so that exit handlers run (the embedded PostgreSQL is stopped by one of them).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_normally)
     configure_logging(settings)
     database_or_exit(settings)  # a clear message, not a start-up traceback, when the database is unusable
     if processes > 1:
@@ -103,7 +113,35 @@ def serve(
     web_app = create_app(settings, run_worker=worker)
     _loop.freeze_heap()
     # log_config=None: uvicorn's lines go through wxkf's handlers (JSON, files, redaction).
-    uvicorn.run(web_app, host=host, port=port, log_config=None)
+    server = uvicorn.Server(uvicorn.Config(web_app, host=host, port=port, log_config=None))
+    server.run(sockets=[listener])
+
+
+def _exit_normally(signum: int, frame: object) -> None:
+    sys.exit(0)
+
+
+def listen_or_exit(host: str, port: int) -> socket.socket:
+    """The server's socket, bound now; print why and exit 1 when the address cannot be used."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: no wait after a restart
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            reason = (
+                f"端口 {port} 已被占用：停止占用它的进程，或用 --port 换一个端口 / "
+                f"port {port} on {host} is already in use: stop the other process or choose --port"
+            )
+        else:
+            reason = (
+                f"无法监听 {host}:{port}（{exc.strerror}）/ cannot listen on {host}:{port}: {exc.strerror}"
+            )
+        err_console.print(reason, highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    return sock
 
 
 @app.command()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_DATABASE_URL_RE = re.compile(r"^postgres(ql)?(\+\w+)?://")  # as `wxkf.db.engine.to_conninfo` reads it
 
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
 MIN_LEDGER_RETENTION_DAYS = 4  # wecom-api §3: 3 days of sync_msg history, and a day to spare
@@ -53,7 +55,10 @@ class Settings(BaseSettings):
     # budget). A process holds at most this many, plus one for the job worker's LISTEN and one for
     # the callback writer; `wxkf doctor` checks the total against the server's max_connections.
     database_pool_size: int = Field(default=10, ge=2, le=1000)
-    database_pool_timeout_seconds: float = Field(default=30.0, gt=0)  # waiting for a free connection
+    # Longest wait for a pooled connection (psycopg_pool's default is 30 s). While the database is away
+    # no connection comes: a callback then answers 503 well before WeCom's 5 s run twice over, instead
+    # of hanging; a job fails and is retried a second later.
+    database_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     # How many wxkf processes share the database (every replica's serve processes and workers), for
     # doctor's connection budget; 0: the processes connected now.
     wxkf_processes: int = Field(default=0, ge=0)
@@ -65,6 +70,7 @@ class Settings(BaseSettings):
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_content: bool = False
+    debug: bool = False  # brief 002's DEBUG=true: LOG_LEVEL=DEBUG unless LOG_LEVEL is set
 
     # Embeddings for the knowledge base (OpenAI-compatible /embeddings); unset → the offline hashing embedder
     embedding_base_url: str | None = None
@@ -115,6 +121,9 @@ class Settings(BaseSettings):
     kf_accounts: str = ""  # comma-separated open_kfids served; empty: every account that calls back
     kf_worker_concurrency: int = Field(default=16, ge=1)
     kf_poll_interval_seconds: float = Field(default=0.1, gt=0)
+    # Accounts not synced for this long are synced anyway: messages whose callbacks WeCom gave up on
+    # (the service was down through its retries, wecom-api §1.7) are still answered. 0: never.
+    kf_sync_sweep_seconds: float = Field(default=300.0, ge=0)
 
     # Retention (wxkf.ops.retention, docs/operations.md): rows older than these many days are deleted
     # by the workers, a bounded batch at a time, on RETENTION_CRON. 0 keeps a table whole.
@@ -165,6 +174,40 @@ class Settings(BaseSettings):
                 "WECOM_AES_KEY 必须是 43 个字母或数字（企业微信后台「接收消息」的 EncodingAESKey）/ "
                 "must be exactly 43 letters or digits: copy EncodingAESKey from the callback settings"
             )
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        # The URL itself never goes into the message: it may carry the password.
+        url = value.get_secret_value() if value is not None else ""
+        if not url:
+            return value
+        shape = "postgresql://用户:密码@主机:5432/数据库 / postgresql://user:password@host:5432/wxkf"
+        if not _DATABASE_URL_RE.match(url):
+            raise ValueError(
+                f"DATABASE_URL 必须是 PostgreSQL 连接串（wxkf 只支持 PostgreSQL + pgvector），形如 {shape}；"
+                "不设置则使用内置数据库 / must be a PostgreSQL URL; unset it to use the embedded database"
+            )
+        try:
+            urlsplit(url).port  # noqa: B018 - parsing the port is the check
+        except ValueError:
+            raise ValueError(
+                f"DATABASE_URL 的端口不是 1-65535 的数字，形如 {shape} / the port is not a number"
+            ) from None
+        return value
+
+    @field_validator("wxkf_data_dir")
+    @classmethod
+    def _check_data_dir(cls, value: Path) -> Path:
+        for path in (value, *value.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise ValueError(
+                        f"WXKF_DATA_DIR 应为目录，但 {path} 是文件：换一个目录，或删除该文件 / "
+                        f"must be a directory, but {path} is a file"
+                    )
+                break
         return value
 
     @field_validator("wxkf_public_url")
@@ -247,6 +290,12 @@ class Settings(BaseSettings):
                 "RETENTION_CRON 不是有效的 cron 表达式（如 */10 * * * *）/ not a cron expression such as */10 * * * *"
             )
         return value
+
+    @model_validator(mode="after")
+    def _debug_means_debug_logs(self) -> Settings:
+        if self.debug and "log_level" not in self.model_fields_set:
+            self.log_level = "DEBUG"
+        return self
 
     @model_validator(mode="after")
     def _check_receive_cap(self) -> Settings:

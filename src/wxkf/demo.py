@@ -14,8 +14,11 @@ Commands show WeCom's rules and wxkf's answers to them:
     /voice  you send a voice note (AMR) — transcribed when STT_BASE_URL is set, else the same honesty
     /state  the session's state;  /help;  /quit
 
-Without a terminal (CI, a pipe) it plays a scripted tour of the same steps. Each run starts from
-an empty database of its own (`wxkf_demo` in the embedded PostgreSQL), so it can be run again.
+Every command works in every state (/human when a human already serves says so, /bot with nobody
+serving says the bot is answering). Typing never waits: what wxkf sends arrives on screen as it
+comes, while you type on. Without a terminal (CI, a pipe) it plays a scripted tour of the same
+steps, each step shown once it is settled. Each run starts from an empty database of its own
+(`wxkf_demo` in the embedded PostgreSQL), so it can be run again.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from rich.console import Console
 
 from wxkf.config import Settings, load_settings
 from wxkf.kf.policy import Reason
+from wxkf.simulator.testing import SimulatorControlError
 
 WAIT_SECONDS = 20.0
+PRINT_EVERY_SECONDS = 0.2  # while typing, arrivals are shown within this
 DEMO_DBNAME = "wxkf_demo"  # in the embedded PostgreSQL under WXKF_DATA_DIR, recreated at each start
 TOUR = [
     "你好",
@@ -92,16 +97,25 @@ class BackgroundServer:
 
 
 class Demo:
-    """The customer's side of the demo: what they type, what they receive, and wxkf's reasons."""
+    """The customer's side of the demo: what they type, what they receive, and wxkf's reasons.
 
-    def __init__(self, sim: Any, conninfo: str, console: Console) -> None:
+    `wait`: each step waits until it is settled before the next (the scripted tour). Otherwise a
+    background thread prints what arrives, and each typed line is taken at once.
+    """
+
+    def __init__(self, sim: Any, conninfo: str, console: Console, *, wait: bool = True) -> None:
         self.sim = sim
         self.control = sim.control
         self.conninfo = conninfo
         self.console = console
+        self.wait = wait
         self.customer: str = sim.customers[0]
         self.seen_received = 0
         self.seen_decision_id = 0
+        self.last_msgid = ""  # the newest message or event of this customer: the demo ends after it
+        self._printing = threading.Lock()
+        self._stop = threading.Event()
+        self._printer: threading.Thread | None = None
 
     # -- what the customer sees ------------------------------------------------------------------
 
@@ -110,16 +124,36 @@ class Demo:
         return items
 
     def show_new(self, wait_for: Callable[[], bool] | None = None) -> None:
-        """Wait until `wait_for` holds (or a timeout), then print what arrived and wxkf's decisions."""
+        """Print what arrived and wxkf's decisions; in the tour, once `wait_for` holds (or a timeout).
+
+        Typing (`wait=False`) never waits here: the background printer shows later arrivals.
+        """
         deadline = time.monotonic() + WAIT_SECONDS
-        while wait_for is not None and not wait_for() and time.monotonic() < deadline:
+        while self.wait and wait_for is not None and not wait_for() and time.monotonic() < deadline:
             time.sleep(0.1)
-        items = self.received()
-        for item in items[self.seen_received :]:
-            self.console.print(f"[green]客服 / bot[/green] ▸ {_render(item)}", highlight=False)
-        self.seen_received = len(items)
-        for line in self.decisions():
-            self.console.print(f"[dim]  wxkf: {line}[/dim]", highlight=False)
+        with self._printing:
+            items = self.received()
+            for item in items[self.seen_received :]:
+                self.console.print(f"[green]客服 / bot[/green] ▸ {_render(item)}", highlight=False)
+            self.seen_received = len(items)
+            for line in self.decisions():
+                self.console.print(f"[dim]  wxkf: {line}[/dim]", highlight=False)
+
+    def start_printer(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(PRINT_EVERY_SECONDS):
+                try:
+                    self.show_new()
+                except Exception:  # noqa: S112 - the simulator or the database is shutting down
+                    continue
+
+        self._printer = threading.Thread(target=loop, name="wxkf-demo-printer", daemon=True)
+        self._printer.start()
+
+    def stop_printer(self) -> None:
+        self._stop.set()
+        if self._printer is not None:
+            self._printer.join(timeout=5)
 
     def decisions(self) -> list[str]:
         """wxkf's own record of why messages were not answered (kf_inbound.reason)."""
@@ -137,26 +171,29 @@ class Demo:
                 lines.append(f"未回复 / not answered: {explained}")
         return lines
 
-    def settled(self, before: int) -> Callable[[], bool]:
-        """True once every customer message is handled and any reply arrived."""
+    def settled(self, msgid: str = "") -> Callable[[], bool]:
+        """True once `msgid` (a message or event of this customer) is handled, nothing of the customer
+        is pending and the outbox is sent: answered or not, the step is over."""
 
         def check() -> bool:
             with psycopg.connect(self.conninfo) as conn:
                 row = conn.execute(
-                    "SELECT count(*) FROM kf_inbound WHERE external_userid = %s AND status = 'pending'",
-                    (self.customer,),
+                    "SELECT (SELECT count(*) FROM kf_inbound WHERE msgid = %(m)s AND status <> 'pending')"
+                    " >= (%(m)s <> '')::int"
+                    " AND NOT EXISTS (SELECT 1 FROM kf_inbound WHERE external_userid = %(c)s AND status = 'pending')"
+                    " AND NOT EXISTS (SELECT 1 FROM kf_outbox WHERE external_userid = %(c)s AND status = 'pending')",
+                    {"m": msgid, "c": self.customer},
                 ).fetchone()
-            pending = row[0] if row else 0
-            return pending == 0 and len(self.received()) > before
+            return bool(row and row[0])
 
         return check
 
     # -- the customer's actions ------------------------------------------------------------------
 
     def say(self, text: str) -> None:
-        before = len(self.received())
-        self.control.send_text(self.customer, text)
-        self.show_new(self.settled(before))
+        item = self.control.send_text(self.customer, text)
+        self.last_msgid = str(item["msgid"])
+        self.show_new(self.settled(self.last_msgid))
 
     def state(self) -> None:
         session = self.control.session(self.customer)
@@ -166,22 +203,53 @@ class Demo:
             highlight=False,
         )
 
+    def session_state(self) -> tuple[int, str]:
+        session = self.control.session(self.customer)
+        return int(session["service_state"]), str(session.get("servicer_userid") or "")
+
     def human(self) -> None:
         servicer = self.sim.servicers[0]
-        self.control.take(self.customer, servicer)
+        state, serving = self.session_state()
+        if state == 3:
+            self.console.print(
+                f"👤 接待人员 {serving} 已在接待（state=3），无需再接入 / {serving} already serves this customer",
+                highlight=False,
+            )
+            return
+        if state == 4:
+            # wecom-api §6: no session to take from the pool; a servicer who writes in an ended
+            # session starts one they serve (state 3).
+            event = self.control.servicer_reply(
+                self.customer, servicer, "您好，我是人工客服，请问有什么可以帮您？"
+            )
+        else:
+            event = self.control.take(self.customer, servicer)
         self.console.print(
             f"👤 接待人员 {servicer} 接入会话（state=3）。此时 send_msg 会被拒绝（95018），wxkf 不会发送。\n"
             f"   servicer {servicer} took over (state 3): wxkf respects the human and stays silent.",
             highlight=False,
         )
+        self.last_msgid = str(event.get("msgid", ""))
+        self.show_new(self.settled(self.last_msgid))
 
     def bot(self) -> None:
-        self.control.end(self.customer)
+        state, _ = self.session_state()
+        if state in (0, 1, 4):
+            self.console.print(
+                f"🤖 没有人工在接待（state={state}），机器人正在接待 / no servicer is serving: the bot answers",
+                highlight=False,
+            )
+            return
+        if state == 2:  # waiting in the pool: a servicer picks it up to end it
+            self.control.take(self.customer, self.sim.servicers[0])
+        event = self.control.end(self.customer)
         self.console.print(
             "🔚 接待人员结束了会话（state=4）。客户再发消息即开启新会话，由 wxkf 接待。\n"
             "   the servicer ended the session; the customer's next message opens a new one.",
             highlight=False,
         )
+        self.last_msgid = str(event.get("msgid", ""))
+        self.show_new(self.settled(self.last_msgid))
 
     def forty_eight_hours(self) -> None:
         self.control.advance(48 * 3600 + 60)
@@ -207,7 +275,6 @@ class Demo:
             await _defer_converse(self.conninfo, conversation)
             return msgids
 
-        before = len(self.received())
         granted = asyncio.run(enqueue())
         self.console.print(
             f"📨 wxkf 想连发 6 条；本窗口只剩 {len(granted)} 条额度（客户每次发消息后 48 小时内最多 5 条），"
@@ -215,23 +282,25 @@ class Demo:
             f"(5 per customer message within 48 h), so the rest is never sent.",
             highlight=False,
         )
-        self.show_new(lambda: len(self.received()) >= before + len(granted))
+        self.show_new(self.settled())
 
     def media(self, kind: str) -> None:
         from wxkf.simulator.samples import sample_amr, sample_png
 
-        before = len(self.received())
         if kind == "image":
             self.console.print(
                 "📷 你发送了一张包裹破损的照片 / you send a photo of a damaged parcel", highlight=False
             )
-            self.control.send_media(self.customer, "image", sample_png(96, 64), "parcel.png", "image/png")
+            item = self.control.send_media(
+                self.customer, "image", sample_png(96, 64), "parcel.png", "image/png"
+            )
         else:
             self.console.print(
                 "🎤 你发送了一条 2 秒的语音 / you send a 2-second voice note (AMR)", highlight=False
             )
-            self.control.send_media(self.customer, "voice", sample_amr(2.0), "voice.amr", "audio/amr")
-        self.show_new(self.settled(before))
+            item = self.control.send_media(self.customer, "voice", sample_amr(2.0), "voice.amr", "audio/amr")
+        self.last_msgid = str(item["msgid"])
+        self.show_new(self.settled(self.last_msgid))
 
     def run(self, lines: Iterator[str]) -> None:
         self.console.print(HELP, highlight=False)
@@ -253,13 +322,22 @@ class Demo:
                 continue
             if line in {"/quit", "/exit"}:
                 break
-            action = commands.get(line)
-            if action is not None:
-                action()
-            elif line.startswith("/"):
-                self.console.print(f"未知命令 / unknown command {line}. {HELP}", highlight=False)
-            else:
-                self.say(line)
+            try:
+                action = commands.get(line)
+                if action is not None:
+                    action()
+                elif line.startswith("/"):
+                    self.console.print(f"未知命令 / unknown command {line}. {HELP}", highlight=False)
+                else:
+                    self.say(line)
+            except SimulatorControlError as exc:  # a rule of WeCom's: say which, and go on
+                self.console.print(
+                    f"⚠️ 企业微信拒绝了这一步 / WeCom refused this step: errcode {exc.errcode} {exc.errmsg}",
+                    highlight=False,
+                    markup=False,
+                )
+        self.wait = True  # what is still on its way is shown before the demo ends
+        self.show_new(self.settled(self.last_msgid))
 
 
 async def _defer_converse(conninfo: str, conversation: Any) -> None:
@@ -310,7 +388,14 @@ def _quiet_logs() -> Iterator[None]:
             root.addHandler(handler)
 
 
-def run_demo(base: Settings, console: Console, *, interactive: bool | None = None) -> None:
+def run_demo(
+    base: Settings,
+    console: Console,
+    *,
+    interactive: bool | None = None,
+    lines: Iterator[str] | None = None,
+) -> None:
+    """The demo; `lines` are typed as at the terminal (default: the terminal's, or the scripted tour)."""
     from wxkf.db.engine import resolve_conninfo, start_embedded
     from wxkf.ops.logging import configure_logging
     from wxkf.simulator.testing import run_simulator
@@ -332,6 +417,7 @@ def run_demo(base: Settings, console: Console, *, interactive: bool | None = Non
             wxkf_data_dir=base.wxkf_data_dir,
             database_url=start_embedded(base.wxkf_data_dir, DEMO_DBNAME, fresh=True),
             kf_debounce_seconds=0.3,
+            kf_pause_minutes=0,  # /bot hands the customer back at once, not 30 minutes after /human's greeting
         )
         configure_logging(settings)
         with _quiet_logs():
@@ -343,8 +429,16 @@ def run_demo(base: Settings, console: Console, *, interactive: bool | None = Non
                     highlight=False,
                 )
                 console.print(demo_login(resolve_conninfo(settings), server.url) + "\n", highlight=False)
-                demo = Demo(sim, resolve_conninfo(settings), console)
-                demo.run(_typed_lines(console) if interactive else _scripted_lines(console))
+                typing = lines is not None or interactive
+                demo = Demo(sim, resolve_conninfo(settings), console, wait=not typing)
+                if typing:
+                    demo.start_printer()
+                try:
+                    if lines is None:
+                        lines = _typed_lines(console) if interactive else _scripted_lines(console)
+                    demo.run(lines)
+                finally:
+                    demo.stop_printer()
     console.print("👋 演示结束 / demo finished", highlight=False)
 
 

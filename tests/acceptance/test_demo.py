@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -49,3 +51,51 @@ def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_
     assert "demo finished" in out
     # The staff console, with a login of its own for this run.
     assert "/console  用户 / user: demo  密码 / password: " in out
+
+
+def test_every_command_works_in_every_state_and_typing_never_waits(
+    embedded_data_dir: Path, restore_logging: None
+) -> None:
+    """/human first, /human twice, /bot with nobody serving (issue 12, defect 9): a message each,
+    never a traceback; and lines typed while answers are on their way are taken at once, in order."""
+    import io
+
+    from rich.console import Console
+
+    from wxkf.config import Settings
+    from wxkf.demo import run_demo
+
+    typed = [
+        "/human",
+        "/human",
+        "有人吗？",
+        "/bot",
+        "/bot",
+        "/six",
+        "/state",
+        "/48h",
+        "/unknown",
+        "你好",
+        "运费怎么算？",
+        "/quit",
+    ]
+    taken: list[float] = []
+
+    def typing() -> Iterator[str]:
+        for line in typed:
+            taken.append(time.monotonic())
+            yield line
+
+    screen = io.StringIO()
+    console = Console(file=screen, width=200)
+    run_demo(Settings(_env_file=None, wxkf_data_dir=embedded_data_dir), console, lines=typing())
+    out = screen.getvalue()
+    assert len(taken) == len(typed)
+    assert taken[-1] - taken[0] < 5  # each line taken at once: no line waits for an answer
+    assert "Traceback" not in out
+    assert "接待人员 zhangsan 接入会话" in out  # /human before the customer ever wrote
+    assert "已在接待" in out  # /human again
+    assert "没有人工在接待" in out  # /bot with the bot already serving
+    assert "unknown command" in out
+    assert "满 99 元包邮" in out  # answered after all that, order kept
+    assert "demo finished" in out

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from tests.acceptance.processes import start_wxkf, wxkf_env
 from tests.integration.kf_harness import ScriptedResponder, running_pipeline
 from wxkf.agent.fake_openai import FakeOpenAI
 
-
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "wxkf.cli", "worker", "--stalled-after", "2"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+WORKER = ["worker", "--stalled-after", "2"]
 
 
 async def test_kill_9_of_the_worker_mid_burst_loses_nothing_and_repeats_nothing(
@@ -35,24 +25,13 @@ async def test_kill_9_of_the_worker_mid_burst_loses_nothing_and_repeats_nothing(
 
 async def _kill_and_restart(settings_factory: Any, tmp_path: Path, llm: FakeOpenAI) -> None:
     async with running_pipeline(settings_factory, ScriptedResponder(), run_worker=False) as run:
-        env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("WECOM_", "KF_", "WXKF_", "LLM_", "DEEPSEEK_"))
-            },
-            "LLM_BASE_URL": llm.base_url,
-            "LLM_API_KEY": "sk-crash-test",
-            "DATABASE_URL": run.conninfo,
-            "WXKF_DATA_DIR": str(tmp_path / "var"),
-            "KF_DEBOUNCE_SECONDS": "0.2",
-            "KF_POLL_INTERVAL_SECONDS": "0.05",
-            **{k.upper(): str(v) for k, v in run.sim.settings_overrides().items()},
-        }
+        env = wxkf_env(
+            run.conninfo, run.sim, tmp_path / "var", LLM_BASE_URL=llm.base_url, LLM_API_KEY="sk-crash-test"
+        )
         log = tmp_path / "worker.log"
         # Slow sends, so the kill lands while messages are being answered and sent.
         await run.control("add_fault", "kf/send_msg", delay_ms=150)
-        worker = _start_worker(env, log)
+        worker = start_wxkf(WORKER, env, log)
         try:
             customers = run.sim.customers
             for i in range(6):
@@ -74,7 +53,7 @@ async def _kill_and_restart(settings_factory: Any, tmp_path: Path, llm: FakeOpen
             )
             assert pending[0] != (0, 0), "the kill came too late to test anything"
 
-            worker = _start_worker(env, log)
+            worker = start_wxkf(WORKER, env, log)
             await run.idle()
         finally:
             worker.send_signal(signal.SIGTERM)

@@ -115,13 +115,18 @@ async def test_token_revoked_by_wecom_is_replaced(client: WeComClient, fake: Fak
     assert tokens_used(fake, "/cgi-bin/kf/account/list") == [fake.issued[0], fake.issued[0], fake.issued[1]]
 
 
-async def test_a_token_refused_twice_is_an_error_not_a_loop(client: WeComClient, fake: FakeWeCom) -> None:
-    fake.script("/cgi-bin/kf/send_msg", *[wecom_error(42001, "access_token expired")] * 5)
+async def test_a_token_refused_again_and_again_is_an_error_not_a_loop(
+    client: WeComClient, fake: FakeWeCom
+) -> None:
+    """Each refusal gets a new token (under churn the new one may be revoked too), a few times."""
+    from wxkf.wecom.client import MAX_TOKEN_REFRESHES
+
+    fake.script("/cgi-bin/kf/send_msg", *[wecom_error(42001, "access_token expired")] * 9)
     with pytest.raises(TokenError) as caught:
         await client.send_text(KFID, USER, "你好")
     assert caught.value.errcode == 42001
-    assert len(fake.calls_to("/cgi-bin/kf/send_msg")) == 2
-    assert len(fake.calls_to("/cgi-bin/gettoken")) == 2
+    assert len(fake.calls_to("/cgi-bin/kf/send_msg")) == 1 + MAX_TOKEN_REFRESHES
+    assert len(fake.calls_to("/cgi-bin/gettoken")) == 1 + MAX_TOKEN_REFRESHES
 
 
 async def test_wrong_secret_fails_once_with_a_clean_error(fake: FakeWeCom, store: MemoryTokenStore) -> None:

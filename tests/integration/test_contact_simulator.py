@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from wxkf.contact.content import MessageContent, attachment
-from wxkf.contact.errors import InvalidMessageError, ReceiveCapError, ReminderLimitError
+from wxkf.contact.errors import AlreadySentError, InvalidMessageError, ReceiveCapError, ReminderLimitError
 from wxkf.contact.service import ContactService, open_contact_service
 from wxkf.db.engine import Database
 from wxkf.simulator.testing import SimulatorHandle
@@ -175,3 +175,14 @@ async def test_a_task_wecom_refuses_frees_the_reserved_slot(
     assert refused.value.errcode == 41048
     assert await service.ledger.received_in_period(customer) == 0
     assert (await service.send(sim.member, customer, MessageContent("你好"))).recipients == [customer]
+
+
+async def test_a_task_every_member_already_sent_is_not_reminded(
+    sim: SimulatorHandle, service: ContactService
+) -> None:
+    customer = sim.external_contacts[0]
+    created = await service.send(sim.member, customer, MessageContent("已发送的任务"))
+    sim.control.confirm_group_msg(created.msgid, sim.member)
+    with pytest.raises(AlreadySentError, match="全部发送"):
+        await service.remind(created.msgid)
+    assert _calls(sim, "externalcontact/remind_groupmsg_send") == 0

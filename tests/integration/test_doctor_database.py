@@ -110,3 +110,34 @@ async def test_unreachable_database_names_database_url_and_skips_pgvector(tmp_pa
     assert "DATABASE_URL" in results["database"].fix
     assert results["pgvector"].status == "skip"
     assert all("pw-not-shown" not in r.detail + r.fix for r in results.values())
+
+
+async def test_doctor_before_db_upgrade_names_each_check_and_does_not_claim_all_passed(
+    pg_admin_uri: str, sim: Any, tmp_path: Path
+) -> None:
+    """The tables do not exist yet: the checks that read them say so, by their titles, as warnings."""
+    import io
+
+    from rich.console import Console
+
+    from wxkf.ops.cli import render
+    from wxkf.ops.doctor import check_kf_accounts, check_kf_routing, check_wecom_tokens, run_doctor
+
+    with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE doctor_unmigrated")
+    settings = Settings(
+        _env_file=None,
+        **sim.settings_overrides(),
+        database_url=pg_admin_uri.replace("/postgres?", "/doctor_unmigrated?", 1),
+        wxkf_data_dir=tmp_path / "var",
+    )
+    report = await run_doctor(
+        settings, checks=[check_database, check_wecom_tokens, check_kf_accounts, check_kf_routing]
+    )
+    unmigrated = [r for r in report.results if "db upgrade" in r.detail + r.fix]
+    assert {r.check: r.status for r in unmigrated} == {"kf_accounts": "warn", "kf_routing": "warn"}
+    assert all(not r.title.startswith("check_") for r in report.results)
+    screen = io.StringIO()
+    render(report, Console(file=screen, width=200))
+    assert "all checks passed" not in screen.getvalue()
+    assert "warning" in screen.getvalue()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,9 +25,11 @@ async def run(settings_factory: Any) -> AsyncIterator[RunningPipeline]:
         yield run
 
 
-def _envelope(run: RunningPipeline, open_kfid: str = "", token: str = "TOKEN1") -> tuple[str, dict[str, str]]:
-    xml = event_xml(run.sim.corp_id, open_kfid or run.sim.open_kfid, token, 1_800_000_000)
-    return run.sim.crypto().callback_envelope(xml, timestamp="1800000000")
+def _envelope(
+    run: RunningPipeline, open_kfid: str = "", token: str = "TOKEN1", create_time: int = 1_800_000_000
+) -> tuple[str, dict[str, str]]:
+    xml = event_xml(run.sim.corp_id, open_kfid or run.sim.open_kfid, token, create_time)
+    return run.sim.crypto().callback_envelope(xml)  # signed now, as WeCom does
 
 
 async def _recorded(run: RunningPipeline) -> int:
@@ -157,3 +160,119 @@ async def test_the_event_writer_refuses_writes_once_closed(database_url: str) ->
     await writer.close()
     with pytest.raises(RuntimeError, match="closed"):
         await writer.write(("wkCLOSE", "T2", 1), True)
+
+
+async def test_an_envelope_in_an_unknown_xml_encoding_is_refused_with_400(run: RunningPipeline) -> None:
+    """Unauthenticated: anyone who can reach the URL could send it (issue 12, defect 4)."""
+    body, params = _envelope(run)
+    bogus = '<?xml version="1.0" encoding="x-bogus"?>' + body
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        response = await http.post("/wecom/callback", params=params, content=bogus.encode())
+    assert response.status_code == 400
+    assert "Traceback" not in response.text
+    assert await _recorded(run) == 0
+
+
+async def test_a_create_time_out_of_range_is_refused_alone_not_with_its_batch(run: RunningPipeline) -> None:
+    """A signed callback with CreateTime ≥ 2^63 failed the batched write of every callback beside it."""
+    bad = _envelope(run, token="BAD", create_time=2**63)
+    good = [_envelope(run, token=f"OK{i}") for i in range(30)]
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        responses = await asyncio.gather(
+            *(http.post("/wecom/callback", params=params, content=body) for body, params in [bad, *good])
+        )
+    assert responses[0].status_code == 400
+    assert [r.status_code for r in responses[1:]] == [200] * len(good)
+    assert sorted(t for (t,) in await run.query("SELECT token FROM kf_callback_events")) == sorted(
+        f"OK{i}" for i in range(30)
+    )
+
+
+async def test_one_row_the_database_refuses_fails_alone(database_url: str) -> None:
+    """Whatever slips past the route's checks, a failing row cannot take its batch down."""
+    writer = _EventWriter(database_url)
+    try:
+        results = await asyncio.gather(
+            writer.write(("wkISO", "BAD", 2**63), True),
+            *(writer.write(("wkISO", f"T{i}", i), True) for i in range(5)),
+            return_exceptions=True,
+        )
+    finally:
+        await writer.close()
+    assert isinstance(results[0], Exception)
+    assert results[1:] == [(True, False)] * 5
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["abc", "1000000000", "-5", "1" * 30, "", "1e9", " 1800000000", "１２３"],
+)
+async def test_a_malformed_or_implausible_timestamp_is_refused(run: RunningPipeline, timestamp: str) -> None:
+    body, params = _envelope(run)
+    params = {**params, "timestamp": timestamp}
+    params["msg_signature"] = _sign(run, params, _encrypted(body))  # signed: only the time is wrong
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        response = await http.post("/wecom/callback", params=params, content=body)
+    assert response.status_code == 400
+    assert await _recorded(run) == 0
+
+
+async def test_a_signed_callback_older_than_the_replay_window_is_refused(run: RunningPipeline) -> None:
+    """A captured callback replayed later: signed, but from outside CALLBACK_MAX_SKEW of now."""
+    from wxkf.kf.callback import CALLBACK_MAX_SKEW_SECONDS
+
+    xml = event_xml(run.sim.corp_id, run.sim.open_kfid, "OLD", 1_800_000_000)
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        for offset, status in [(-CALLBACK_MAX_SKEW_SECONDS - 60, 400), (CALLBACK_MAX_SKEW_SECONDS + 60, 400)]:
+            body, params = run.sim.crypto().callback_envelope(xml, timestamp=str(int(time.time()) + offset))
+            assert (await http.post("/wecom/callback", params=params, content=body)).status_code == status
+        body, params = run.sim.crypto().callback_envelope(xml, timestamp=str(int(time.time()) - 30))
+        assert (await http.post("/wecom/callback", params=params, content=body)).status_code == 200
+    assert await run.query("SELECT token FROM kf_callback_events") == [("OLD",)]
+    stale = await run.query("SELECT value FROM kf_counters WHERE name = 'kf.callback.stale'")
+    assert stale == [(2,)]
+
+
+def _encrypted(body: str) -> str:
+    from wxkf.wecom.crypto import parse_xml
+
+    return parse_xml(body)["Encrypt"]
+
+
+async def test_a_body_sent_a_byte_at_a_time_is_cut_off(
+    run: RunningPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow clients were held until they finished (150 at 1 byte/s: 40 s each); now the body has a
+    deadline, and callbacks sent meanwhile are answered as usual."""
+    from wxkf.kf import callback
+
+    monkeypatch.setattr(callback, "BODY_READ_TIMEOUT", 0.5)
+    body, params = _envelope(run)
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    host, port = run.base_url.removeprefix("http://").split(":")
+
+    async def trickle() -> tuple[float, bytes]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        started = time.monotonic()
+        writer.write(
+            f"POST /wecom/callback?{query} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        answer = b""
+        for byte in body.encode():
+            writer.write(bytes([byte]))
+            try:
+                answer = await asyncio.wait_for(reader.read(200), 0.2)
+                break
+            except TimeoutError:
+                continue
+        writer.close()
+        return time.monotonic() - started, answer
+
+    async with httpx.AsyncClient(base_url=run.base_url) as http:
+        slow = asyncio.gather(*(trickle() for _ in range(20)))
+        fast = await http.post("/wecom/callback", params=params, content=body)
+        answers = await slow
+    assert fast.status_code == 200
+    assert {answer.split(b"\r\n")[0] for _, answer in answers} == {b"HTTP/1.1 408 Request Timeout"}
+    assert max(seconds for seconds, _ in answers) < 3
+    assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.callback.slow'") == [(20,)]

@@ -99,3 +99,18 @@ async def test_not_ready_without_a_worker_or_with_a_refused_secret(settings_fact
         assert body["components"]["wecom_token"]["state"] == "fail"
         assert body["components"]["wecom_token"]["errcode"] == 40001
         assert "not-the-kf-secret" not in response.text
+
+
+async def test_a_worker_killed_seconds_ago_is_not_reported_alive(settings_factory: Any) -> None:
+    """kill -9 leaves the worker's row; its heartbeat (every second) stopped 10 s ago."""
+    async with running_pipeline(settings_factory, ScriptedResponder(), run_worker=False) as run:
+        await run.query(
+            "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '10 seconds')"
+            " RETURNING id"
+        )
+        async with httpx.AsyncClient(base_url=run.base_url) as http:
+            response = await http.get("/ready")
+            metrics = (await http.get("/metrics")).text
+        assert response.status_code == 503
+        assert response.json()["components"]["job_workers"]["state"] == "fail"
+        assert sample(metrics, "wxkf_job_workers") == 0

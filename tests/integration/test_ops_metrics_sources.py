@@ -44,7 +44,7 @@ async def test_refused_callbacks_are_counted_by_outcome_and_nothing_else_is_reco
         settings_factory, ScriptedResponder(), run_worker=False, kf_accounts=""
     ) as run:
         xml = event_xml(run.sim.corp_id, run.sim.open_kfid, "TOKEN1", 1_800_000_000)
-        body, params = run.sim.crypto().callback_envelope(xml, timestamp="1800000000")
+        body, params = run.sim.crypto().callback_envelope(xml)
         other = CallbackCrypto(run.sim.callback_token, run.sim.encoding_aes_key, "wwSomeOtherCorp")
         foreign, foreign_params = other.callback_envelope(
             event_xml("wwSomeOtherCorp", run.sim.open_kfid, "T", 1), "1"
@@ -102,7 +102,7 @@ async def test_a_non_kf_callback_is_acknowledged_and_counted_as_ignored(settings
             f"<xml><ToUserName><![CDATA[{run.sim.corp_id}]]></ToUserName><CreateTime>1</CreateTime>"
             "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event></xml>"
         )
-        body, params = run.sim.crypto().callback_envelope(xml, timestamp="1")
+        body, params = run.sim.crypto().callback_envelope(xml)
         async with httpx.AsyncClient(base_url=run.base_url) as http:
             response = await http.post("/wecom/callback", params=params, content=body)
             metrics = (await http.get("/metrics")).text

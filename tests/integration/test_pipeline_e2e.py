@@ -56,7 +56,7 @@ async def test_each_callback_delivered_four_times_gets_one_reply(settings_factor
         [first] = await run.control("callbacks")
         # wecom-api §1.7: WeCom repeats a callback it thinks failed — 4 deliveries of the same one.
         xml = event_xml(run.sim.corp_id, first["open_kfid"], first["token"], 1_800_000_000)
-        body, params = run.sim.crypto().callback_envelope(xml, timestamp="1800000000")
+        body, params = run.sim.crypto().callback_envelope(xml)
         async with httpx.AsyncClient(base_url=run.base_url) as http:
             for _ in range(4):
                 response = await http.post("/wecom/callback", params=params, content=body)
@@ -152,3 +152,45 @@ async def test_a_failing_responder_gets_the_customer_a_fallback_and_a_human(sett
         session = await run.control("session", customer)
         assert session["service_state"] == 2
         assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.responder_error'") == [(1,)]
+
+
+async def test_a_responder_that_lost_the_database_is_retried_not_handed_to_a_human(
+    settings_factory: Any,
+) -> None:
+    """A database outage is not the responder's fault: the customer gets the answer once it is back,
+    not the fallback and a human (a blip would otherwise send customers to the queue for good)."""
+    import psycopg
+    import sqlalchemy.exc
+
+    failures = [
+        sqlalchemy.exc.OperationalError(
+            "SELECT …", {}, psycopg.OperationalError("server closed the connection")
+        )
+    ]
+
+    def flaky(request: Any) -> Reply:
+        if failures:
+            raise failures.pop()
+        return Reply(text="答复：" + request.messages[0].text)
+
+    async with running_pipeline(settings_factory, ScriptedResponder(answer=flaky)) as run:
+        customer = run.sim.customers[0]
+        await run.say(customer, "在吗")
+        await run.idle()
+        assert await run.texts(customer) == ["答复：在吗"]
+        assert (await run.control("session", customer))["service_state"] == 1
+        assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.responder_error'") == []
+
+
+async def test_tokens_revoked_again_and_again_delay_a_reply_but_never_lose_it(settings_factory: Any) -> None:
+    """wecom-api §7.4: WeCom may revoke a token early, and under churn the refreshed one may be
+    revoked too before it is used. 42001 is never a reason to give up a reply or skip a message."""
+    async with running_pipeline(settings_factory, ScriptedResponder()) as run:
+        customer = run.sim.customers[0]
+        await run.control("add_fault", "kf/service_state/get", invalidate_token=True, times=4)
+        await run.control("add_fault", "kf/send_msg", invalidate_token=True, times=4)
+        await run.say(customer, "你好")
+        await run.idle()
+        assert await run.texts(customer) == ["答复：你好"]
+        assert await run.query("SELECT status, reason FROM kf_inbound") == [("answered", None)]
+        assert await run.query("SELECT status FROM kf_outbox") == [("sent",)]

@@ -93,3 +93,30 @@ async def test_a_sync_msg_error_is_explained_counted_and_recovered_from(settings
         await run.say(customer, "第二条")
         await run.idle()
         assert [m.text for r in responder.requests for m in r.messages] == ["第一条", "第二条"]
+
+
+async def test_a_message_right_after_the_servicer_ends_the_session_is_answered(
+    settings_factory: Any,
+) -> None:
+    """wecom-api §6: a customer message after state 4 opens a new session (issue 12, defect 3).
+
+    The end event and the message reach one conversation job together; the state the event tells
+    (4, as of the event) must not be applied to the message written after it.
+    """
+    responder = ScriptedResponder()
+    async with running_pipeline(settings_factory, responder) as run:
+        customer, servicer = run.sim.customers[0], run.sim.servicers[0]
+        await run.say(customer, "你好")
+        await run.idle()
+        await run.control("take", customer, servicer)
+        await run.idle()
+        # Both happen before wxkf syncs: one sync page, one conversation job, the event first.
+        await run.control("set_callback_url", None)
+        await run.control("end", customer)
+        await run.say(customer, "我又回来了")
+        await run.control("set_callback_url", f"{run.base_url}/wecom/callback")
+        await run.control("set_servicer_status", servicer, 0)  # any callback makes wxkf sync
+        await run.idle()
+        assert await run.texts(customer) == ["答复：你好", "答复：我又回来了"]
+        reasons = await run.query("SELECT status, reason FROM kf_inbound WHERE origin = 3 ORDER BY id")
+        assert reasons == [("answered", None), ("answered", None)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,3 +246,72 @@ def test_reset_clears_traffic_faults_and_logs(sim: SimulatorHandle) -> None:
     assert sim.control.faults() == []
     assert sim.control.calls() == []
     assert sim.control.session(sim.customers[0])["service_state"] == 4
+
+
+def test_every_fault_on_an_api_applies_not_only_the_first(http: httpx.Client, sim: SimulatorHandle) -> None:
+    """A slow send_msg and a throttled send_msg at once: the delay no longer hides the 45009."""
+    import time
+
+    tok = token(http, sim)
+    sim.control.add_fault("kf/sync_msg", delay_ms=300)
+    sim.control.add_fault("*", errcode=45009, times=1)
+    started = time.monotonic()
+    assert post(http, "kf/sync_msg", tok, {"open_kfid": sim.open_kfid})["errcode"] == 45009
+    assert time.monotonic() - started >= 0.3
+    [call] = sim.control.calls("kf/sync_msg")
+    assert len(call["faults"]) == 2
+
+
+def test_a_token_invalidation_fault_answers_42001_until_a_new_token_is_fetched(
+    http: httpx.Client, sim: SimulatorHandle
+) -> None:
+    """wecom-api §7.4: WeCom may invalidate a token early; the fault does it on one API's call."""
+    tok = token(http, sim)
+    sim.control.add_fault("kf/send_msg", invalidate_token=True, times=1)
+    body = {"open_kfid": sim.open_kfid, "external_userid": sim.customers[0]}
+    assert post(http, "kf/sync_msg", tok, {"open_kfid": sim.open_kfid})["errcode"] == 0  # another API
+    assert (
+        post(http, "kf/send_msg", tok, {**body, "msgtype": "text", "text": {"content": "x"}})["errcode"]
+        == 42001
+    )
+    assert post(http, "kf/service_state/get", tok, body)["errcode"] == 42001  # the token is gone
+    assert post(http, "kf/service_state/get", token(http, sim), body)["errcode"] == 0
+
+
+def test_a_callback_answered_200_can_be_delivered_again(sim: SimulatorHandle, receiver: Receiver) -> None:
+    """WeCom does redeliver a callback the receiver acknowledged: the same envelope, twice."""
+    sim.control.add_fault("callback", duplicate=True, times=1)
+    sim.control.send_text(sim.customers[0], "你好")
+    assert sim.control.wait_callbacks()
+    assert len(receiver.requests) == 2
+    assert receiver.requests[0] == receiver.requests[1]
+    assert [(a["status"], a["duplicate"]) for a in sim.control.callbacks()] == [(200, False), (200, True)]
+
+
+def test_callbacks_are_retried_while_the_receiver_is_down(sim: SimulatorHandle, receiver: Receiver) -> None:
+    """An unreachable fault makes attempts fail as if the service were down; WeCom retries with
+    backoff, and the callback arrives once the receiver is back."""
+    sim.control.set_behaviour(callback_retries=4, callback_retry_delay=0.05, callback_retry_backoff=4.0)
+    sim.control.add_fault("callback", unreachable=True, times=3)
+    sim.control.send_text(sim.customers[0], "你好")
+    assert sim.control.wait_callbacks()
+    attempts = sim.control.callbacks()
+    assert [a["status"] for a in attempts] == [None, None, None, 200]
+    assert attempts[0]["error"].startswith("unreachable")
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(attempts)]
+    assert gaps[2] >= 0.8  # 0.05, 0.2, 0.8 s: the waits grow
+    assert len(receiver.requests) == 1
+
+
+def test_callbacks_go_to_several_receivers_in_turn_and_a_retry_to_the_next(
+    sim: SimulatorHandle, receiver: Receiver
+) -> None:
+    """Two replicas behind one URL: each attempt goes to the next one, so a dead replica costs a retry."""
+    sim.control.set_callback_urls(["http://127.0.0.1:9/dead", receiver.url])
+    for i in range(4):
+        sim.control.send_text(sim.customers[0], f"第{i}条")
+    assert sim.control.wait_callbacks()
+    assert len(receiver.requests) == 4
+    attempts = sim.control.callbacks()
+    assert {a["url"] for a in attempts} == {"http://127.0.0.1:9/dead", receiver.url}
+    assert sum(1 for a in attempts if a["status"] == 200) == 4

@@ -492,3 +492,9 @@ def test_parse_xml_reads_what_elementtree_reads(fields: dict[str, tuple[str, boo
     expected = {child.tag: child.text or "" for child in ET.fromstring(document)}
     assert parse_xml(document) == expected
     assert parse_xml(document.encode()) == expected
+
+
+@pytest.mark.parametrize("encoding", ["x-bogus", "utf-7", "bogus\x00"])
+def test_an_unknown_xml_encoding_is_malformed_xml_not_a_lookup_error(encoding: str) -> None:
+    with pytest.raises(MalformedXMLError):
+        parse_xml(f'<?xml version="1.0" encoding="{encoding}"?><xml><Encrypt>x</Encrypt></xml>'.encode())

@@ -197,3 +197,31 @@ def test_redactor_patterns(raw: str, expected: str) -> None:
 
 def test_longer_secret_is_removed_whole() -> None:
     assert Redactor(["abc", "abcdef"])("x abcdef y") == f"x {REDACTED} y"
+
+
+def test_a_short_secret_does_not_rewrite_ordinary_words() -> None:
+    """A WECOM_TOKEN of `tok` once turned a migration line into "access_***en cache"."""
+    redact = Redactor(["tok"])
+    assert redact("core: the shared WeCom access_token cache") == "core: the shared WeCom access_token cache"
+    assert redact("token is tok.") == f"token is {REDACTED}."
+    assert redact("url?a=1%26tok") == f"url?a=1%26{REDACTED}"  # URL-encoded neighbours still count
+
+
+def test_a_database_outage_is_logged_in_one_line_not_a_traceback(
+    tmp_path: Path, restore_logging: None
+) -> None:
+    import psycopg
+
+    stream = io.StringIO()
+    configure_logging(make_settings(tmp_path), stream=stream)
+    try:
+        try:
+            raise psycopg.OperationalError("connection failed: the database system is shutting down")
+        except psycopg.OperationalError as exc:
+            raise RuntimeError("Database error.") from exc
+    except RuntimeError:
+        logging.getLogger("procrastinate.utils").exception("listener error")
+    [line] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert "exc" not in line
+    assert "listener error" in line["msg"]
+    assert "the database system is shutting down" in line["msg"]

@@ -108,3 +108,26 @@ def test_explain_unknown_exits_1_with_a_clear_message(argument: str) -> None:
     assert code == 1
     assert "unknown errcode or key" in out
     assert argument in out
+
+
+@pytest.mark.parametrize(
+    ("status", "needle", "link"),
+    [
+        ("401", "DEEPSEEK_API_KEY", "#llm-auth-401"),
+        ("403", "企业可信IP", "#network-403-404"),
+        ("404", "WECOM_API_BASE", "#network-403-404"),
+    ],
+)
+def test_explain_an_http_status_points_to_its_situation(status: str, needle: str, link: str) -> None:
+    """401/403/404 are what people paste from a failing request; they are situations, not errcodes."""
+    code, out = run(status)
+    assert code == 0, out
+    assert needle in out
+    assert link in out
+
+
+def test_the_95018_fix_names_the_setting_as_it_is_spelled() -> None:
+    code, out = run("95018")
+    assert code == 0
+    assert "KF_SESSION_POLICY=end" in out
+    assert " session_policy=end" not in out

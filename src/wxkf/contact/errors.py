@@ -5,6 +5,7 @@
     ├── InvalidMessageError             the message breaks a wecom-api §9 limit (bytes, attachments, …)
     ├── ReceiveCapError                 every requested customer is at the receive cap (`capped`)
     ├── ReminderLimitError              3 reminders in 24 h already (`next_at`)
+    ├── AlreadySentError                every member already sent the task: nothing to remind
     └── ConfirmationError               a confirmation token is unknown, expired, used or not yours
 
 WeCom's own errors arrive as `wxkf.wecom.errors.APIError` and are passed through unchanged.
@@ -66,6 +67,15 @@ class ReminderLimitError(ContactError):
         super().__init__(
             f"群发任务 {msgid} 24 小时内已提醒 3 次{when} / task {msgid} was already reminded 3 times "
             f"in 24 h{when_en}"
+        )
+
+
+class AlreadySentError(ContactError):
+    def __init__(self, msgid: str) -> None:
+        self.msgid = msgid
+        super().__init__(
+            f"群发任务 {msgid} 已由成员全部发送，无需提醒 / every member already sent task {msgid}: "
+            "there is nothing to remind"
         )
 
 

@@ -23,6 +23,7 @@ from wxkf.config import Settings
 from wxkf.contact.cap import ReceiveCap
 from wxkf.contact.content import MessageContent, build_request, validate_recipients
 from wxkf.contact.errors import (
+    AlreadySentError,
     CappedCustomer,
     ContactError,
     NotConfiguredError,
@@ -49,7 +50,8 @@ CUSTOMER_STATUS = {
     3: "发送失败：客户已收到其他群发消息（接收上限）/ failed: the customer already received another "
     "group message (receive cap)",
 }
-MEMBER_STATUS = {0: "未发送 / not sent", 2: "已发送 / sent"}
+MEMBER_SENT = 2
+MEMBER_STATUS = {0: "未发送 / not sent", MEMBER_SENT: "已发送 / sent"}
 
 _COUNT_CUSTOMERS = "SELECT count(*) FROM contact_customers WHERE member_userid = %s"
 _STALE_ON_PAGE = """
@@ -376,16 +378,20 @@ class ContactService:
 
     # --- tracking ---------------------------------------------------------------------------------
 
-    async def status(self, msgid: str) -> TaskStatus:
-        """Read a task's per-member and per-customer outcomes from WeCom and update the ledger."""
+    async def _members(self, msgid: str) -> list[MemberOutcome]:
+        """Each member's outcome of a task, from WeCom (get_groupmsg_task, every page)."""
         members: list[MemberOutcome] = []
         cursor: str | None = None
         while True:
             page = await self.contact.get_groupmsg_task(msgid, limit=1000, cursor=cursor)
             members += [MemberOutcome(t.userid, t.status, _when(t.send_time)) for t in page.task_list]
             if not page.next_cursor:
-                break
+                return members
             cursor = page.next_cursor
+
+    async def status(self, msgid: str) -> TaskStatus:
+        """Read a task's per-member and per-customer outcomes from WeCom and update the ledger."""
+        members = await self._members(msgid)
         customers: list[CustomerOutcome] = []
         for member in members:
             cursor = None
@@ -409,7 +415,11 @@ class ContactService:
         return TaskStatus(msgid, members, customers, bool(row and row[0]))
 
     async def remind(self, msgid: str) -> int:
-        """Remind the member again; refuses locally at 3 per 24 h. Returns reminders left today."""
+        """Remind the member again; refuses locally at 3 per 24 h, and a task every member already
+        sent (wecom-api §9: a reminder asks members to complete it). Returns reminders left today."""
+        members = await self._members(msgid)
+        if members and all(m.status == MEMBER_SENT for m in members):
+            raise AlreadySentError(msgid)
         now = self.clock()
         async with self.database.pool.connection() as conn, conn.transaction():
             await conn.execute(_TASK_LOCK, (msgid,))

@@ -20,6 +20,7 @@ it, see `wxkf.db.budget`), so an operator can see which replica holds what.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -55,6 +56,23 @@ class DatabaseError(Exception):
     """The database cannot be used; the message says why and what to do."""
 
 
+def connection_lost(exc: BaseException | None) -> psycopg.OperationalError | None:
+    """The lost database connection behind `exc` (itself, or its cause, e.g. inside an SQLAlchemy
+    error), if any: an outage, not a bug of the code that met it."""
+    for _ in range(10):  # a chain is short; a cycle must not hang the caller
+        if exc is None:
+            return None
+        if isinstance(exc, psycopg.OperationalError):
+            return exc
+        wrapped = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError keeps the driver's error there
+        exc = wrapped if isinstance(wrapped, BaseException) else exc.__cause__ or exc.__context__
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
 
@@ -84,13 +102,20 @@ def start_embedded(data_dir: Path, dbname: str = EMBEDDED_DBNAME, *, fresh: bool
     """
 
     pgdata = (data_dir / "pg").resolve()
-    pgdata.mkdir(parents=True, exist_ok=True)
+    try:
+        pgdata.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(
+            f"无法创建内置数据库目录 {pgdata}：{exc.strerror}。检查 WXKF_DATA_DIR 及其权限 / "
+            f"cannot create the embedded database's directory: check WXKF_DATA_DIR"
+        ) from exc
     try:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); its /tmp fallback is fine.
             warnings.simplefilter("ignore")
             from pgserver.postgres_server import get_server  # lazily: only the embedded default needs it
 
+            _forget_dead_users(pgdata)
             server = get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise DatabaseError(
@@ -102,13 +127,46 @@ def start_embedded(data_dir: Path, dbname: str = EMBEDDED_DBNAME, *, fresh: bool
     with psycopg.connect(uri, autocommit=True) as conn:
         if fresh:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
+        if not conn.execute(_DATABASE_EXISTS, (dbname,)).fetchone():
+            # Another process (`wxkf serve` and `wxkf worker` started together) may create it
+            # between our check and our CREATE: the catalog's unique index then refuses ours.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                conn.execute(f'CREATE DATABASE "{dbname}"')
     return str(server.get_uri(dbname))
 
 
+_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
+
+
 _KEEP: list[Any] = []  # the embedded server handle lives as long as the process
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop processes that died without saying so (kill -9, a crash) from pgserver's list of users.
+
+    pgserver stops the server when the last process in `.handle_pids.json` exits. A process killed
+    before its exit handler ran stays in the list for good, and then no later process is ever the
+    last one: the server ran on after every wxkf process had exited. Done under pgserver's own lock.
+    """
+    from pgserver.postgres_server import PostgresServer
+    from pgserver.utils import DiskList
+
+    users = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        pids = users.get()
+        alive = [pid for pid in pids if _running(pid)]
+        if alive != pids:
+            users.put(alive)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 def ensure_pgvector(conninfo: str) -> str:
@@ -124,14 +182,21 @@ def ensure_pgvector(conninfo: str) -> str:
                     "postgresql-16-pgvector）后执行 CREATE EXTENSION vector; / pgvector is not installed "
                     "on this PostgreSQL server: install it, or unset DATABASE_URL to use the embedded one"
                 )
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            # Created at the same moment by another process starting up: the same outcome.
+            with contextlib.suppress(psycopg.errors.UniqueViolation):
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             (installed,) = conn.execute(
                 "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
             ).fetchone() or ("0",)
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:  # unreachable, or unreadable
         raise DatabaseError(
             f"无法连接数据库 {describe(conninfo)}：检查 DATABASE_URL、服务是否运行、用户权限 / "
-            f"cannot connect to the database: {str(exc).strip().splitlines()[0]}"
+            f"cannot connect to the database: {_first_line(exc)}"
+        ) from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"数据库 {describe(conninfo)} 拒绝了初始化（需要 CREATE EXTENSION vector 的权限）/ "
+            f"the database refused wxkf's set-up: {_first_line(exc)}"
         ) from exc
     if _version_tuple(installed) < MIN_PGVECTOR:
         raise DatabaseError(

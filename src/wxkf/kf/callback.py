@@ -5,13 +5,23 @@ defer a sync job — and answers 200 "success" in milliseconds; sync_msg runs in
 repeats a callback it thinks failed (§1.7); a repeat changes nothing but a delivery counter.
 
 Bad input gets a 4xx and one log line with the reason, and nothing is recorded: bad signature or
-wrong corp id → 403, malformed XML or ciphertext → 400, a body over 1 MiB → 413 (checked from
-Content-Length and while reading, before decrypting anything). Never a 5xx for bad input.
+wrong corp id → 403; malformed XML, ciphertext, timestamp or field → 400; a body over 1 MiB → 413
+(checked from Content-Length and while reading, before decrypting anything); a body that arrives
+slower than BODY_READ_TIMEOUT → 408. Never a 5xx for bad input: a 503 only when the database is
+unavailable (WeCom then delivers the callback again, §1.7).
+
+Replays. wecom-api §1.4 says the timestamp and nonce are there "用于防止请求重放攻击" but gives no
+window (UNCONFIRMED). wxkf accepts a signed request whose `timestamp` is within
+CALLBACK_MAX_SKEW_SECONDS (10 minutes) of its own clock, either way, and refuses any other as
+`stale`: WeCom signs a callback when it sends it and repeats a failed one within seconds, and the
+callback's Token is valid for 10 minutes (§2), so an older callback could not be synced with anyway.
+Inside the window a replay changes nothing but a delivery counter (the dedupe key). A server clock
+off by more than the window refuses every callback: `wxkf doctor` checks the clock.
 
 Each refusal adds one to `kf.callback.<outcome>` in `kf_counters` (exported as
 `wxkf_callbacks_total{outcome}`), and nothing else is written: bad_signature, wrong_corp_id,
-malformed, oversized, disconnected, not_configured, and url_refused for a failed URL verification.
-A non-kf callback on this URL is acknowledged and counted as `ignored`.
+malformed, stale, oversized, slow, disconnected, not_configured, and url_refused for a failed URL
+verification. A non-kf callback on this URL is acknowledged and counted as `ignored`.
 """
 
 from __future__ import annotations
@@ -19,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import unquote_plus
 
 import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
+from procrastinate.exceptions import ConnectorException
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import ClientDisconnect
 
@@ -39,12 +51,36 @@ from wxkf.wecom.errors import CallbackCryptoError, CorpIdMismatchError, InvalidS
 log = logging.getLogger("wxkf.kf.callback")
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a real envelope is well under 4 KiB
+BODY_READ_TIMEOUT = 10.0  # seconds for the whole body: WeCom gives up after 5 s (§1.7)
+CALLBACK_MAX_SKEW_SECONDS = 600  # a signed timestamp this far from our clock is refused (see above)
+MAX_TIMESTAMP_DIGITS = 10  # unix seconds until the year 2286
+MAX_ID_CHARS = 128  # OpenKfId and Token: WeCom's are under 64; the dedupe index holds a few KiB at most
+MAX_CREATE_TIME = 2**63 - 1  # CreateTime is stored as a bigint
 KF_EVENT = "kf_msg_or_event"  # wecom-api §2
 NOT_CONFIGURED = "回调未配置：设置 WECOM_TOKEN、WECOM_AES_KEY、WECOM_CORP_ID / callback not configured"
 
 
 class BodyTooLarge(Exception):
     """The body is over MAX_BODY_BYTES (control flow inside this module)."""
+
+
+def _timestamp_problem(timestamp: str) -> str | None:
+    """Why `timestamp` is not a plausible unix time in seconds (None: it is)."""
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > MAX_TIMESTAMP_DIGITS:
+        return "timestamp 不是以秒为单位的 Unix 时间 / timestamp is not a unix time in seconds"
+    return None
+
+
+def _stale(timestamp: str) -> str | None:
+    """Why a verified request is refused for its age (None: inside the replay window)."""
+    skew = int(timestamp) - time.time()
+    if abs(skew) <= CALLBACK_MAX_SKEW_SECONDS:
+        return None
+    return (
+        f"timestamp 与本机时钟相差 {skew:+.0f} 秒，超过 {CALLBACK_MAX_SKEW_SECONDS} 秒：重放的旧回调，"
+        f"或本机时钟不准（wxkf doctor 检查时钟）/ timestamp is {skew:+.0f} s from this server's clock: "
+        "a replayed callback, or a wrong clock (wxkf doctor checks it)"
+    )
 
 
 def _reject(status: int, reason: str) -> PlainTextResponse:
@@ -67,16 +103,19 @@ def _outcome_for(error: CallbackCryptoError) -> str:
 
 
 async def _read_body(request: Request) -> bytes:
+    """The body, at most MAX_BODY_BYTES, within BODY_READ_TIMEOUT (TimeoutError): a client that
+    trickles bytes must not hold a connection and a task for as long as it likes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BodyTooLarge()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BodyTooLarge()
-        chunks.append(chunk)
+    async with asyncio.timeout(BODY_READ_TIMEOUT):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise BodyTooLarge()
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -167,7 +206,11 @@ class _EventWriter:
                     raise
                 continue
             for (_key, _, future), result in zip(batch, results, strict=True):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
 
     async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
@@ -212,26 +255,52 @@ class _EventWriter:
 
     async def _store(
         self, batch: list[tuple[EventKey, bool, asyncio.Future[tuple[bool, bool]]]]
-    ) -> list[tuple[bool, bool]]:
-        """(is new, sync queued) for each entry of `batch`, in order; one statement."""
+    ) -> list[tuple[bool, bool] | Exception]:
+        """(is new, sync queued) for each entry of `batch`, in order; one statement.
+
+        A statement the database refuses while the connection is fine (a value it cannot store)
+        is written again one callback at a time, so the one row it refuses fails alone.
+        """
         arrivals: dict[EventKey, int] = {}
         known: dict[EventKey, bool] = {}
         for key, is_known, _ in batch:
             arrivals[key] = arrivals.get(key, 0) + 1
             known[key] = is_known
-        rows_json = json.dumps(
-            [[k[0], k[1], k[2], known[k], n, sync_lock(k[0])] for k, n in arrivals.items()],
-            ensure_ascii=False,
-        )
-        rows = await self._execute(rows_json)
-        stored = {(row[0], row[1], int(row[2])): (bool(row[3]), bool(row[4])) for row in rows}
-        results: list[tuple[bool, bool]] = []
+        stored: dict[EventKey, tuple[bool, bool] | Exception]
+        try:
+            stored = dict(await self._write(list(arrivals), arrivals, known))
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) or len(arrivals) == 1:
+                raise
+            log.warning("回调批量写入被拒，逐条重写 / a callback batch was refused: rows written one by one")
+            stored = {}
+            for key in arrivals:
+                try:
+                    stored.update(await self._write([key], arrivals, known))
+                except psycopg.Error as row_exc:
+                    if isinstance(row_exc, psycopg.OperationalError):
+                        raise
+                    stored[key] = row_exc
+        results: list[tuple[bool, bool] | Exception] = []
         seen: set[EventKey] = set()
         for key, _, _ in batch:
-            inserted, sync_queued = stored[key]
-            results.append((inserted and key not in seen, sync_queued))  # the first arrival is the new one
+            outcome = stored[key]
+            if isinstance(outcome, Exception):
+                results.append(outcome)
+            else:
+                inserted, sync_queued = outcome
+                results.append((inserted and key not in seen, sync_queued))  # the first arrival is new
             seen.add(key)
         return results
+
+    async def _write(
+        self, keys: list[EventKey], arrivals: dict[EventKey, int], known: dict[EventKey, bool]
+    ) -> dict[EventKey, tuple[bool, bool]]:
+        rows_json = json.dumps(
+            [[k[0], k[1], k[2], known[k], arrivals[k], sync_lock(k[0])] for k in keys], ensure_ascii=False
+        )
+        rows = await self._execute(rows_json)
+        return {(row[0], row[1], int(row[2])): (bool(row[3]), bool(row[4])) for row in rows}
 
 
 class CallbackReceiver:
@@ -267,6 +336,18 @@ class CallbackReceiver:
         """Count the refusal, log it, and answer `status` with the reason."""
         await self.count(outcome)
         return _reject(status, reason)
+
+    async def unavailable(self, error: Exception) -> PlainTextResponse:
+        """503: the database is away; WeCom delivers the callback again (§1.7). One line, no traceback."""
+        cause = error.__cause__ or error
+        lines = str(cause).strip().splitlines()
+        log.warning(
+            "数据库不可用，回调未记录（企业微信会重试）/ database unavailable, callback not recorded: %s: %s",
+            type(cause).__name__,
+            lines[0] if lines else "",
+            extra={"decision": "callback_unavailable"},
+        )
+        return PlainTextResponse("数据库不可用 / database unavailable", status_code=503)
 
     def known(self, open_kfid: str) -> bool:
         return bool(open_kfid) and (not self.accounts or open_kfid in self.accounts)
@@ -346,10 +427,16 @@ def add_callback_routes(app: FastAPI) -> None:
             return await receiver.refuse(
                 "url_refused", 400, "缺少 msg_signature/timestamp/nonce/echostr / missing query parameters"
             )
+        problem = _timestamp_problem(timestamp)
+        if problem is not None:
+            return await receiver.refuse("url_refused", 400, problem)
         try:
             plain = receiver.crypto.verify_url(msg_signature, timestamp, nonce, echostr)
         except CallbackCryptoError as exc:
             return await receiver.refuse("url_refused", _status_for(exc), exc.message)
+        problem = _stale(timestamp)
+        if problem is not None:
+            return await receiver.refuse("url_refused", 400, problem)
         log.info("回调 URL 验证成功 / callback URL verified", extra={"decision": "url_verified"})
         return Response(plain, media_type="text/plain")
 
@@ -363,11 +450,20 @@ def add_callback_routes(app: FastAPI) -> None:
             return await receiver.refuse(
                 "malformed", 400, "缺少 msg_signature/timestamp/nonce / missing query parameters"
             )
+        problem = _timestamp_problem(timestamp)
+        if problem is not None:
+            return await receiver.refuse("malformed", 400, problem)
         try:
             body = await _read_body(request)
         except BodyTooLarge:
             return await receiver.refuse(
                 "oversized", 413, f"请求体超过 {MAX_BODY_BYTES} 字节 / body larger than 1 MiB"
+            )
+        except TimeoutError:
+            return await receiver.refuse(
+                "slow",
+                408,
+                f"请求体 {BODY_READ_TIMEOUT:g} 秒内未发完 / the body did not arrive within {BODY_READ_TIMEOUT:g} s",
             )
         except ClientDisconnect:
             return await receiver.refuse(
@@ -379,6 +475,9 @@ def add_callback_routes(app: FastAPI) -> None:
             fields = receiver.crypto.decrypt_callback(msg_signature, timestamp, nonce, body)
         except CallbackCryptoError as exc:
             return await receiver.refuse(_outcome_for(exc), _status_for(exc), exc.message)
+        problem = _stale(timestamp)
+        if problem is not None:
+            return await receiver.refuse("stale", 400, problem)
         event = fields.get("Event", "")
         if fields.get("MsgType") != "event" or event != KF_EVENT:
             # Another app's callback on this URL: acknowledged, so WeCom does not repeat it.
@@ -387,13 +486,22 @@ def add_callback_routes(app: FastAPI) -> None:
             return PlainTextResponse("success")
         open_kfid = fields.get("OpenKfId", "")
         token = fields.get("Token", "")
-        try:
-            create_time = int(fields.get("CreateTime", "0") or 0)
-        except ValueError:
+        raw_time = fields.get("CreateTime", "0") or "0"
+        # Every field is checked against what the event table stores before the write: one value the
+        # database refuses would otherwise fail the batch it is written with.
+        if not (raw_time.isascii() and raw_time.isdigit()) or int(raw_time) > MAX_CREATE_TIME:
             return await receiver.refuse(
-                "malformed", 400, "CreateTime 不是整数 / CreateTime is not an integer"
+                "malformed", 400, "CreateTime 不是合理的 Unix 时间 / CreateTime is not a unix time"
             )
-        is_new, sync_queued = await receiver.record(open_kfid, token, create_time)
+        if len(open_kfid) > MAX_ID_CHARS or len(token) > MAX_ID_CHARS:
+            return await receiver.refuse(
+                "malformed", 400, f"OpenKfId 或 Token 超过 {MAX_ID_CHARS} 个字符 / OpenKfId or Token too long"
+            )
+        create_time = int(raw_time)
+        try:
+            is_new, sync_queued = await receiver.record(open_kfid, token, create_time)
+        except (psycopg.OperationalError, ConnectorException) as exc:
+            return await receiver.unavailable(exc)
         if not receiver.known(open_kfid):
             log.warning(
                 "未知客服账号的回调，已记录但不同步 / callback for an unknown kf account %r: recorded, not synced "
@@ -404,7 +512,10 @@ def add_callback_routes(app: FastAPI) -> None:
             return PlainTextResponse("success")
         # Deferred on repeats too: if we crashed between recording and deferring, the repeat heals it.
         if not sync_queued:
-            await receiver.defer_sync(open_kfid, token)
+            try:
+                await receiver.defer_sync(open_kfid, token)
+            except (psycopg.OperationalError, ConnectorException) as exc:
+                return await receiver.unavailable(exc)
         if not is_new:
             log.info("重复回调 / repeated callback for %s", open_kfid, extra={"decision": "callback_repeat"})
         return PlainTextResponse("success")

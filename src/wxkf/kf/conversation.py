@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
 
+from wxkf.db.engine import connection_lost
 from wxkf.kf import ledger, outbox
 from wxkf.kf.budget import BudgetState
 from wxkf.kf.inbound import to_inbound_message
@@ -31,7 +32,7 @@ from wxkf.kf.service_state import SessionState, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
 from wxkf.media.errors import MediaNotFound, MediaStoreError
 from wxkf.ops.logging import log_context
-from wxkf.wecom.errors import APIError, RateLimitedError, SessionStateError, TransportError
+from wxkf.wecom.errors import APIError, SessionStateError, retry_later
 
 if TYPE_CHECKING:
     from wxkf.kf.runtime import Pipeline
@@ -49,15 +50,18 @@ class ConcurrentUpdate(Exception):
     """Another worker processed these rows first; this attempt changes nothing."""
 
 
-# The pause, the cached service_state and the budget of one conversation, read in one query.
+# The pause, the cached service_state (with the moment it was true) and the budget of one
+# conversation, read in one query.
 _CONVERSATION_STATE = """
 SELECT paused_until, window_started_at, replies_used,
        CASE WHEN state_checked_at > now() - make_interval(secs => %s) THEN service_state END,
-       servicer_userid
+       servicer_userid, state_checked_at
 FROM kf_conversations WHERE open_kfid = %s AND external_userid = %s
 """
-ConversationState = tuple[Any, ...]  # a `_CONVERSATION_STATE` row: pause, window, used, state, servicer
-NO_STATE: ConversationState = (None, None, 0, None, None)
+# A `_CONVERSATION_STATE` row: pause, window, used, state, servicer, state as of.
+ConversationState = tuple[Any, ...]
+NO_STATE: ConversationState = (None, None, 0, None, None, None)
+SEND_TIME_RESOLUTION = timedelta(seconds=1)  # wecom-api §3: send_time is in whole seconds
 
 
 async def converse(pipeline: Pipeline, conversation: Conversation) -> None:
@@ -169,10 +173,11 @@ async def _handle_event(pipeline: Pipeline, conversation: Conversation, row: Inb
         elif kind == "session_status_change":
             # wecom-api §3: change_type 1 接入 / 2 转接 / 4 重新接入 → 3 with the new servicer; 3 结束 → 4.
             change = event.get("change_type")
+            # The state is stamped with the event's time: a customer message after it is newer.
             if change == 3:
-                await store_state(conn, conversation, 4, None)
+                await store_state(conn, conversation, 4, None, row.send_time)
             elif change in (1, 2, 4):
-                await store_state(conn, conversation, 3, event.get("new_servicer_userid"))
+                await store_state(conn, conversation, 3, event.get("new_servicer_userid"), row.send_time)
             else:
                 await store_state(conn, conversation, None, None)
             log.info(
@@ -251,7 +256,9 @@ async def _skip(
     """Record why `batch` gets no answer (and cache the state WeCom just told us): one round trip."""
     async with pipeline.pool.connection() as conn, conn.pipeline(), conn.transaction():
         if remember is not None:
-            await store_state(conn, remember[0], remember[1].state, remember[1].servicer_userid)
+            await store_state(
+                conn, remember[0], remember[1].state, remember[1].servicer_userid, remember[1].checked_at
+            )
         await ledger.start_mark(conn, [r.id for r in batch], "skipped", reason)
         await ledger.count(conn, f"kf.skipped.{reason.value}", len(batch))
     log.info(
@@ -261,6 +268,19 @@ async def _skip(
         detail,
         extra={"decision": reason.value},
     )
+
+
+def _written_since(cached_state: int, as_of: datetime | None, batch: list[InboundRow]) -> bool:
+    """Whether the customer wrote after the cached state was true, in a way that changes it.
+
+    wecom-api §6: a customer message moves an ended session (4) to a new one (0, then routed by
+    接待方式); in states 0-3 it changes nothing. send_time is in whole seconds, so a message is only
+    known to be older than the state when its whole second is.
+    """
+    if cached_state != 4:
+        return False
+    newest = max(r.send_time for r in batch)
+    return as_of is None or as_of < newest + SEND_TIME_RESOLUTION
 
 
 async def _answer(
@@ -279,7 +299,7 @@ async def _answer(
                 (settings.kf_state_cache_seconds, conversation.open_kfid, conversation.external_userid),
             )
             found = await cur.fetchone() or NO_STATE
-    paused_until, window, used, cached_state, cached_servicer = found
+    paused_until, window, used, cached_state, cached_servicer, state_as_of = found
     if paused_until and paused_until > datetime.now(UTC):
         await _skip(pipeline, batch, Reason.PAUSED, f" until {paused_until:%H:%M:%S}")
         return None
@@ -287,13 +307,13 @@ async def _answer(
     # A state fetched from WeCom is cached in the transaction that records the outcome, not alone.
     remember: tuple[Conversation, SessionState] | None = None
     try:
-        if cached_state is not None:
-            state = SessionState(cached_state, cached_servicer)
+        if cached_state is not None and not _written_since(cached_state, state_as_of, batch):
+            state = SessionState(cached_state, cached_servicer, state_as_of)
         else:
             state = await pipeline.states.fetch(conversation)
             remember = (conversation, state)
     except APIError as exc:
-        if isinstance(exc, RateLimitedError):
+        if retry_later(exc):
             raise
         await record_api_error(pipeline.pool, exc, conversation, "读取会话状态 / service_state/get")
         await _skip(pipeline, batch, Reason.SEND_REFUSED, f" (errcode {exc.errcode})")
@@ -306,7 +326,7 @@ async def _answer(
             await pipeline.states.trans(conversation, 4, state.servicer_userid)
             remember = None  # trans cached the state it reached
         except APIError as exc:
-            if isinstance(exc, RateLimitedError):
+            if retry_later(exc):
                 raise
             await record_api_error(pipeline.pool, exc, conversation, "结束人工会话 / service_state/trans → 4")
             await _skip(
@@ -333,7 +353,9 @@ async def _answer(
         reply = await pipeline.responder.respond(
             ReplyRequest(conversation=conversation, messages=messages, remaining_budget=remaining)
         )
-    except Exception:
+    except Exception as exc:
+        if connection_lost(exc) is not None:
+            raise  # not the responder's fault: the job is retried once the database is back
         # The customer must not be met with silence because the responder broke: say so, ask for a human.
         log.exception(
             "应答器出错，已发送兜底回复并转人工 / the responder failed: sent the fallback and asked for a human",
@@ -358,7 +380,9 @@ async def _answer(
         async with pipeline.pool.connection() as conn, conn.pipeline():
             async with conn.transaction():
                 if remember is not None:
-                    await store_state(conn, conversation, state.state, state.servicer_userid)
+                    await store_state(
+                        conn, conversation, state.state, state.servicer_userid, state.checked_at
+                    )
                 marked = await ledger.start_mark(conn, [r.id for r in batch], "answered")
                 msgids = await outbox.enqueue_messages(
                     conn,
@@ -398,7 +422,7 @@ async def _handoff(
         await deliver(pipeline, conversation, unsent)  # the reply goes out while the bot may still send
         await pipeline.states.trans(conversation, to_state, servicer)
     except APIError as exc:
-        if isinstance(exc, RateLimitedError):
+        if retry_later(exc):
             raise
         await record_api_error(pipeline.pool, exc, conversation, f"转人工 / service_state/trans → {to_state}")
 
@@ -413,8 +437,8 @@ async def deliver(
 
     `rows`: the pending rows when the caller has just read them (`outbox.PENDING`), else None.
 
-    RateLimitedError and TransportError propagate so the job is retried with backoff, keeping the
-    order; any other WeCom error is recorded on its row.
+    What may succeed later (throttling, no answer, a revoked token: `retry_later`) propagates so the
+    job is retried with backoff, keeping the order; any other WeCom error is recorded on its row.
     """
     sent = 0
     if rows is None:
@@ -431,9 +455,11 @@ async def deliver(
             async with pipeline.pool.connection() as conn:
                 await outbox.mark_failed(conn, row["id"], None, str(exc))
             continue
-        except (RateLimitedError, TransportError, MediaStoreError):
+        except MediaStoreError:
             raise
         except APIError as exc:
+            if retry_later(exc):
+                raise  # the job is retried with backoff; the outbox keeps the order
             async with pipeline.pool.connection() as conn, conn.transaction():
                 if row["attempts"] >= 1 and outbox.is_duplicate_msgid(exc.errcode, exc.errmsg):
                     await outbox.mark_sent(

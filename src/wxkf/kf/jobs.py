@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from asyncio import CancelledError
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
 import psycopg
-from procrastinate import JobContext, RetryStrategy
-from procrastinate.exceptions import AlreadyEnqueued
-from procrastinate.jobs import JobDeferrer
+from procrastinate import BaseRetryStrategy, JobContext, RetryDecision
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
+from procrastinate.jobs import Job, JobDeferrer
 
 from wxkf.kf.conversation import ConcurrentUpdate, converse
 from wxkf.kf.responder import Conversation
@@ -27,7 +28,7 @@ from wxkf.kf.service_state import record_api_error
 from wxkf.kf.sync import sync_account
 from wxkf.media.errors import MediaStoreError
 from wxkf.ops.logging import log_context
-from wxkf.wecom.errors import APIError, RateLimitedError, TransportError
+from wxkf.wecom.errors import APIError, retry_later
 
 if TYPE_CHECKING:
     from wxkf.kf.runtime import Pipeline
@@ -37,13 +38,39 @@ log = logging.getLogger("wxkf.kf.jobs")
 SYNC_TASK = "kf:sync_account"
 CONVERSE_TASK = "kf:converse"
 
-# WeCom throttling (45009/45033/-1) and unreachable WeCom are worth retrying with backoff; the client
-# already retried a few times within one call. Waits: 2, 4, 8, 16, 32 … s.
-RETRY = RetryStrategy(
-    max_attempts=12,
-    exponential_wait=2,
-    retry_exceptions={RateLimitedError, TransportError, MediaStoreError},  # an unreachable media store too
-)
+
+class PipelineRetry(BaseRetryStrategy):
+    """Which failures of a pipeline job are retried, and after how long.
+
+    * What WeCom may accept later (`retry_later`: throttling 45009/45033/-1, no answer, a token
+      revoked again and again; the client already retried a few times within one call): 2, 4, 8,
+      16 s, then every 30 s. Never longer: a sync job waiting out
+      a long backoff is the one every new callback finds queued, so it holds up every customer of
+      its account.
+    * An unreachable media store (`MediaStoreError`): the same backoff.
+    * A database that went away, and a job cut short by a worker's shutdown (`CancelledError` once
+      the graceful wait is over: procrastinate retries such a job only if its strategy says so):
+      1 s. The database is back by then or the job fails again at once; waiting longer helps nobody.
+
+    Every job drains only what is still pending, so running it again after a partial attempt
+    repeats nothing. `attempts` also counts requeues after a crash.
+    """
+
+    INTERRUPTED = (psycopg.OperationalError, ConnectorException, CancelledError)
+    MAX_ATTEMPTS = 12
+    MAX_WAIT_SECONDS = 30
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if job.attempts >= self.MAX_ATTEMPTS:
+            return None
+        if isinstance(exception, self.INTERRUPTED):
+            return RetryDecision(retry_in={"seconds": 1})
+        if retry_later(exception) or isinstance(exception, MediaStoreError):
+            return RetryDecision(retry_in={"seconds": min(2 ** (job.attempts + 1), self.MAX_WAIT_SECONDS)})
+        return None
+
+
+RETRY = PipelineRetry()
 
 
 def _pipeline(context: JobContext) -> Pipeline:
@@ -57,7 +84,7 @@ async def sync_account_job(context: JobContext, open_kfid: str, token: str = "")
         try:
             touched = await sync_account(pipeline, open_kfid, token or None)
         except APIError as exc:
-            if isinstance(exc, RateLimitedError):
+            if retry_later(exc):
                 raise  # retried with backoff
             # Retrying cannot help (permissions, IP whitelist, a wrong open_kfid): one line with the
             # fix, counted; the next callback tries again.
@@ -68,19 +95,27 @@ async def sync_account_job(context: JobContext, open_kfid: str, token: str = "")
 
 async def converse_job(context: JobContext, open_kfid: str, external_userid: str) -> None:
     conversation = Conversation(open_kfid, external_userid)
+    pipeline = _pipeline(context)
     try:
-        await converse(_pipeline(context), conversation)
+        await converse(pipeline, conversation)
     except ConcurrentUpdate:
+        # Two jobs of one conversation ran at once (a worker thought dead was not): the other one
+        # answered part of this batch. What it left pending gets a job of its own, at once.
         log.info("另一个进程已处理这些消息 / another worker answered these messages first")
+        await defer_converse(pipeline.procrastinate, conversation)
+
+
+SYNC_LOCK_PREFIX = "kf-sync"
+CONVERSE_LOCK_PREFIX = "kf-conv"
 
 
 def _key(*parts: str) -> str:
-    return ":".join(parts)
+    return ":".join(parts)  # `concat_ws(':', …)` in the recovery's SQL
 
 
 def sync_lock(open_kfid: str) -> str:
     """The lock and queueing lock of an account's sync job."""
-    return _key("kf-sync", open_kfid)
+    return _key(SYNC_LOCK_PREFIX, open_kfid)
 
 
 async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") -> None:
@@ -93,7 +128,7 @@ async def defer_sync(app: procrastinate.App, open_kfid: str, token: str = "") ->
 
 def _converse_lock(conversation: Conversation) -> str:
     """The lock and queueing lock of a conversation's job."""
-    return _key("kf-conv", conversation.open_kfid, conversation.external_userid)
+    return _key(CONVERSE_LOCK_PREFIX, conversation.open_kfid, conversation.external_userid)
 
 
 def _converse_deferrer(app: procrastinate.App, conversation: Conversation) -> JobDeferrer:

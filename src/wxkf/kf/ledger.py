@@ -192,22 +192,22 @@ async def mark(
     return (await start_mark(conn, id_list, status, reason)).rowcount
 
 
-async def conversations_with_work(
-    conn: AsyncConnection[Any], open_kfid: str | None = None, *, older_than: float = 0.0
-) -> set[Conversation]:
-    """Conversations with pending inbound rows or unsent outbox rows (for recovery after a crash)."""
-    cur = await conn.execute(
-        """
-        SELECT open_kfid, external_userid FROM kf_inbound
-        WHERE status = 'pending' AND external_userid <> '' AND (%(k)s::text IS NULL OR open_kfid = %(k)s)
-          AND recorded_at <= clock_timestamp() - make_interval(secs => %(age)s)
-        UNION
-        SELECT open_kfid, external_userid FROM kf_outbox
-        WHERE status = 'pending' AND (%(k)s::text IS NULL OR open_kfid = %(k)s)
-          AND created_at <= clock_timestamp() - make_interval(secs => %(age)s)
-        """,
-        {"k": open_kfid, "age": older_than},
-    )
+# Conversations with work: a pending customer message or event, or an unsent outbox row. Shared
+# with the recovery scan (`wxkf.kf.recovery`), which keeps those that no job will handle.
+WORK = """
+SELECT open_kfid, external_userid FROM kf_inbound
+WHERE status = 'pending' AND external_userid <> '' AND (%(k)s::text IS NULL OR open_kfid = %(k)s)
+  AND recorded_at <= clock_timestamp() - make_interval(secs => %(age)s)
+UNION
+SELECT open_kfid, external_userid FROM kf_outbox
+WHERE status = 'pending' AND (%(k)s::text IS NULL OR open_kfid = %(k)s)
+  AND created_at <= clock_timestamp() - make_interval(secs => %(age)s)
+"""
+
+
+async def conversations_with_work(conn: AsyncConnection[Any], open_kfid: str) -> set[Conversation]:
+    """The account's conversations with pending inbound rows or unsent outbox rows."""
+    cur = await conn.execute(WORK, {"k": open_kfid, "age": 0.0})
     return {Conversation(a, b) for a, b in await cur.fetchall()}
 
 

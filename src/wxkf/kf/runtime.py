@@ -5,9 +5,9 @@
 and the responder. Open it with `async with Pipeline(settings, database) as pipeline:`; the
 database's owner closes the pool.
 
-`run_worker()` runs the procrastinate worker plus a recovery loop for crashes (kill -9):
-jobs of a worker whose heartbeat stopped are put back in the queue, and conversations with work but
-no job (a crash between commit and defer) get a job.
+`run_worker()` runs the procrastinate worker, restarted when the database went away, plus a recovery
+loop for crashes (kill -9, `wxkf.kf.recovery`): jobs of a worker whose heartbeat stopped are put back
+in the queue, work that no job will do gets a job, and accounts not synced for a while are synced.
 """
 
 from __future__ import annotations
@@ -15,16 +15,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+import signal
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import procrastinate
+import psycopg
+from procrastinate import JobContext
+from procrastinate.exceptions import ConnectorException
+from procrastinate.worker import Worker
 from psycopg import AsyncConnection
 
 from wxkf.config import Settings
 from wxkf.db.engine import Database, Pool, application_name
-from wxkf.kf import jobs, ledger, media_jobs
+from wxkf.kf import jobs, ledger, media_jobs, recovery
 from wxkf.kf.accounts import AccountDirectory
 from wxkf.kf.outbox import OutboxKind, enqueue_texts
 from wxkf.kf.responder import Conversation, Responder
@@ -40,6 +45,12 @@ log = logging.getLogger("wxkf.kf.worker")
 
 HEARTBEAT_SECONDS = 1.0
 LISTEN_ROLE = "wxkf-listen"  # application_name of the worker's LISTEN connection
+# A worker whose heartbeat is this old is not running (/ready, metrics): a few missed beats, not a minute.
+WORKER_SILENT_SECONDS = 5 * HEARTBEAT_SECONDS
+GRACEFUL_SECONDS = 5.0  # a stopping worker lets running jobs finish this long, then aborts them
+SHUTDOWN_SECONDS = 15.0  # a stop never takes longer than this, whatever the database does
+OUTAGE_BACKOFF = (0.5, 10.0)  # seconds between database checks while it is away: first, at most
+DETACHED_ONLY = 1e9  # seconds of silence no live worker reaches: only jobs of unregistered workers
 
 
 async def _name_listener(conn: AsyncConnection[Any]) -> None:
@@ -83,6 +94,8 @@ class Pipeline:
         self._media: InboundMedia | None = None
         self._uploads: UploadCache | None = None
         self.accounts = AccountDirectory(self.pool, settings)
+        self._worker: Worker | None = None  # procrastinate's worker while it runs (for recovery)
+        self._running: set[int] = set()  # ids of the jobs this process is running now
 
     async def open(self) -> None:
         await self.procrastinate.open_async(pool=self.pool)
@@ -196,50 +209,154 @@ class Pipeline:
         stalled_after: float = 10.0,
         install_signal_handlers: bool = False,
     ) -> None:
-        """Run jobs until cancelled (or a signal when `install_signal_handlers`)."""
+        """Run jobs until cancelled (or SIGTERM / SIGINT when `install_signal_handlers`).
+
+        The database may go away (a restart, a failover, the network): procrastinate's worker then
+        stops, and it is started again, with backoff, once the database answers. A stop request is
+        honoured within SHUTDOWN_SECONDS, outage or not.
+        """
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ()
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
         recovery = asyncio.create_task(self._recovery_loop(stalled_after))
         try:
-            await self.procrastinate.run_worker_async(
-                concurrency=concurrency or self.settings.kf_worker_concurrency,
-                fetch_job_polling_interval=self.settings.kf_poll_interval_seconds,
-                listen_notify=True,
-                install_signal_handlers=install_signal_handlers,
-                additional_context=jobs.worker_context(self),
-                update_heartbeat_interval=HEARTBEAT_SECONDS,
-                stalled_worker_timeout=stalled_after,
-                shutdown_graceful_timeout=5.0,
-                delete_jobs="successful",
-            )
+            await self._supervise(concurrency or self.settings.kf_worker_concurrency, stalled_after, stop)
         finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recovery
 
+    async def _supervise(self, concurrency: int, stalled_after: float, stop: asyncio.Event) -> None:
+        """procrastinate's worker, restarted whenever it stops without being asked to."""
+        while True:
+            worker = Worker(
+                self.procrastinate,
+                concurrency=concurrency,
+                fetch_job_polling_interval=self.settings.kf_poll_interval_seconds,
+                listen_notify=True,
+                install_signal_handlers=False,  # ours: a stop must also end an outage's wait
+                additional_context=jobs.worker_context(self),
+                update_heartbeat_interval=HEARTBEAT_SECONDS,
+                stalled_worker_timeout=stalled_after,
+                shutdown_graceful_timeout=GRACEFUL_SECONDS,
+                delete_jobs="successful",
+                worker_middleware=[self._track_running],
+            )
+            self._worker = worker
+            running = asyncio.create_task(worker.run(), name="wxkf-worker")  # type: ignore[no-untyped-call]
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                await _stop_worker(running)
+                raise
+            finally:
+                stopping.cancel()
+            if stop.is_set():
+                await _stop_worker(running)
+                return
+            error = running.exception()
+            log.warning(
+                "worker 已停止（%s），等待数据库恢复后重新启动 / the worker stopped (%s); it restarts "
+                "once the database answers",
+                _describe(error),
+                _describe(error),
+                extra={"decision": "worker_restart"},
+            )
+            if not await self._wait_for_database(stop):
+                return
+            await self.pool.check()  # connections the outage broke are replaced, not handed to jobs
+            await self._release_jobs_of(worker)
+
+    async def _track_running(
+        self, call_next: Callable[[], Awaitable[Any]], context: JobContext, worker: Any
+    ) -> Any:
+        """procrastinate worker middleware: which jobs this process runs (`recovery.StrandedJobs`)."""
+        job_id = context.job.id
+        if job_id is not None:
+            self._running.add(job_id)
+        try:
+            return await call_next()
+        finally:
+            if job_id is not None:
+                self._running.discard(job_id)
+
+    async def _wait_for_database(self, stop: asyncio.Event) -> bool:
+        """Poll the database with backoff until it answers (True) or a stop is requested (False)."""
+        delay = OUTAGE_BACKOFF[0]
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(self.conninfo, connect_timeout=5) as conn:
+                    await conn.execute("SELECT 1")
+                log.info("数据库已恢复，worker 重新启动 / the database answers again; restarting the worker")
+                return True
+            except (psycopg.Error, OSError) as exc:
+                log.warning("数据库仍不可用 / the database is still unavailable: %s", _describe(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, OUTAGE_BACKOFF[1])
+        return False
+
+    async def _release_jobs_of(self, worker: Worker) -> None:
+        """The stopped worker's jobs are dead (it aborted what it still ran), yet `doing`: requeue them now.
+
+        Unregistering its row detaches its jobs (`worker_id` becomes NULL), which `get_stalled_jobs`
+        returns at once, instead of after its heartbeat has been silent for `stalled_after`.
+        """
+        if worker.worker_id is None:  # it unregistered itself: nothing of it is left
+            return
+        try:
+            await self.procrastinate.job_manager.unregister_worker(worker.worker_id)
+            await recovery.settle_stalled_jobs(self, stalled_after=DETACHED_ONLY)
+        except (ConnectorException, psycopg.Error) as exc:
+            log.warning("无法立即重新排队旧任务 / could not requeue the old jobs yet: %s", _describe(exc))
+
     async def _recovery_loop(self, stalled_after: float) -> None:
-        first = True
+        sweep = recovery.SyncSweep(self.settings.kf_sync_sweep_seconds)
+        stranded = recovery.StrandedJobs()
         while True:
             try:
-                await self.recover(stalled_after, min_age=0.0 if first else 30.0)
-                first = False
-            except Exception:  # the loop must outlive a database hiccup
+                worker_id = self._worker.worker_id if self._worker is not None else None
+                await stranded.settle(self, worker_id, set(self._running))
+                await self.recover(stalled_after, sweep=sweep)
+            except (ConnectorException, psycopg.Error, OSError) as exc:
+                # The loop must outlive a database outage; it tries again at the next pass.
+                log.warning("恢复检查失败 / recovery check failed: %s", _describe(exc))
+            except Exception:
                 log.exception("恢复检查失败 / recovery check failed")
             await asyncio.sleep(max(stalled_after / 2, 0.5))
 
-    async def recover(self, stalled_after: float, min_age: float = 30.0) -> int:
-        """Requeue jobs of dead workers; give a job to conversations with old, unhandled work."""
-        manager = self.procrastinate.job_manager
-        requeued = 0
-        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=stalled_after):
-            await manager.retry_job(job)
-            requeued += 1
-            log.warning(
-                "任务所在的 worker 已停止心跳，重新排队 / requeued job %s (%s) of a dead worker",
-                job.id,
-                job.task_name,
-                extra={"decision": "job_requeued"},
-            )
-        async with self.pool.connection() as conn:
-            orphans = await ledger.conversations_with_work(conn, older_than=min_age)
-        for conversation in orphans:
-            await jobs.defer_converse(self.procrastinate, conversation)
-        return requeued
+    async def recover(self, stalled_after: float, *, sweep: recovery.SyncSweep | None = None) -> int:
+        """One recovery pass (`wxkf.kf.recovery`): settle dead workers' jobs, give orphaned work a
+        job, and sync accounts that are due; returns the jobs settled."""
+        settled = await recovery.settle_stalled_jobs(self, stalled_after)
+        await recovery.defer_orphaned_conversations(self)
+        if sweep is not None:
+            await sweep.run(self)
+        return settled
+
+
+async def _stop_worker(running: asyncio.Task[None]) -> None:
+    """Stop procrastinate's worker gracefully (it waits GRACEFUL_SECONDS for running jobs, then aborts
+    them), but never wait longer than SHUTDOWN_SECONDS: a database outage can hang its last writes."""
+    running.cancel()
+    try:
+        async with asyncio.timeout(SHUTDOWN_SECONDS):
+            await running
+    except (asyncio.CancelledError, TimeoutError):
+        pass
+    except Exception as exc:  # its last writes failed (the database is down): nothing more to do
+        log.warning("worker 停止时出错 / the worker stopped with an error: %s", _describe(exc))
+
+
+def _describe(exc: BaseException | None) -> str:
+    """The error in one line, without a traceback (an outage is an expected event here)."""
+    if exc is None:
+        return "no error"
+    cause = exc.__cause__ or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__

@@ -2,12 +2,17 @@
 
 The cache saves a get before every reply in a busy conversation; it is invalidated when the
 customer writes (4 → 0), when WeCom reports a session or servicer change, and after our own trans.
+
+A cached state is stamped with the moment it was true (`state_checked_at`): when it was fetched, or
+the event's own time, never the moment it was written. The conversation job reads the stamp to
+tell whether a customer message came after the state it knows (see `conversation._answer`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -26,22 +31,38 @@ log = logging.getLogger("wxkf.kf.state")
 class SessionState:
     state: int
     servicer_userid: str | None
+    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # when it was true
 
 
 async def store_state(
-    conn: AsyncConnection[Any], conversation: Conversation, state: int | None, servicer: str | None
+    conn: AsyncConnection[Any],
+    conversation: Conversation,
+    state: int | None,
+    servicer: str | None,
+    as_of: datetime | None = None,
 ) -> None:
-    """Remember a state WeCom told us (or, with `state=None`, forget it)."""
+    """Remember a state WeCom told us, true at `as_of` (default now); with `state=None`, forget it.
+
+    A stamp in the future (a WeCom clock ahead of ours) is taken as now.
+    """
     await conn.execute(
         """
         INSERT INTO kf_conversations (open_kfid, external_userid, service_state, servicer_userid,
                                       state_checked_at)
-        VALUES (%(k)s, %(u)s, %(s)s, %(v)s, CASE WHEN %(s)s::int IS NULL THEN NULL ELSE now() END)
+        VALUES (%(k)s, %(u)s, %(s)s, %(v)s,
+                CASE WHEN %(s)s::int IS NULL THEN NULL
+                     ELSE least(coalesce(%(t)s::timestamptz, now()), now()) END)
         ON CONFLICT (open_kfid, external_userid) DO UPDATE
         SET service_state = EXCLUDED.service_state, servicer_userid = EXCLUDED.servicer_userid,
             state_checked_at = EXCLUDED.state_checked_at, updated_at = now()
         """,
-        {"k": conversation.open_kfid, "u": conversation.external_userid, "s": state, "v": servicer},
+        {
+            "k": conversation.open_kfid,
+            "u": conversation.external_userid,
+            "s": state,
+            "v": servicer,
+            "t": as_of,
+        },
     )
 
 
@@ -75,15 +96,16 @@ class SessionStates:
         """Ask WeCom and cache the answer (the conversation job reads the cache itself)."""
         found = await self.fetch(conversation)
         async with self._pool.connection() as conn:
-            await store_state(conn, conversation, found.state, found.servicer_userid)
+            await store_state(conn, conversation, found.state, found.servicer_userid, found.checked_at)
         return found
 
     async def fetch(self, conversation: Conversation) -> SessionState:
         """Ask WeCom without caching: the caller stores it with `store_state` in its own transaction."""
+        asked_at = datetime.now(UTC)
         state, servicer = await self._client.get_service_state(
             conversation.open_kfid, conversation.external_userid
         )
-        return SessionState(state, servicer)
+        return SessionState(state, servicer, asked_at)
 
     async def trans(
         self, conversation: Conversation, to_state: int, servicer: str | None = None

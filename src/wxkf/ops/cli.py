@@ -25,8 +25,16 @@ def render(report: DoctorReport, console: Console) -> None:
         fix = result.fix + (f"\n→ {result.see}" if result.see else "")
         table.add_row(result.icon, result.title, result.detail, fix)
     console.print(table)
-    if report.ok:
+    warned = sum(1 for r in report.results if r.status == "warn")
+    skipped = sum(1 for r in report.results if r.status == "skip")
+    if report.ok and not warned and not skipped:
         console.print("✅ 全部通过 / all checks passed", highlight=False)
+    elif report.ok:
+        console.print(
+            f"✅ 没有未通过的检查，{warned} 项警告，{skipped} 项跳过 / no check failed; "
+            f"{warned} warning(s), {skipped} skipped",
+            highlight=False,
+        )
     else:
         failed = sum(1 for r in report.results if r.status == "fail")
         console.print(f"❌ {failed} 项未通过 / {failed} check(s) failed", highlight=False)

@@ -41,6 +41,8 @@ from wxkf.wecom.errors import APIError, WeComError
 from wxkf.wecom.tokens import MemoryTokenStore
 
 Status = Literal["ok", "warn", "fail", "skip"]
+# The titles of the checks that read wxkf's tables, also shown when those tables do not exist yet.
+TITLES = {"kf_accounts": "客服账号 / kf accounts", "kf_routing": "接待方式 / kf routing (95018)"}
 ICONS: dict[Status, str] = {"ok": "✅", "warn": "⚠️", "fail": "❌", "skip": "➖"}
 
 CALLBACK_PATH = "/wecom/callback"
@@ -322,7 +324,7 @@ async def check_wecom_tokens(ctx: DoctorContext) -> list[CheckResult]:
 
 async def check_kf_accounts(ctx: DoctorContext) -> list[CheckResult]:
     """kf/account/list with the kf secret, and every account wxkf has seen still answers (95000/95004)."""
-    title = "客服账号 / kf accounts"
+    title = TITLES["kf_accounts"]
     secret = _secret(ctx.settings, "WECOM_KF_SECRET")
     if secret is None or not ctx.token_ok.get("kf"):
         return [_skipped("kf_accounts", title, "微信客服 secret 不可用 / the kf secret did not work")]
@@ -398,7 +400,7 @@ async def check_kf_routing(ctx: DoctorContext) -> list[CheckResult]:
     95018 (wecom-api §4, §6). Sessions wxkf answered and then handed over are normal. 95018 errors
     the outbox recorded in the last 48 h count as direct evidence.
     """
-    title = "接待方式 / kf routing (95018)"
+    title = TITLES["kf_routing"]
     secret = _secret(ctx.settings, "WECOM_KF_SECRET")
     if secret is None or not ctx.token_ok.get("kf"):
         return [_skipped("kf_routing", title, "微信客服 secret 不可用 / the kf secret did not work")]
@@ -730,18 +732,24 @@ async def run_doctor(settings: Settings | None = None, *, checks: list[Check] | 
             try:
                 report.results.extend(await check(ctx))
             except psycopg.errors.UndefinedTable:
+                # Not a failure: `wxkf serve` migrates at start. But the check could not run.
+                name = check.__name__.removeprefix("check_")
                 report.results.append(
-                    _skipped(
-                        check.__name__.removeprefix("check_"),
-                        check.__name__,
-                        "数据库尚未迁移，先运行 wxkf db upgrade / the database is not migrated: run wxkf db upgrade",
+                    CheckResult(
+                        name,
+                        TITLES.get(name, name),
+                        "warn",
+                        "数据库尚未迁移，无法检查 / the database is not migrated yet: not checked",
+                        "运行 wxkf db upgrade（wxkf serve 启动时也会迁移）后再运行 wxkf doctor / "
+                        "run wxkf db upgrade (wxkf serve also migrates at start), then wxkf doctor again",
                     )
                 )
             except Exception as exc:  # a check's own bug must not hide the other checks
+                name = check.__name__.removeprefix("check_")
                 report.results.append(
                     CheckResult(
-                        check.__name__.removeprefix("check_"),
-                        check.__name__,
+                        name,
+                        TITLES.get(name, name),
                         "fail",
                         f"检查出错 / the check itself failed: {type(exc).__name__}",
                         "请带上此输出提交 issue / please report this output",

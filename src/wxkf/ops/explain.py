@@ -15,6 +15,9 @@ from wxkf.wecom.errors import reported_ip
 
 # Negative codes (-1, -40001) must reach the argument instead of being read as options.
 CONTEXT_SETTINGS = {"ignore_unknown_options": True}
+# HTTP statuses people paste from a failing request: no WeCom errcode has these numbers, and each
+# has a situation of its own in the catalog.
+HTTP_STATUSES = {"401": "llm-auth-401", "403": "network-403-404", "404": "network-403-404"}
 
 
 def _steps(steps: tuple[str, ...], style: str = "") -> Table:
@@ -60,7 +63,7 @@ def explain(
 ) -> None:
     """解释错误码或故障 / explain an errcode or a known problem, with cause and fix."""
     console = Console(highlight=False)
-    entry = entry_for(code)
+    entry = entry_for(HTTP_STATUSES.get(code.strip(), code))
     if entry is None:
         err = Console(stderr=True, highlight=False)
         err.print(f"未知的错误码或关键字 / unknown errcode or key: {code}")

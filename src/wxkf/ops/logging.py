@@ -23,6 +23,7 @@ one line per decision can be searched and counted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -63,6 +64,8 @@ _PATTERNS = [
     re.compile(r"(?i)(authorization[\"']?\s*[:=]?\s*[\"']?\s*bearer\s+)[^\s\"',}]+"),
     re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)"),
 ]
+
+_BEFORE = r"(?:(?<![A-Za-z0-9_])|(?<=%[0-9A-Fa-f]{2}))"  # a secret's left neighbour (see `Redactor`)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD_ATTRS = frozenset(
@@ -117,16 +120,24 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 class Redactor:
-    """Replaces secret values and credential-shaped substrings with `***`."""
+    """Replaces secret values and credential-shaped substrings with `***`.
+
+    A secret value is replaced where it stands as a value of its own, not inside a longer word: a
+    short WECOM_TOKEN such as `tok` must not turn `access_token` into `access_***en`. Its neighbours
+    may be anything but a letter, digit or `_` (a URL-encoded `%26` counts as a neighbour).
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first, so a secret that contains another is removed whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        ordered = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = [
+            (secret, re.compile(_BEFORE + re.escape(secret) + r"(?![A-Za-z0-9_])")) for secret in ordered
+        ]
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret, pattern in self._secrets:
             if secret in text:
-                text = text.replace(secret, REDACTED)
+                text = pattern.sub(REDACTED, text)
         for pattern in _PATTERNS:
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
         return text
@@ -162,6 +173,12 @@ class RedactionFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad %-format must not lose the line
             message = f"{record.msg!r} % {record.args!r}"
+        outage = _expected_interruption(record.exc_info[1] if record.exc_info else None)
+        if outage is not None:
+            # An outage or a shutdown is an expected event, not a bug: one line, no traceback.
+            message = f"{message} ({outage})"
+            record.exc_info = None
+            record.exc_text = None
         record.msg = self.redactor(message)
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -182,6 +199,25 @@ class RedactionFilter(logging.Filter):
                 setattr(record, name, value)
         record._wxkf_redacted = True
         return True
+
+
+def _expected_interruption(exc: BaseException | None) -> str | None:
+    """'<Type>: <first line>' when `exc` is an interruption, not a bug, else None.
+
+    A lost database connection anywhere in the chain (an outage), or a cancellation (a job cut
+    short by a worker's shutdown, then retried): a traceback would only bury the one useful line.
+    """
+    if isinstance(exc, asyncio.CancelledError):
+        return "CancelledError: 已中断 / interrupted (shutdown)"
+    if exc is None or "psycopg" not in sys.modules:  # not imported: no psycopg error can be on the way
+        return None
+    from wxkf.db.engine import connection_lost
+
+    lost = connection_lost(exc)
+    if lost is None:
+        return None
+    lines = str(lost).strip().splitlines()
+    return f"{type(lost).__name__}: {lines[0]}" if lines else type(lost).__name__
 
 
 # Formatting -------------------------------------------------------------------------------------
@@ -257,7 +293,11 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Pa
     """
     stream = stream if stream is not None else sys.stderr
     directory = log_dir(settings)
-    directory.mkdir(parents=True, exist_ok=True)
+    unwritable: str | None = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only or foreign WXKF_DATA_DIR: the lines still reach stderr
+        unwritable = f"无法写入日志目录 {directory}（{exc.strerror}）/ cannot write logs to {directory}"
     redaction = RedactionFilter(Redactor(secret_values(settings)), log_content=settings.log_content)
     level = logging.getLevelName(settings.log_level)
 
@@ -278,7 +318,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Pa
         directory / ERROR_LOG_FILE, when="midnight", backupCount=BACKUP_DAYS, encoding="utf-8", delay=True
     )
     error_file.setLevel(logging.ERROR)
-    for handler in (console, app_file, error_file):
+    for handler in (console,) if unwritable else (console, app_file, error_file):
         handler.addFilter(redaction)
         if handler is not console:
             handler.setFormatter(JSONFormatter())
@@ -298,6 +338,8 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> Pa
     # pgserver narrates every pg_ctl call at INFO; its warnings and errors are what an operator needs.
     logging.getLogger("pgserver").setLevel(max(level, logging.WARNING))
     logging.getLogger("openai").setLevel(level if settings.log_content else max(level, logging.INFO))
+    if unwritable:
+        logging.getLogger("wxkf").warning(unwritable)
     return directory
 
 

@@ -41,6 +41,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from psycopg_pool import AsyncConnectionPool
 
+from wxkf.kf.runtime import WORKER_SILENT_SECONDS
+
 SYNC_LAG_WINDOW = "15 minutes"
 # Upper bounds (seconds) of the LLM latency histogram: a chat completion takes 1–20 s; 60 s is past
 # any sensible LLM_TIMEOUT_SECONDS with retries.
@@ -48,7 +50,8 @@ LLM_LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 _LLM_BUCKET = "agent.llm.latency_le."
 _WECOM_ERRCODE = "wecom.errcode."
 _REPLIES = "kf.replies."
-WORKER_ALIVE = "60 seconds"  # procrastinate workers heartbeat every few seconds
+# A worker beats every second (`HEARTBEAT_SECONDS`); one killed a few beats ago is not running.
+WORKER_ALIVE = f"{WORKER_SILENT_SECONDS:g} seconds"
 
 
 def _bound(value: float) -> str:

@@ -383,7 +383,8 @@ class Invalidate(BaseModel):
 
 
 class CallbackUrl(BaseModel):
-    url: str | None
+    url: str | None = None
+    urls: list[str] | None = Field(None, description="several receivers (replicas): attempts go round")
 
 
 class Wait(BaseModel):
@@ -486,18 +487,22 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
             return JSONResponse(
                 error_body(code, f"/cgi-bin/{path}", now=world.clock.now(), client_ip=client_ip(request))
             )
-        fault = faults.pick(path, world.rng)
-        if fault is not None and fault.delay_ms:
-            await asyncio.sleep(fault.delay_ms / 1000)
+        effect = faults.pick(path, world.rng)
+        if effect.delay_ms:
+            await asyncio.sleep(effect.delay_ms / 1000)
         query = dict(request.query_params)
+        if effect.invalidate_token:
+            used = world.tokens.get(query.get("access_token", ""))
+            if used is not None:
+                world.invalidate_tokens(used.app.name)  # §7.4: "提前使access_token失效"
         call: Call | None = None
         result: dict[str, Any] | Response
         try:
             call = await read_call(request, query)
             if request.method not in api.methods:
                 raise SimError(40058, f"use {'/'.join(sorted(api.methods))}")  # §7.2: POST用成GET
-            if fault is not None and fault.errcode is not None:
-                raise SimError(fault.errcode)
+            if effect.errcode is not None:
+                raise SimError(effect.errcode)
             if api.scope != "":
                 call.app = world.authorize(query.get("access_token"), api.scope)
             result = api.handler(world, call)
@@ -515,7 +520,8 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
                 "query": {k: v for k, v in query.items() if k not in _SECRET_PARAMS},
                 "body": call.body if call else {},
                 "errcode": errcode,
-                "fault": fault.id if fault is not None else None,
+                "fault": effect.first,
+                "faults": effect.fired,
                 "ms": round((time.perf_counter() - started) * 1000, 3),
             }
         )
@@ -564,8 +570,8 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
 
     @app.put("/sim/callback_url")
     async def set_callback_url(body: CallbackUrl) -> dict[str, Any]:
-        dispatcher.url = body.url
-        return {"callback_url": body.url}
+        dispatcher.urls = body.urls if body.urls is not None else [body.url] if body.url else []
+        return {"callback_url": dispatcher.url, "callback_urls": dispatcher.urls}
 
     @app.post("/sim/customers")
     async def new_customer(body: NewCustomer) -> dict[str, Any]:
@@ -618,7 +624,7 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
         echostr (§1.4) and saves the URL only when the decrypted echostr comes back within 1 s."""
         if body.url:
             await dispatcher.verify_url(body.url)
-        dispatcher.url = body.url
+        dispatcher.urls = [body.url] if body.url else []
         return {"callback_url": body.url, "verified": bool(body.url)}
 
     @app.post("/sim/customers/{external_userid}/recall")

@@ -83,6 +83,8 @@ class Behaviour(BaseModel):
     callback_timeout: float = Field(5.0, gt=0)
     callback_retries: int = Field(3, ge=0)
     callback_retry_delay: float = Field(1.0, ge=0)
+    # The wait grows by this factor after each retry (UNCONFIRMED: WeCom publishes no schedule).
+    callback_retry_backoff: float = Field(1.0, ge=1.0)
     callback_retry_on_non_200: bool = True
     # wecom-api §1.4: the URL verification must be answered within 1 second.
     url_verify_timeout: float = Field(1.0, gt=0)

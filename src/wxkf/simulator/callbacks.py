@@ -2,6 +2,10 @@
 
 wecom-api §1.7: no HTTP 200 within 5 s → retry, 3 retries in all. §1.5: the envelope is signed over
 `Encrypt`; §2: the plaintext names the account and a 10-minute Token, never the message itself.
+
+With several URLs (replicas behind a load balancer) each attempt goes to the next one, so a retry
+reaches another replica. The waits between retries (UNCONFIRMED) are `callback_retry_delay`, times
+`callback_retry_backoff` after each retry.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from wxkf.simulator.errors import SimError
 from wxkf.simulator.faults import FaultBook
 from wxkf.simulator.world import World
 from wxkf.wecom.crypto import CallbackCrypto
+
+MAX_CONNECTIONS = 100  # deliveries in flight at once; more wait for a connection
 
 
 def event_xml(corp_id: str, open_kfid: str, token: str, create_time: int) -> str:
@@ -34,7 +40,7 @@ class CallbackDispatcher:
     def __init__(self, world: World, faults: FaultBook, url: str | None) -> None:
         self.world = world
         self.faults = faults
-        self.url = url
+        self.urls: list[str] = [url] if url else []
         self.crypto = CallbackCrypto(world.callback_token, world.encoding_aes_key, world.corp_id)
         self.attempts: deque[dict[str, Any]] = deque(maxlen=world.behaviour.log_capacity)
         self._client: httpx.AsyncClient | None = None
@@ -42,7 +48,7 @@ class CallbackDispatcher:
         self._seq = 0
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=50))
+        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=MAX_CONNECTIONS))
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -52,13 +58,18 @@ class CallbackDispatcher:
             await self._client.aclose()
             self._client = None
 
+    @property
+    def url(self) -> str | None:
+        """The first receiver (the only one unless several were set)."""
+        return self.urls[0] if self.urls else None
+
     def schedule(self, open_kfid: str, token: str, create_time: int) -> None:
         """The `World.on_callback` hook: called synchronously inside a world operation."""
-        if not self.url or self._client is None:
+        if not self.urls or self._client is None:
             return
         self._seq += 1
         task = asyncio.get_running_loop().create_task(
-            self._deliver(self._seq, self.url, open_kfid, token, create_time)
+            self._deliver(self._seq, list(self.urls), open_kfid, token, create_time)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -67,50 +78,68 @@ class CallbackDispatcher:
     def pending(self) -> int:
         return len(self._tasks)
 
-    async def _deliver(self, seq: int, url: str, open_kfid: str, token: str, create_time: int) -> None:
+    async def _deliver(self, seq: int, urls: list[str], open_kfid: str, token: str, create_time: int) -> None:
         assert self._client is not None
         behaviour = self.world.behaviour
+        # CreateTime is the world's (possibly advanced) clock; the query's timestamp is when the
+        # request is signed, on the wall clock, as receivers check it against theirs (§1.4).
         body, params = self.crypto.callback_envelope(
-            event_xml(self.world.corp_id, open_kfid, token, create_time), timestamp=str(create_time)
+            event_xml(self.world.corp_id, open_kfid, token, create_time), timestamp=str(int(time.time()))
         )
-        for attempt in range(1, behaviour.callback_retries + 2):
+        delay = behaviour.callback_retry_delay
+        duplicated = False
+        attempt = 0
+        while attempt <= behaviour.callback_retries:
+            attempt += 1
+            url = urls[(seq + attempt - 2) % len(urls)]
             record: dict[str, Any] = {
                 "callback": seq,
                 "attempt": attempt,
+                "url": url,
                 "open_kfid": open_kfid,
                 "token": token,
                 "at": self.world.clock.now(),
                 "status": None,
                 "error": "",
                 "latency_ms": 0.0,
+                "duplicate": duplicated,
             }
-            fault = self.faults.pick("callback", self.world.rng)
-            if fault is not None and fault.drop:
+            effect = self.faults.pick("callback", self.world.rng)
+            if effect.drop:
                 record["error"] = "dropped (injected fault)"
                 self.attempts.append(record)
                 return  # a dropped callback is lost, as when WeCom never sends it
-            if fault is not None and fault.delay_ms:
-                await asyncio.sleep(fault.delay_ms / 1000)
+            if effect.delay_ms:
+                await asyncio.sleep(effect.delay_ms / 1000)
             started = time.perf_counter()
-            try:
-                response = await self._client.post(
-                    url,
-                    params=params,
-                    content=body.encode(),
-                    headers={"Content-Type": "text/xml"},
-                    timeout=behaviour.callback_timeout,
-                )
-                record["status"] = response.status_code
-            except httpx.HTTPError as exc:
-                record["error"] = type(exc).__name__
+            if effect.unreachable:
+                record["error"] = "unreachable (injected fault)"
+            else:
+                try:
+                    response = await self._client.post(
+                        url,
+                        params=params,
+                        content=body.encode(),
+                        headers={"Content-Type": "text/xml"},
+                        # §1.7's 5 s are the receiver's; waiting for one of our own connections is not.
+                        timeout=httpx.Timeout(behaviour.callback_timeout, pool=None),
+                    )
+                    record["status"] = response.status_code
+                except httpx.HTTPError as exc:
+                    record["error"] = type(exc).__name__
             record["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
             self.attempts.append(record)
             if record["status"] == 200:
+                if effect.duplicate and not duplicated:
+                    duplicated = True  # WeCom delivers an acknowledged callback once more
+                    attempt -= 1
+                    continue
                 return
             if record["status"] is not None and not behaviour.callback_retry_on_non_200:
                 return
-            if attempt <= behaviour.callback_retries and behaviour.callback_retry_delay:
-                await asyncio.sleep(behaviour.callback_retry_delay)
+            if attempt <= behaviour.callback_retries and delay:
+                await asyncio.sleep(delay)
+                delay *= behaviour.callback_retry_backoff
 
     async def verify_url(self, url: str) -> None:
         """§1.4: GET `url` with a signed echostr; refuse (SimError 40058 with the admin console's

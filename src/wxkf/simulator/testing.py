@@ -93,6 +93,10 @@ class SimulatorControl:
         """Save the URL as in the admin console: the signed GET verification must pass first (§1.4)."""
         self._call("POST", "/sim/console/callback", {"url": url})
 
+    def set_callback_urls(self, urls: list[str]) -> None:
+        """Several receivers (replicas behind a load balancer): each delivery attempt goes to the next."""
+        self._call("PUT", "/sim/callback_url", {"urls": urls})
+
     # customers
     def add_customer(self, nickname: str = "客户", external_userid: str | None = None) -> str:
         data = self._call(
@@ -268,14 +272,21 @@ class SimulatorControl:
         errcode: int | None = None,
         delay_ms: int = 0,
         drop: bool = False,
+        unreachable: bool = False,
+        duplicate: bool = False,
+        invalidate_token: bool = False,
         rate: float = 1.0,
         times: int | None = None,
     ) -> dict[str, Any]:
+        """A fault on an API (or `callback`); see `wxkf.simulator.faults`."""
         body = {
             "api": api,
             "errcode": errcode,
             "delay_ms": delay_ms,
             "drop": drop,
+            "unreachable": unreachable,
+            "duplicate": duplicate,
+            "invalidate_token": invalidate_token,
             "rate": rate,
             "times": times,
         }

@@ -167,7 +167,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             f"{_RECEPTION_PATH_ZH}：接待方式选「仅智能助手接待」（新会话都进入 state=1），或「智能助手接待优先」"
             "（先由 API 回复，需要时再转人工）；不要选「人工接待优先」「仅人工接待」或自动分配给接待人员。",
             "修改只对新会话生效：已有会话保持原来的状态，客户需要发起新会话（会话结束后再发消息）才会进入 state=1。",
-            "让 wxkf 处理卡在人工状态的旧会话：设置 session_policy=end（wxkf 结束该会话，客户下次发消息即是新会话），"
+            "让 wxkf 处理卡在人工状态的旧会话：设置 KF_SESSION_POLICY=end（wxkf 结束该会话，客户下次发消息即是新会话），"
             "或用 `wxkf session end` 手动结束指定会话。",
             "超过 48 小时的会话无法再用 API 回复，只能等客户再次发消息。",
         ),
@@ -177,7 +177,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
             "needed); not 「人工接待优先」, 「仅人工接待」 or automatic assignment to staff.",
             "The change applies to new sessions only: existing sessions keep their state, so the customer must "
             "start a new session (send again after the old one ends) to reach state 1.",
-            "To let wxkf deal with old sessions stuck with staff, set session_policy=end (wxkf ends the session; "
+            "To let wxkf deal with old sessions stuck with staff, set KF_SESSION_POLICY=end (wxkf ends the session; "
             "the customer's next message opens a new one), or end one by hand with `wxkf session end`.",
             "A session past 48 h cannot be answered by the API; wait for the customer to write again.",
         ),

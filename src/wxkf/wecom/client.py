@@ -94,6 +94,7 @@ ApiErrorHook = Callable[[str, int], Awaitable[None]]
 """`on_api_error(api, errcode)`, e.g. `("kf/send_msg", 95018)`."""
 
 EXCERPT_CHARS = 200
+MAX_TOKEN_REFRESHES = 3  # per call: a token revoked again and again is then the caller's to retry
 _SECRET_PARAM_RE = re.compile(r"""(access_token|corpsecret)(["']?\s*[:=]\s*["']?)[^&\s"'<>,;}]*""", re.I)
 
 
@@ -289,7 +290,7 @@ class WeComClient:
         started = time.monotonic()
         retries = 0
         attempt = 0
-        token_refreshed = False
+        token_refreshes = 0
         while True:
             attempt += 1
             query: dict[str, str | int] = dict(params or {})
@@ -331,12 +332,13 @@ class WeComClient:
                 await _report(hook, api, error.errcode)
             if (
                 auth
-                and not token_refreshed
+                and token_refreshes < MAX_TOKEN_REFRESHES
                 and isinstance(error, APIError)
                 and error.errcode in TOKEN_REFRESH_ERRCODES
             ):
-                # wecom-api §7.4: WeCom may revoke a token early; refresh once, retry once.
-                token_refreshed = True
+                # wecom-api §7.4: WeCom may revoke a token early; refresh and retry. Under churn the
+                # new token can be revoked before it is used, so a few times, each with a new token.
+                token_refreshes += 1
                 await self.access_token(rejected=token)
                 continue
             if creates and maybe_delivered and _retryable(error):

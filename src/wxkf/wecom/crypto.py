@@ -92,6 +92,8 @@ def parse_xml(text: str | bytes) -> dict[str, str]:
         parser.Parse(text, True)
     except (expat.ExpatError, _RefusedXML, ValueError) as exc:
         raise MalformedXMLError(f"XML 无法解析 / malformed XML: {exc}") from None
+    except LookupError:  # `<?xml encoding="x-bogus"?>`: Python knows no such codec
+        raise MalformedXMLError("XML 声明了未知的编码 / the XML declares an unknown encoding") from None
     return fields
 
 

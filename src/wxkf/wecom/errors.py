@@ -147,6 +147,7 @@ class InvalidRequestError(APIError):
 
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001, 40013, 41001})
 TOKEN_REFRESH_ERRCODES = frozenset({40001, 40014, 42001})
+TOKEN_EXPIRED_ERRCODES = frozenset({40014, 42001})  # a new token fixes them; 40001 (the secret) it does not
 RETRYABLE_ERRCODES = frozenset({-1, 45009, 45033})
 _BY_ERRCODE: dict[int, type[APIError]] = {
     **{code: TokenError for code in TOKEN_ERRCODES},
@@ -161,6 +162,14 @@ _BY_ERRCODE: dict[int, type[APIError]] = {
     95001: SendLimitError,
     95002: SendLimitError,
 }
+
+
+def retry_later(error: BaseException) -> bool:
+    """Whether the same request may succeed later, unchanged: throttling, no answer, or a token
+    revoked again while it was being replaced (wecom-api §7.4). Callers with work queued retry it."""
+    if isinstance(error, RateLimitedError | TransportError):
+        return True
+    return isinstance(error, TokenError) and error.errcode in TOKEN_EXPIRED_ERRCODES
 
 
 def error_for_errcode(api: str, errcode: int, errmsg: str) -> APIError:

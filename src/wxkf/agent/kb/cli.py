@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from wxkf.agent.kb.loaders import FORMATS, UnsupportedDocument, detect_format
+from wxkf.agent.kb.loaders import FORMATS, UnsupportedDocument, check_size, detect_format
 
 # The store (SQLAlchemy, pgvector) loads when a command opens the database: `wxkf --help` and the
 # other commands start without it.
@@ -78,7 +78,7 @@ def _expand(paths: list[Path]) -> list[Path]:
             files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS))
         elif path.exists():
             try:
-                detect_format(path)  # refuse before anything is read or written
+                check_size(path, detect_format(path))  # refuse before anything is read or written
             except UnsupportedDocument as exc:
                 err_console.print(str(exc), highlight=False, markup=False)
                 raise typer.Exit(1) from None

@@ -32,6 +32,27 @@ def detect_format(path: Path) -> str:
         ) from None
 
 
+# Above these a file is refused before it is read: a 50 MB text file took minutes to chunk and embed
+# with nothing on the screen. A knowledge base is FAQs and manuals; split a bigger file first.
+MAX_TEXT_BYTES = 5 << 20  # Markdown, text, HTML: about 1.7 million Chinese characters
+MAX_PDF_BYTES = 50 << 20  # PDFs carry images and fonts beside their text
+
+
+def check_size(path: Path, fmt: str) -> None:
+    """Refuse a document over its format's limit, before reading it."""
+    limit = MAX_PDF_BYTES if fmt == "pdf" else MAX_TEXT_BYTES
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UnsupportedDocument(f"无法读取文件 {path} / cannot read the file: {exc.strerror}") from exc
+    if size > limit:
+        raise UnsupportedDocument(
+            f"文件过大：{path.name} 有 {size / (1 << 20):.1f} MiB，{fmt} 文档最多 {limit >> 20} MiB，"
+            f"请拆分后再添加 / the file is too large ({size / (1 << 20):.1f} MiB, at most "
+            f"{limit >> 20} MiB for {fmt}): split it into smaller documents"
+        )
+
+
 def decode_text(data: bytes) -> str:
     """UTF-8 (with or without BOM), else GB18030 — what Chinese Windows tools still save."""
     try:

@@ -24,7 +24,7 @@ from wxkf.agent.kb.attachments import AttachmentFile
 from wxkf.agent.kb.attachments import extract as extract_attachments
 from wxkf.agent.kb.chunking import Chunk, chunk_sections
 from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder
-from wxkf.agent.kb.loaders import UnsupportedDocument, decode_text, detect_format, read_sections
+from wxkf.agent.kb.loaders import UnsupportedDocument, check_size, decode_text, detect_format, read_sections
 from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
 from wxkf.kf.responder import OutboxMessage
@@ -105,6 +105,7 @@ class SourceDocument:
     def from_path(cls, path: Path, source: str | None = None) -> SourceDocument:
         """Read a file; a Markdown file's references to local images and files become attachments."""
         fmt = detect_format(path)
+        check_size(path, fmt)
         try:
             data = path.read_bytes()
             attachments: list[AttachmentFile] = []
