@@ -47,32 +47,65 @@ def _env(data_dir: Path, database_url: str, overrides: dict[str, object]) -> dic
     return env
 
 
-@contextmanager
-def serving(env: dict[str, str], cwd: Path, *flags: str) -> Iterator[str]:
-    port = _free_port()
+def _cli(env: dict[str, str], cwd: Path, *args: str, answer: str = "") -> subprocess.Popen[str]:
+    """A `wxkf` process, started now; `answer` is what it reads from its standard input."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "wxkf.cli", "serve", "--port", str(port), *flags],
+        [sys.executable, "-m", "wxkf.cli", *args],
         env=env,
         cwd=cwd,
-        stdout=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        text=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    assert process.stdin is not None
+    process.stdin.write(answer)
+    process.stdin.close()
+    process.stdin = None  # written and closed: communicate() has nothing more to send
+    return process
+
+
+def _server(env: dict[str, str], cwd: Path, port: int, flags: tuple[str, ...]) -> subprocess.Popen[bytes]:
+    """`wxkf serve`; what it prints goes to a file, so no pipe can fill up and stall it."""
+    with (cwd / f"serve-{port}.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "wxkf.cli", "serve", "--port", str(port), *flags],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, log.read_text(errors="replace")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "wxkf serve did not start"
+        time.sleep(0.2)
+
+
+@contextmanager
+def serving(env: dict[str, str], cwd: Path, *flag_sets: tuple[str, ...]) -> Iterator[list[str]]:
+    """`wxkf serve` processes started together (their start-up is most of this test's time)."""
+    ports = [_free_port() for _ in flag_sets]
+    processes = [_server(env, cwd, port, flags) for port, flags in zip(ports, flag_sets, strict=True)]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "wxkf serve did not start"
-            time.sleep(0.2)
-        yield url
+        for process, url, port in zip(processes, urls, ports, strict=True):
+            _wait_healthy(process, url, cwd / f"serve-{port}.log")
+        yield urls
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=60)
 
 
 def test_a_message_through_one_replica_shows_up_live_on_the_other(
@@ -81,32 +114,19 @@ def test_a_message_through_one_replica_shows_up_live_on_the_other(
     database_url = fresh_database(pg_admin_uri)
     with run_simulator() as sim:
         env = _env(tmp_path / "var", database_url, sim.settings_overrides())
-        added = subprocess.run(
-            [sys.executable, "-m", "wxkf.cli", "console", "add-user", "lead", "--password-stdin"],
-            input=PASSWORD + "\n",
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert added.returncode == 0, added.stderr
-        assert "已添加 admin 账号 lead" in added.stdout
-        again = subprocess.run(
-            [sys.executable, "-m", "wxkf.cli", "console", "add-user", "LEAD", "--password-stdin"],
-            input=PASSWORD + "\n",
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert again.returncode == 1
-        assert "用户名 LEAD 已存在" in again.stderr  # names are unique whatever their case
-        assert "Traceback" not in again.stderr
-        with serving(env, tmp_path, "--worker") as one, serving(env, tmp_path, "--no-worker") as other:
+        # The first admin comes from the CLI, while the servers start.
+        added = _cli(env, tmp_path, "console", "add-user", "lead", "--password-stdin", answer=PASSWORD + "\n")
+        with serving(env, tmp_path, ("--worker",), ("--no-worker",)) as (one, other):
+            out, err = added.communicate(timeout=120)
+            assert added.returncode == 0, err
+            assert "已添加 admin 账号 lead" in out
+            again = _cli(
+                env, tmp_path, "console", "add-user", "LEAD", "--password-stdin", answer=PASSWORD + "\n"
+            )
+            _, err = again.communicate(timeout=120)
+            assert again.returncode == 1
+            assert "用户名 LEAD 已存在" in err  # names are unique whatever their case
+            assert "Traceback" not in err
             sim.control.set_callback_url(f"{one}/wecom/callback")  # WeCom calls replica one only
             context = browser.new_context(locale="zh-CN")
             try:
