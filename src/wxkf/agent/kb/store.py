@@ -1,9 +1,16 @@
 """The knowledge base: documents and chunks in PostgreSQL, searched by vector and by terms.
 
-Writers (`add_documents`, `remove`) hold one transaction-scoped advisory lock, so any number of
-processes can share a knowledge base; after every change the document frequencies and the corpus
-generation are refreshed and every chunk whose vectors are stale is re-embedded in the same
-transaction, so readers always see chunks, IDF and vectors that agree.
+Writers (`add_documents`, `remove`, `reindex`) hold one transaction-scoped advisory lock, so any
+number of processes can share a knowledge base; after every change the document frequencies and the
+corpus generation are refreshed and every chunk whose vectors are stale is re-embedded in the same
+transaction, so readers always see chunks, IDF and vectors that agree, and never vectors of two
+models in one search.
+
+Search fuses the two halves on scores that mean something, not on ranks: the vector similarity is
+mapped through the embedder's `similarity_range` (0 = unrelated, 1 = the same question) and the
+share of the question's term weight (IDF) a passage holds is added with `LEXICAL_WEIGHT`. The
+question is answered when the best fused score reaches `MIN_RELEVANCE`, the one relevance decision,
+chosen from the recall / abstention curve in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -27,8 +34,7 @@ from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
 
 _WRITE_LOCK = 0x6B625F77  # "kb_w": one writer at a time across processes
-_EMBED_BATCH = 256
-RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.); damps the head of each list
+_EMBED_BATCH = 32  # chunks per embedding call: a progress step of a few seconds with a local model
 CANDIDATES = 30  # per half, before fusion
 BM25_K1, BM25_B = 1.2, 0.75
 EF_SEARCH = max(40, CANDIDATES)  # pgvector's default, and never under the candidates wanted
@@ -36,12 +42,12 @@ EF_SEARCH = max(40, CANDIDATES)  # pgvector's default, and never under the candi
 # still add to a chunk's score, but a question made of everyday words cannot make PostgreSQL score
 # most of a large knowledge base (each scored chunk is a random heap page).
 LEXICAL_CANDIDATE_BUDGET = 500
-MIN_COVERAGE = 0.45  # share of a question's term weight (IDF) a passage must contain to count lexically
-# Both halves agreeing: this share of the embedder's threshold and this term coverage together.
-JOINT_SIMILARITY, JOINT_COVERAGE = 0.7, 0.25
-# A question is answered when one of its best few passages is relevant; then the ranking's top k are
-# returned as they are (the next ones complete the answer more often than they mislead).
-GATE_DEPTH = 3
+# Fused score = semantic evidence (similarity mapped to 0 … 1 by the embedder's range) + LEXICAL_WEIGHT ×
+# the share of the question's term weight the passage holds. Tuned on the sample FAQ's dev half.
+LEXICAL_WEIGHT = 0.3
+# The relevance decision: the best passage's fused score must reach this for the question to be
+# answered; then the ranking's top k are returned, each marked relevant or not.
+MIN_RELEVANCE = 0.65
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -50,20 +56,47 @@ class KnowledgeBaseError(Exception):
     """A knowledge-base operation failed; the message says why and what to do."""
 
 
+class KnowledgeBaseStale(KnowledgeBaseError):
+    """The chunks were embedded by another model than the configured one: `wxkf kb reindex`."""
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseStatus:
+    """What `/ready`, `doctor` and start-up say about the knowledge base."""
+
+    documents: int
+    chunks: int
+    embedder: str  # the configured embedder's name
+    stored_version: str | None  # what the chunks were embedded with
+    current_version: str
+
+    @property
+    def empty(self) -> bool:
+        return self.chunks == 0
+
+    @property
+    def stale(self) -> bool:
+        """Chunks exist that the configured model has not embedded (a reindex is due)."""
+        return self.chunks > 0 and self.stored_version != self.current_version
+
+
 @dataclass(frozen=True)
 class Passage:
     """One retrieved chunk.
 
-    `score` is the fused rank score (higher is better, for ordering); `relevance` is the calibrated
-    evidence in [0, 1] — the larger of the vector similarity and the share of the question's terms
-    the passage contains.
+    `score` is the fused evidence (higher is better; the passages are ordered by it); `relevant`
+    says whether it reaches the knowledge base's relevance threshold. `similarity` (the vector
+    cosine) and `coverage` (the share of the question's term weight the passage holds) are the two
+    halves' raw evidence.
     """
 
     text: str
     source: str
     heading: str
     score: float
-    relevance: float
+    relevant: bool
+    similarity: float
+    coverage: float
     chunk_id: int
     document_id: int
 
@@ -115,10 +148,10 @@ class KnowledgeBase:
     The knowledge base owns its embedder (`aclose()` closes it), not the database.
     """
 
-    def __init__(self, database: Database, embedder: Embedder, *, min_similarity: float | None = None):
+    def __init__(self, database: Database, embedder: Embedder, *, min_relevance: float | None = None):
         self.database = database
         self.embedder = embedder
-        self.min_similarity = embedder.min_similarity if min_similarity is None else min_similarity
+        self.min_relevance = MIN_RELEVANCE if min_relevance is None else min_relevance
         self._reembed_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -314,12 +347,12 @@ class KnowledgeBase:
             return self.embedder.with_stats(stats)
         return self.embedder
 
-    async def _reembed_stale(self, conn: AsyncConnection, progress: Progress | None) -> None:
-        """Embed every chunk not embedded with the current embedder and statistics."""
+    async def _reembed_stale(self, conn: AsyncConnection, progress: Progress | None) -> int:
+        """Embed every chunk not embedded with the current embedder and statistics; how many were."""
         stats, state = await self._corpus_stats(conn)
         embedder = self._embedder_for(stats)
         if state.embedder_version == embedder.version:
-            return
+            return 0
         stale = (
             await conn.execute(
                 text(
@@ -350,6 +383,41 @@ class KnowledgeBase:
         for dim in dims:
             await _ensure_hnsw(conn, dim)
         await conn.execute(text("UPDATE kb_state SET embedder_version = :v"), {"v": embedder.version})
+        return len(stale)
+
+    async def reindex(self, progress: Progress | None = None) -> int:
+        """Re-term and re-embed every chunk the configured embedder has not embedded; how many were.
+
+        One transaction: searches meanwhile read the old vectors with the old model's state, then
+        the new ones; never a mix.
+        """
+        async with self._reembed_lock, self.database.engine.begin() as conn:
+            await self._lock(conn)
+            if await self._reterm_stale(conn):
+                await self._refresh_corpus(conn)
+            return await self._reembed_stale(conn, progress)
+
+    async def status(self) -> KnowledgeBaseStatus:
+        async with self.database.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT (SELECT count(*) FROM kb_documents) AS documents, s.n_chunks, "
+                        "s.embedder_version, s.generation FROM kb_state s"
+                    )
+                )
+            ).one()
+        current = self.embedder
+        if isinstance(current, CorpusWeighted):
+            # The hashing embedder's version follows the corpus generation it was weighted with.
+            current = current.with_stats(CorpusStats(n_chunks=row.n_chunks, generation=row.generation))
+        return KnowledgeBaseStatus(
+            documents=row.documents,
+            chunks=row.n_chunks,
+            embedder=self.embedder.name,
+            stored_version=row.embedder_version,
+            current_version=current.version,
+        )
 
     # Reading --------------------------------------------------------------------------------
 
@@ -368,9 +436,10 @@ class KnowledgeBase:
         """The `k` best passages for `query`, best first; empty when nothing is relevant enough.
 
         Hybrid: the nearest chunks by vector (HNSW, cosine) and the best chunks by terms (BM25 over
-        CJK bigrams, words and synonym concepts) are fused with reciprocal rank fusion; the question
-        is answered only when one of the best few passages is relevant (`_relevant`: vector
-        similarity, term coverage, or both together).
+        CJK bigrams, words and synonym concepts) are fused on their scores (module docstring); the
+        question is answered only when the best passage is relevant.
+
+        Raises `KnowledgeBaseStale` when the chunks were embedded by another model (`wxkf kb reindex`).
         """
         return (await self.search_detailed(query, k))[0]
 
@@ -383,7 +452,10 @@ class KnowledgeBase:
         threshold: bool = True,
         _caught_up: bool = False,
     ) -> tuple[list[Passage], dict[str, Any]]:
-        """`search`, plus the option to use one half only and to skip the threshold (for evaluation)."""
+        """`search`, plus the option to use one half only and to skip the threshold (for evaluation).
+
+        With one half, the score is that half's evidence alone: the mapped similarity, or the coverage.
+        """
         use_vector, use_lexical = halves
         query_terms = lexical_terms(query)
         # Autocommit: each statement is its own snapshot, as under READ COMMITTED, without the round
@@ -395,16 +467,25 @@ class KnowledgeBase:
             if state.n_chunks == 0:
                 return [], {}
             if state.embedder_version != embedder.version or state.terms_version != TERMS_VERSION:
+                if state.embedder_version != embedder.version and not isinstance(
+                    self.embedder, CorpusWeighted
+                ):
+                    # A model re-embeds at a few dozen chunks a second: not inside a customer's search.
+                    raise KnowledgeBaseStale(
+                        f"知识库的向量来自另一个模型（{state.embedder_version}），当前配置为 {embedder.version}："
+                        "运行 wxkf kb reindex 重新向量化 / the knowledge base was embedded by another model: "
+                        "run `wxkf kb reindex`"
+                    )
                 if _caught_up:
                     raise KnowledgeBaseError(
                         "知识库正被另一种向量模型重新向量化，请稍后重试 / the knowledge base is being "
                         "re-embedded with another embedder (another process?); try again"
                     )
-                await self._catch_up()
+                await self.reindex()
                 return await self.search_detailed(
                     query, k, halves=halves, threshold=threshold, _caught_up=True
                 )
-            (vector,) = await embedder.embed([query])
+            vector = await embedder.embed_query(query)
             dim = len(vector)
             weights = [stats.idf(t) for t in query_terms]
             total_weight = sum(weights)
@@ -468,55 +549,37 @@ class KnowledgeBase:
                 rows["lexical"] = sorted(result, key=lambda r: r.rank)
         vector_ranked = [r.id for r in rows["vector"]]
         lexical_ranked = [r.id for r in rows["lexical"]]
-        fused: dict[int, float] = {}
-        for ranked in (vector_ranked, lexical_ranked):
-            for rank, chunk_id in enumerate(ranked):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        if not fused:
-            return [], {"vector": vector_ranked, "lexical": lexical_ranked}
+        low, high = embedder.similarity_range
         passages: list[Passage] = []
-        evidence: dict[int, tuple[float, float]] = {}
+        seen: set[int] = set()
         for r in (*rows["vector"], *rows["lexical"]):
-            if r.id in evidence:
+            if r.id in seen:
                 continue
-            coverage = r.matched / total_weight if total_weight else 0.0
-            evidence[r.id] = (r.similarity, coverage)
+            seen.add(r.id)
+            coverage = min(1.0, r.matched / total_weight) if total_weight else 0.0
+            semantic = max(0.0, (r.similarity - low) / (high - low))
+            if use_vector and use_lexical:
+                score = semantic + LEXICAL_WEIGHT * coverage
+            else:
+                score = semantic if use_vector else coverage
             passages.append(
                 Passage(
                     text=r.text,
                     source=r.source,
                     heading=r.heading,
-                    score=fused[r.id],
-                    relevance=round(max(r.similarity, min(1.0, coverage)), 4),
+                    score=round(score, 4),
+                    relevant=score >= self.min_relevance,
+                    similarity=round(float(r.similarity), 4),
+                    coverage=round(coverage, 4),
                     chunk_id=r.id,
                     document_id=r.document_id,
                 )
             )
-        passages.sort(key=lambda p: (-p.score, -p.relevance, p.chunk_id))
-        if threshold and not any(self._relevant(*evidence[p.chunk_id]) for p in passages[:GATE_DEPTH]):
-            passages = []
-        return passages[:k], {"vector": vector_ranked, "lexical": lexical_ranked, "evidence": evidence}
-
-    def _relevant(self, similarity: float, coverage: float) -> bool:
-        """Whether a passage is evidence that the knowledge base can answer the question.
-
-        Either half alone when it is strong, or both halves agreeing at lower levels: an unrelated
-        question reaches some vector similarity through shared characters, or some term coverage
-        through one shared word, but rarely both.
-        """
-        return (
-            similarity >= self.min_similarity
-            or coverage >= MIN_COVERAGE
-            or (similarity >= JOINT_SIMILARITY * self.min_similarity and coverage >= JOINT_COVERAGE)
-        )
-
-    async def _catch_up(self) -> None:
-        """Re-term and re-embed after the term extraction or the embedder changed (an upgrade, a model)."""
-        async with self._reembed_lock, self.database.engine.begin() as conn:
-            await self._lock(conn)
-            if await self._reterm_stale(conn):
-                await self._refresh_corpus(conn)
-            await self._reembed_stale(conn, None)
+        passages.sort(key=lambda p: (-p.score, p.chunk_id))
+        details = {"vector": vector_ranked, "lexical": lexical_ranked}
+        if threshold and not (passages and passages[0].relevant):
+            return [], details
+        return passages[:k], details
 
 
 # The weight of the question's terms a chunk holds (binary term frequency): {terms} and {weights}
