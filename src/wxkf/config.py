@@ -95,6 +95,20 @@ class Settings(BaseSettings):
 
     # Conversation pipeline (wxkf.kf). wecom-api §4/§6: what the bot does when a human serves.
     kf_session_policy: Literal["respect", "end"] = "respect"
+    # When the knowledge base has no answer: `handoff` asks for a human (only when a servicer can
+    # receive; otherwise as `say`), `say` tells the customer it does not know and how to reach a person.
+    kf_unknown_answer: Literal["handoff", "say"] = "handoff"
+    # A customer waiting in the human queue (state 2) longer than this gets KF_QUEUE_TIMEOUT_TEXT and the
+    # session ends (2 → 4), so their next message reaches the bot again; 0: wait for ever.
+    kf_queue_timeout_minutes: float = Field(default=15.0, ge=0)
+    kf_queue_timeout_text: str = "抱歉，人工客服暂时都在忙。请再发一条消息，我们继续为您服务。"
+    # Sent with the msg_code of service_state/trans (wecom-api §5/§6): entering the queue, being
+    # taken by a named servicer, and the session ended by the bot (KF_SESSION_POLICY=end). Empty: none.
+    kf_queue_text: str = "已为您转接人工客服，请稍候，接待人员会尽快回复您。"
+    kf_end_text: str = "本次会话已结束。请再发一条消息，我们继续为您服务。"
+    # Members told by a WeCom app message (WECOM_AGENT_ID / WECOM_AGENT_SECRET) when a customer is handed
+    # over, with the question; empty: the servicers on duty of that kf account.
+    kf_handoff_notify_userids: str = ""
     kf_pause_minutes: float = Field(default=30.0, ge=0)  # bot stays quiet after a servicer wrote
     kf_debounce_seconds: float = Field(default=1.5, ge=0)  # a burst in this window is answered together
     kf_history_max_age_minutes: float = Field(default=10.0, ge=0)  # first sync skips older messages

@@ -1,13 +1,19 @@
 """The agent's responders, behind the pipeline's seam (`wxkf.kf.responder.Responder`).
 
-- `LLMResponder`: retrieves passages, recalls the conversation, tells the model the message budget,
-  and lets it call tools (at most `MAX_TOOL_ROUNDS` rounds). When the LLM fails even after its
-  bounded retries, the customer gets a polite fallback and a person is asked to take over; the
-  failure goes to `agent_llm_failures`, a counter (`agent.llm_failure.<kind>`) and the log. Every
-  model call's latency (failed ones too) goes to `kf_counters` as histogram buckets (`LatencyLog`),
-  so /metrics shows the same figure whichever process answered.
-- `OfflineResponder`: no LLM key. Answers with the best passage when it is relevant enough,
-  otherwise says a person will take over (`handoff=True`).
+- `LLMResponder`: retrieves passages, recalls the conversation, tells the model the passages, their
+  sources and the relevance decision and the message budget, and lets it call tools (at most
+  `MAX_TOOL_ROUNDS` rounds). The model answers only from the passages: when they do not cover a
+  factual question it answers `UNKNOWN_MARKER`, and the customer hears the knowledge base is silent
+  (as offline). When the LLM fails even after its bounded retries (a wrong key, an outage), the
+  customer gets the offline answer from the knowledge base instead; the failure goes to
+  `agent_llm_failures` (read by /ready and doctor), a counter (`agent.llm_failure.<kind>`) and the
+  log. Every model call's latency (failed ones too) goes to `kf_counters` as histogram buckets
+  (`LatencyLog`), so /metrics shows the same figure whichever process answered.
+- `OfflineResponder`: no LLM key. Answers with the best passage when it is relevant enough.
+
+When the knowledge base is silent, `KF_UNKNOWN_ANSWER` decides: `say` answers that it does not know and
+how to reach a person; `handoff` (the default) asks for a human, and the pipeline hands over only when
+a servicer can receive, saying the `say` text otherwise (`Reply.unattended_text`).
 
 `build_responder(settings, database, …)` picks the LLM when a key is configured, else offline.
 """
@@ -18,22 +24,24 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from sqlalchemy import text
 
-from wxkf.agent.kb.embedders import make_embedder
-from wxkf.agent.kb.store import KnowledgeBase
+from wxkf.agent.kb.embedders import EmbeddingError, make_embedder
+from wxkf.agent.kb.store import KnowledgeBase, KnowledgeBaseError
 from wxkf.agent.llm import Completion, LLMAuthError, LLMClient, LLMError
 from wxkf.agent.memory import ConversationMemory, MemorySource, PipelineMemory, Speaker, Turn
 from wxkf.agent.prompts import (
     ASK_HUMAN_RE,
-    FALLBACK_TEXT,
     GREETING_RE,
     GREETING_TEXT,
     HANDOFF_TEXT,
+    NO_HUMAN_TEXT,
     TRANSFER_TEXT,
+    UNKNOWN_MARKER,
+    UNKNOWN_TEXT,
     PassageLike,
     cite,
     offline_answer,
@@ -50,6 +58,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOOL_ROUNDS = 4  # a model stuck calling tools gets one last turn without them
 PASSAGES_PER_ANSWER = 4
+UnknownAnswer = Literal["handoff", "say"]
 
 
 class Retriever(Protocol):
@@ -60,6 +69,19 @@ class Retriever(Protocol):
 
 def _query(request: ReplyRequest) -> str:
     return "\n".join(m.text for m in request.messages if m.text.strip())
+
+
+async def _search(retriever: Retriever | None, query: str, k: int) -> Sequence[PassageLike]:
+    """The retriever's passages; nothing when it cannot search now (the reason is logged)."""
+    if retriever is None or not query:
+        return []
+    try:
+        return await retriever.search(query, k)
+    except (KnowledgeBaseError, EmbeddingError) as exc:
+        # A knowledge base waiting for `wxkf kb reindex`, or an embedding endpoint down: the customer
+        # hears the knowledge base is silent, the operator reads why (also in /ready and doctor).
+        log.error("知识库无法检索 / the knowledge base cannot be searched: %s", exc)
+        return []
 
 
 class FailureLog:
@@ -133,26 +155,37 @@ class LatencyLog:
 
 
 class OfflineResponder:
-    """Answers from the knowledge base alone; hands everything else to a person."""
+    """Answers from the knowledge base alone; what it cannot answer follows `KF_UNKNOWN_ANSWER`."""
 
-    def __init__(self, retriever: Retriever | None) -> None:
+    def __init__(self, retriever: Retriever | None, *, unknown_answer: UnknownAnswer = "handoff") -> None:
         self.retriever = retriever
+        self.unknown_answer = unknown_answer
 
     async def respond(self, request: ReplyRequest) -> Reply:
         query = _query(request)
+        if ASK_HUMAN_RE.search(query) or GREETING_RE.match(query):
+            return self.reply_from(query, [])
+        return self.reply_from(query, await _search(self.retriever, query, 1))
+
+    def reply_from(self, query: str, passages: Sequence[PassageLike]) -> Reply:
+        """The offline answer to `query` given the retrieved passages (the LLM's fallback too)."""
         if ASK_HUMAN_RE.search(query):
-            return Reply(text=TRANSFER_TEXT, handoff=True)
+            return Reply(text=TRANSFER_TEXT, handoff=True, unattended_text=NO_HUMAN_TEXT, question=query)
         if GREETING_RE.match(query):
             # A greeting is not a question: answering it with "I'll pass this on" would queue the
             # customer for a human before they asked anything.
             return Reply(text=GREETING_TEXT)
-        if self.retriever is not None and query:
-            # The knowledge base returns nothing below its relevance threshold, so any passage will do.
-            passages = await self.retriever.search(query, 1)
-            if passages:
-                best = passages[0]
-                return Reply(text=offline_answer(best), sources=[cite(best)])
-        return Reply(text=HANDOFF_TEXT, handoff=True)
+        relevant = [p for p in passages if p.relevant]
+        if relevant:
+            best = relevant[0]
+            return Reply(text=offline_answer(best), sources=[cite(best)])
+        return self.unknown(query)
+
+    def unknown(self, query: str) -> Reply:
+        """The knowledge base is silent on `query`: say so, or ask for a human (`KF_UNKNOWN_ANSWER`)."""
+        if self.unknown_answer == "say":
+            return Reply(text=UNKNOWN_TEXT, question=query)
+        return Reply(text=HANDOFF_TEXT, handoff=True, unattended_text=UNKNOWN_TEXT, question=query)
 
     async def aclose(self) -> None:
         return None
@@ -180,7 +213,9 @@ class LLMResponder:
         failures: FailureLog,
         persona: str = "",
         latency: LatencyLog | None = None,
+        unknown_answer: UnknownAnswer = "handoff",
     ) -> None:
+        self.offline = OfflineResponder(retriever, unknown_answer=unknown_answer)
         self.llm = llm
         self.latency = latency or LatencyLog(failures.database)
         self.retriever = retriever
@@ -191,22 +226,34 @@ class LLMResponder:
 
     async def respond(self, request: ReplyRequest) -> Reply:
         query = _query(request)
-        passages: Sequence[PassageLike] = []
-        if self.retriever is not None and query:
-            passages = await self.retriever.search(query, PASSAGES_PER_ANSWER)
+        passages = await _search(self.retriever, query, PASSAGES_PER_ANSWER)
         context = ToolContext(
             audience=Audience.CUSTOMER, conversation=request.conversation, reply_pending=True
         )
         try:
             answer = await self._converse(request, query, passages, context)
         except LLMError as exc:
+            # The customer still gets what the knowledge base knows; the failure is on record.
             await self.failures.record(exc, request.conversation, self.llm.model)
-            return Reply(text=FALLBACK_TEXT, handoff=True, handoff_servicer=context.handoff_servicer)
+            return self.offline.reply_from(query, passages)
+        if not answer or UNKNOWN_MARKER in answer:
+            unknown = self.offline.unknown(query)
+            if context.handoff and not unknown.handoff:
+                return Reply(
+                    text=HANDOFF_TEXT,
+                    handoff=True,
+                    handoff_servicer=context.handoff_servicer,
+                    unattended_text=UNKNOWN_TEXT,
+                    question=query,
+                )
+            return unknown
         return Reply(
             text=answer,
             handoff=context.handoff,
             handoff_servicer=context.handoff_servicer,
-            sources=[cite(p) for p in passages],
+            sources=[cite(p) for p in passages if p.relevant],
+            unattended_text=f"{answer}\n{NO_HUMAN_TEXT}" if context.handoff else "",
+            question=query,
         )
 
     async def _converse(
@@ -234,13 +281,13 @@ class LLMResponder:
         for _round in range(MAX_TOOL_ROUNDS):
             completion = await self._complete(messages, schemas)
             if not completion.tool_calls:
-                return self._final(completion.content, context)
+                return completion.content.strip()
             messages.append(completion.as_message())
             for call in completion.tool_calls:
                 outcome = await self.tools.call(call.name, call.arguments, context)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
         completion = await self._complete(messages, schemas, allow_tools=False)
-        return self._final(completion.content, context)
+        return completion.content.strip()
 
     async def _complete(
         self,
@@ -258,14 +305,6 @@ class LLMResponder:
             raise
         await self.latency.record(time.monotonic() - started)
         return completion
-
-    @staticmethod
-    def _final(content: str, context: ToolContext) -> str:
-        """An empty answer would leave the customer with silence: say something honest instead."""
-        if content.strip():
-            return content.strip()
-        context.handoff = True
-        return HANDOFF_TEXT
 
     async def aclose(self) -> None:
         await self.llm.aclose()
@@ -289,7 +328,7 @@ def build_responder(
         retriever = KnowledgeBase(database, make_embedder(settings))
     llm = LLMClient.from_settings(settings)
     if llm is None:
-        return OfflineResponder(retriever)
+        return OfflineResponder(retriever, unknown_answer=settings.kf_unknown_answer)
     if tools is None:
         tools = ToolRegistry(ToolAudit(database))
         if wecom is not None:
@@ -304,4 +343,5 @@ def build_responder(
         tools=tools,
         failures=FailureLog(database),
         persona=settings.llm_persona,
+        unknown_answer=settings.kf_unknown_answer,
     )

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from wxkf.kf.budget import ReplyBudget
 from wxkf.kf.responder import Conversation
 
-OutboxKind = Literal["reply", "welcome", "push", "tool", "contact"]
+OutboxKind = Literal["reply", "welcome", "notice", "push", "tool", "contact"]
 DUPLICATE_MSGID_ERRCODES = frozenset({40058})  # see the module docstring
 
 # wecom-api §3 msg_send_fail fail_type → what an operator should know.
@@ -100,18 +100,33 @@ async def enqueue_texts(
 async def enqueue_welcome(
     conn: AsyncConnection[Any], conversation: Conversation, *, code: str, text: str, source: str
 ) -> str:
-    """A welcome via send_msg_on_event: its own quota (1 per code, wecom-api §5), not the budget's."""
-    msgid = outbox_msgid("welcome", conversation.open_kfid, source, 1)
+    """A welcome via send_msg_on_event (the enter_session event's welcome_code)."""
+    return await enqueue_on_event(conn, conversation, kind="welcome", code=code, text=text, source=source)
+
+
+async def enqueue_on_event(
+    conn: AsyncConnection[Any],
+    conversation: Conversation,
+    *,
+    kind: OutboxKind,
+    code: str,
+    text: str,
+    source: str,
+) -> str:
+    """A text via send_msg_on_event with `code` (a welcome, a queue or end notice): its own quota
+    (1 per code, wecom-api §5), not the budget's."""
+    msgid = outbox_msgid(kind, conversation.open_kfid, source, 1)
     await conn.execute(
         """
         INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, code, source_msgid)
-        VALUES (%s, %s, %s, 'welcome', 'text', %s, %s, %s)
+        VALUES (%s, %s, %s, %s, 'text', %s, %s, %s)
         ON CONFLICT (open_kfid, msgid) DO NOTHING
         """,
         (
             conversation.open_kfid,
             conversation.external_userid,
             msgid,
+            kind,
             json.dumps({"content": text}, ensure_ascii=False),
             code,
             source,

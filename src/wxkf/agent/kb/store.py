@@ -456,8 +456,33 @@ class KnowledgeBase:
 
         With one half, the score is that half's evidence alone: the mapped similarity, or the coverage.
         """
-        use_vector, use_lexical = halves
         query_terms = lexical_terms(query)
+        # A model's embedding needs no corpus statistics: it runs in its thread while PostgreSQL
+        # reads the state and the lexical half (the hashing embedder waits for the IDF).
+        early = (
+            None
+            if isinstance(self.embedder, CorpusWeighted)
+            else asyncio.ensure_future(self.embedder.embed_query(query))
+        )
+        try:
+            return await self._search(query, query_terms, k, halves, threshold, early, _caught_up)
+        finally:
+            if early is not None:
+                early.cancel()  # a search that ended early (empty, stale) leaves its embedding unread
+                if early.done() and not early.cancelled():
+                    early.exception()
+
+    async def _search(
+        self,
+        query: str,
+        query_terms: list[str],
+        k: int,
+        halves: tuple[bool, bool],
+        threshold: bool,
+        early: asyncio.Future[list[float]] | None,
+        caught_up: bool,
+    ) -> tuple[list[Passage], dict[str, Any]]:
+        use_vector, use_lexical = halves
         # Autocommit: each statement is its own snapshot, as under READ COMMITTED, without the round
         # trips of BEGIN and ROLLBACK around a read-only search.
         async with self.database.engine.connect() as conn:
@@ -476,86 +501,51 @@ class KnowledgeBase:
                         "运行 wxkf kb reindex 重新向量化 / the knowledge base was embedded by another model: "
                         "run `wxkf kb reindex`"
                     )
-                if _caught_up:
+                if caught_up:
                     raise KnowledgeBaseError(
                         "知识库正被另一种向量模型重新向量化，请稍后重试 / the knowledge base is being "
                         "re-embedded with another embedder (another process?); try again"
                     )
                 await self.reindex()
-                return await self.search_detailed(
-                    query, k, halves=halves, threshold=threshold, _caught_up=True
-                )
-            vector = await embedder.embed_query(query)
-            dim = len(vector)
+                return await self._search(query, query_terms, k, halves, threshold, early, True)
             weights = [stats.idf(t) for t in query_terms]
             total_weight = sum(weights)
             matchable = [(t, w) for t, w in zip(query_terms, weights, strict=True) if t in stats.df]
-            # Each half returns its passages with both kinds of evidence (vector similarity, matched
-            # term weight), so fusion and the gate need no third statement.
-            params: dict[str, Any] = {
-                "q": _vector_literal(vector),
-                "terms": [t for t, _ in matchable] or [""],
-                "ws": [w for _, w in matchable] or [0.0],
-                "n": CANDIDATES,
-            }
-            evidence_sql = (
-                "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
-                f" CASE WHEN vector_dims(c.embedding) = {dim} "
-                f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
-                f" coalesce(({_MATCHED.format(chunk_terms='c.terms', terms=':terms', weights=':ws')}), 0) AS matched "
-                "FROM ranked r JOIN kb_chunks c ON c.id = r.id JOIN kb_documents d ON d.id = c.document_id"
-            )
-            rows: dict[str, list[Any]] = {"vector": [], "lexical": []}
-            if use_vector:
-                result = await conn.execute(
-                    text(
-                        "WITH ranked AS (SELECT id, rank FROM unnest(ARRAY("
-                        f" SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim}"
-                        f" ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n"
-                        ")) WITH ORDINALITY AS u(id, rank)) " + evidence_sql
-                    ),
-                    params,
-                )
-                rows["vector"] = sorted(result, key=lambda r: r.rank)
+            lexical_ranked: list[int] = []
             if use_lexical and matchable:
-                any_of, all_of = _candidate_terms(matchable, stats)
-                # Every candidate holds all of `all_of`: their weight is a constant, not checked per chunk.
-                checked = [(t, w) for t, w in matchable if t not in all_of]
-                # Candidates (GIN), capped, scored as they are read; then BM25 with binary term
-                # frequency: the matched weight over the length normalisation.
-                result = await conn.execute(
-                    text(
-                        "WITH candidates AS (SELECT id, n_terms, :known + coalesce(("
-                        f"{_MATCHED.format(chunk_terms='terms', terms=':checked', weights=':cws')}), 0) AS matched"
-                        " FROM kb_chunks"
-                        f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
-                        " LIMIT :budget), "
-                        "ranked AS (SELECT c.id, row_number() OVER (ORDER BY c.matched"
-                        " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id) AS rank"
-                        " FROM candidates c ORDER BY rank LIMIT :n) " + evidence_sql
-                    ),
-                    params
-                    | {
-                        "filter": all_of or any_of,
-                        "known": math.fsum(w for t, w in matchable if t in all_of),
-                        "checked": [t for t, _ in checked] or [""],
-                        "cws": [w for _, w in checked] or [0.0],
-                        "budget": LEXICAL_CANDIDATE_BUDGET,
-                        "k1": BM25_K1,
-                        "b": BM25_B,
-                        "avg": state.avg_terms,
-                    },
-                )
-                rows["lexical"] = sorted(result, key=lambda r: r.rank)
-        vector_ranked = [r.id for r in rows["vector"]]
-        lexical_ranked = [r.id for r in rows["lexical"]]
+                lexical_ranked = await self._lexical(conn, matchable, stats, state.avg_terms)
+            vector = await (early if early is not None else embedder.embed_query(query))
+            dim = len(vector)
+            # One statement: the HNSW top candidates and the lexical ones, each with both kinds of
+            # evidence (vector similarity, matched term weight).
+            result = await conn.execute(
+                text(
+                    "WITH v AS (SELECT id, rank FROM unnest(ARRAY("
+                    f" SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim}"
+                    f" ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :vn"
+                    ")) WITH ORDINALITY AS u(id, rank)), "
+                    "ranked AS (SELECT id, min(rank) AS rank FROM (SELECT id, rank FROM v UNION ALL"
+                    " SELECT id, NULL FROM unnest(CAST(:lex AS bigint[])) AS l(id)) AS x GROUP BY id) "
+                    "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
+                    f" CASE WHEN vector_dims(c.embedding) = {dim} "
+                    f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
+                    f" coalesce(({_MATCHED.format(chunk_terms='c.terms', terms=':terms', weights=':ws')}), 0) AS matched "
+                    "FROM ranked r JOIN kb_chunks c ON c.id = r.id JOIN kb_documents d ON d.id = c.document_id"
+                ),
+                {
+                    "q": _vector_literal(vector),
+                    "vn": CANDIDATES if use_vector else 0,
+                    "lex": lexical_ranked,
+                    "terms": [t for t, _ in matchable] or [""],
+                    "ws": [w for _, w in matchable] or [0.0],
+                },
+            )
+            found = {r.id: r for r in result}
+        vector_ranked = [r.id for r in sorted((r for r in found.values() if r.rank), key=lambda r: r.rank)]
+        rows = [found[i] for i in dict.fromkeys([*vector_ranked, *lexical_ranked]) if i in found]
         low, high = embedder.similarity_range
         passages: list[Passage] = []
-        seen: set[int] = set()
-        for r in (*rows["vector"], *rows["lexical"]):
-            if r.id in seen:
-                continue
-            seen.add(r.id)
+        for r in rows:
             coverage = min(1.0, r.matched / total_weight) if total_weight else 0.0
             semantic = max(0.0, (r.similarity - low) / (high - low))
             if use_vector and use_lexical:
@@ -580,6 +570,39 @@ class KnowledgeBase:
         if threshold and not (passages and passages[0].relevant):
             return [], details
         return passages[:k], details
+
+    async def _lexical(
+        self, conn: AsyncConnection, matchable: list[tuple[str, float]], stats: CorpusStats, avg_terms: float
+    ) -> list[int]:
+        """The best chunks by terms, best first: BM25 with binary term frequency over capped candidates."""
+        any_of, all_of = _candidate_terms(matchable, stats)
+        # Every candidate holds all of `all_of`: their weight is a constant, not checked per chunk.
+        checked = [(t, w) for t, w in matchable if t not in all_of]
+        # Candidates (GIN), capped, scored as they are read; then BM25: the matched weight over the
+        # length normalisation.
+        result = await conn.execute(
+            text(
+                "WITH candidates AS (SELECT id, n_terms, :known + coalesce(("
+                f"{_MATCHED.format(chunk_terms='terms', terms=':checked', weights=':cws')}), 0) AS matched"
+                " FROM kb_chunks"
+                f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
+                " LIMIT :budget) "
+                "SELECT c.id FROM candidates c ORDER BY c.matched"
+                " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id LIMIT :n"
+            ),
+            {
+                "filter": all_of or any_of,
+                "known": math.fsum(w for t, w in matchable if t in all_of),
+                "checked": [t for t, _ in checked] or [""],
+                "cws": [w for _, w in checked] or [0.0],
+                "budget": LEXICAL_CANDIDATE_BUDGET,
+                "k1": BM25_K1,
+                "b": BM25_B,
+                "avg": avg_terms,
+                "n": CANDIDATES,
+            },
+        )
+        return [int(r.id) for r in result]
 
 
 # The weight of the question's terms a chunk holds (binary term frequency): {terms} and {weights}
