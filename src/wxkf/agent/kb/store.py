@@ -70,6 +70,17 @@ class KnowledgeBaseStatus:
     stored_version: str | None  # what the chunks were embedded with
     current_version: str
 
+    @classmethod
+    def of(
+        cls, documents: int, chunks: int, stored_version: str | None, generation: int, embedder: Embedder
+    ) -> KnowledgeBaseStatus:
+        """The status of a knowledge base in this state, for `embedder`."""
+        current = embedder
+        if isinstance(current, CorpusWeighted):
+            # The hashing embedder's version follows the corpus generation it was weighted with.
+            current = current.with_stats(CorpusStats(n_chunks=chunks, generation=generation))
+        return cls(documents, chunks, embedder.name, stored_version, current.version)
+
     @property
     def empty(self) -> bool:
         return self.chunks == 0
@@ -407,16 +418,8 @@ class KnowledgeBase:
                     )
                 )
             ).one()
-        current = self.embedder
-        if isinstance(current, CorpusWeighted):
-            # The hashing embedder's version follows the corpus generation it was weighted with.
-            current = current.with_stats(CorpusStats(n_chunks=row.n_chunks, generation=row.generation))
-        return KnowledgeBaseStatus(
-            documents=row.documents,
-            chunks=row.n_chunks,
-            embedder=self.embedder.name,
-            stored_version=row.embedder_version,
-            current_version=current.version,
+        return KnowledgeBaseStatus.of(
+            row.documents, row.n_chunks, row.embedder_version, row.generation, self.embedder
         )
 
     # Reading --------------------------------------------------------------------------------
