@@ -454,21 +454,7 @@ class KnowledgeBase:
 
         With one half, the score is that half's evidence alone: the mapped similarity, or the coverage.
         """
-        query_terms = lexical_terms(query)
-        # A model's embedding needs no corpus statistics: it runs in its thread while PostgreSQL
-        # reads the state and the lexical half (the hashing embedder waits for the IDF).
-        early = (
-            None
-            if isinstance(self.embedder, CorpusWeighted)
-            else asyncio.ensure_future(self.embedder.embed_query(query))
-        )
-        try:
-            return await self._search(query, query_terms, k, halves, threshold, early, _caught_up)
-        finally:
-            if early is not None:
-                early.cancel()  # a search that ended early (empty, stale) leaves its embedding unread
-                if early.done() and not early.cancelled():
-                    early.exception()
+        return await self._search(query, lexical_terms(query), k, halves, threshold, _caught_up)
 
     async def _search(
         self,
@@ -477,7 +463,6 @@ class KnowledgeBase:
         k: int,
         halves: tuple[bool, bool],
         threshold: bool,
-        early: asyncio.Future[list[float]] | None,
         caught_up: bool,
     ) -> tuple[list[Passage], dict[str, Any]]:
         use_vector, use_lexical = halves
@@ -505,14 +490,22 @@ class KnowledgeBase:
                         "re-embedded with another embedder (another process?); try again"
                     )
                 await self.reindex()
-                return await self._search(query, query_terms, k, halves, threshold, early, True)
+                return await self._search(query, query_terms, k, halves, threshold, True)
             weights = [stats.idf(t) for t in query_terms]
             total_weight = sum(weights)
             matchable = [(t, w) for t, w in zip(query_terms, weights, strict=True) if t in stats.df]
-            lexical_ranked: list[int] = []
-            if use_lexical and matchable:
-                lexical_ranked = await self._lexical(conn, matchable, stats, state.avg_terms)
-            vector = await (early if early is not None else embedder.embed_query(query))
+            # The question's embedding (a model's runs in its thread) goes on while PostgreSQL runs the
+            # lexical half.
+            embedding = asyncio.ensure_future(embedder.embed_query(query))
+            try:
+                lexical_ranked: list[int] = []
+                if use_lexical and matchable:
+                    lexical_ranked = await self._lexical(conn, matchable, stats, state.avg_terms)
+                vector = await embedding
+            finally:
+                embedding.cancel()  # when the lexical half failed; a failed embedding's error is read
+                if embedding.done() and not embedding.cancelled():
+                    embedding.exception()
             dim = len(vector)
             # One statement: the HNSW top candidates and the lexical ones, each with both kinds of
             # evidence (vector similarity, matched term weight).
