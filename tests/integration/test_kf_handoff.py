@@ -123,7 +123,7 @@ async def test_a_queue_a_servicer_took_is_left_alone(
     settings_factory: Any, database: Database, tmp_path: Path
 ) -> None:
     responder = await offline(database, tmp_path, "handoff")
-    async with running_pipeline(settings_factory, responder, kf_queue_timeout_minutes=0.1) as run:
+    async with running_pipeline(settings_factory, responder, kf_queue_timeout_minutes=0.05) as run:
         customer, servicer = run.sim.customers[0], run.sim.servicers[0]
         await run.say(customer, "转人工")
 
