@@ -1,7 +1,8 @@
 """`wxkf demo`: one minute with wxkf on the built-in WeCom simulator, nothing configured.
 
 The simulator plays WeCom; wxkf runs for real (embedded PostgreSQL, callback route, worker, the
-offline responder on the bundled shop FAQ — or the LLM when a key is configured). You type as a
+offline responder on the bundled shop FAQ with the offline embedding model — or the LLM when a key is
+configured). You type as a
 WeChat customer and see what WeCom delivers to you, plus wxkf's reason whenever it stays silent.
 Commands show WeCom's rules and wxkf's answers to them:
 
@@ -38,6 +39,8 @@ from wxkf.kf.policy import Reason
 
 WAIT_SECONDS = 20.0
 DEMO_DBNAME = "wxkf_demo"  # in the embedded PostgreSQL under WXKF_DATA_DIR, recreated at each start
+# Shares no character with its FAQ entry (收到的商品有破损怎么办？): the offline embedding model bridges it.
+PARAPHRASE = "东西送来就坏掉了"
 TOUR = [
     "你好",
     "运费怎么算？",
@@ -45,6 +48,7 @@ TOUR = [
     "还有人在吗？",
     "/bot",
     "可以开发票吗？",
+    PARAPHRASE,
     "/six",
     "/image",
     "/voice",
@@ -138,12 +142,15 @@ class Demo:
         return lines
 
     def settled(self, before: int) -> Callable[[], bool]:
-        """True once every customer message is handled and any reply arrived."""
+        """True once every customer message is handled, any reply arrived and no job is still at work
+        (a handoff's notice follows the reply)."""
 
         def check() -> bool:
             with psycopg.connect(self.conninfo) as conn:
                 row = conn.execute(
-                    "SELECT count(*) FROM kf_inbound WHERE external_userid = %s AND status = 'pending'",
+                    "SELECT (SELECT count(*) FROM kf_inbound WHERE external_userid = %s AND status = 'pending')"
+                    " + (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+                    " AND scheduled_at IS NULL)",
                     (self.customer,),
                 ).fetchone()
             pending = row[0] if row else 0
