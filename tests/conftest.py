@@ -77,6 +77,14 @@ def settings_factory(database_url: str, tmp_path: Path) -> Any:
     return make
 
 
+@pytest.fixture(scope="session")
+def e5_embedder() -> Any:
+    """The offline default embedder; its model loads once per process, so once per test session."""
+    from wxkf.agent.kb.embedders import E5Embedder
+
+    return E5Embedder()
+
+
 @pytest.fixture
 async def database(database_url: str, tmp_path: Path) -> AsyncIterator[Any]:
     from wxkf.db.engine import Database

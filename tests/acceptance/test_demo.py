@@ -9,6 +9,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from wxkf.agent.kb.bundled import SAMPLE_DIR
+from wxkf.agent.kb.loaders import markdown_sections
+from wxkf.demo import PARAPHRASE
+
 
 def run_demo(tmp_path: Path, data_dir: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "LLM_", "DEEPSEEK_"))}
@@ -38,6 +42,14 @@ def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_
     # A question answered from the bundled knowledge base, with its source.
     assert "满 99 元包邮" in out
     assert "sample/shop_faq.md" in out
+    # A paraphrase sharing no character with its entry, answered from that entry.
+    [entry] = [
+        f"{s.headings[-1]}{s.body}"
+        for s in markdown_sections((SAMPLE_DIR / "shop_faq.md").read_text(encoding="utf-8"))
+        if s.headings[-1] == "收到的商品有破损怎么办？"
+    ]
+    assert not set(PARAPHRASE) & set(entry)
+    assert "拍下外包装和破损部位的照片" in out
     # State 3: wxkf stays silent and says why.
     assert "人工接待中（state=3" in out
     # The budget: 6 wanted, only what the window allows is sent.
@@ -46,8 +58,9 @@ def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_
     # /image and /voice without vision or speech-to-text: honest words, not a FAQ entry about 图片.
     assert "我暂时无法查看图片，请用文字描述一下问题" in out
     assert "我暂时无法收听语音，请用文字描述一下问题" in out
-    # An unknown question is handed to a person, honestly.
+    # An unknown question is handed to a person on duty, honestly, with the queue notice (msg_code).
     assert "我暂时无法确定答案" in out
+    assert "已为您转接人工客服" in out
     assert "demo finished" in out
     # The staff console, with a login of its own for this run.
     assert "/console  用户 / user: demo  密码 / password: " in out

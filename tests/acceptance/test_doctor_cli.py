@@ -62,7 +62,19 @@ def test_json_report_and_exit_code_for_an_untrusted_ip(
 def test_table_for_a_healthy_setup_exits_zero(
     sim: SimulatorHandle, database_url: str, tmp_path: Path
 ) -> None:
-    result = doctor(tmp_path, database_url=database_url, wxkf_data_dir=tmp_path, **sim.settings_overrides())
+    # Healthy includes a knowledge base to answer from (an empty one is a ❌ with the `wxkf kb add` fix).
+    (tmp_path / "faq.md").write_text("# 店\n## 发票\n电子发票在确认收货后申请。\n", encoding="utf-8")
+    env = {"database_url": database_url, "wxkf_data_dir": tmp_path, "kb_embedder": "hashing"}
+    added = subprocess.run(
+        [sys.executable, "-m", "wxkf.cli", "kb", "add", str(tmp_path / "faq.md")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **{k.upper(): str(v) for k, v in env.items()}},
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    result = doctor(tmp_path, **env, **sim.settings_overrides())
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "✅" in result.stdout

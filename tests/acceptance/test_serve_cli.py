@@ -59,10 +59,14 @@ def test_serve_with_nothing_configured_is_healthy_on_the_embedded_database(
         # Nothing configured: WeCom is reported as not set up, not as a crash.
         assert components["wecom_token"]["state"] == "disabled"
         assert components["job_workers"]["state"] == "ok"
+        # Nothing loaded: the knowledge base is said to be empty, with the command that fills it.
+        assert components["knowledge_base"]["state"] == "degraded"
+        assert "wxkf kb add" in components["knowledge_base"]["fix"]
     finally:
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+        output, _ = process.communicate(timeout=60)
     assert process.returncode == 0
+    assert "the knowledge base is empty" in output.decode()
     assert (embedded_data_dir / "pg").is_dir()  # the embedded PostgreSQL lives in the data dir
     # ... and stops with the last process that used it (issue 12, defect 10).
     assert not (embedded_data_dir / "pg" / "postmaster.pid").exists()

@@ -93,13 +93,15 @@ class RunningPipeline:
             await asyncio.sleep(0.05)
 
     async def idle(self) -> None:
-        """No callback in flight, no job queued or running, nothing pending."""
+        """No callback in flight, no job due or running, nothing pending (a job scheduled for later,
+        such as a queue timeout, is not in flight)."""
 
         async def quiet() -> bool:
             if not await self.control("wait_callbacks"):
                 return False
             rows = await self.query(
-                "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing'))"
+                "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+                " AND (scheduled_at IS NULL OR scheduled_at <= now()))"
                 " + (SELECT count(*) FROM kf_inbound WHERE status = 'pending')"
                 " + (SELECT count(*) FROM kf_outbox WHERE status = 'pending')"
             )

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.agent.llm import LLMAuthError, LLMClient
 from wxkf.agent.memory import ConversationMemory, Speaker, Turn
-from wxkf.agent.prompts import FALLBACK_TEXT, HANDOFF_TEXT
+from wxkf.agent.prompts import GREETING_TEXT, HANDOFF_TEXT, UNKNOWN_MARKER, UNKNOWN_TEXT
 from wxkf.agent.responder import MAX_TOOL_ROUNDS, FailureLog, LLMResponder
 from wxkf.agent.tools import Audience, ToolAudit, ToolContext, ToolRegistry
 from wxkf.agent.tools_kf import kf_tools
@@ -41,6 +41,7 @@ class FaqPassage:
     source: str
     heading: str
     score: float
+    relevant: bool = True
 
 
 RETURNS = FaqPassage("退货：签收后 7 天内可无理由退货，运费由买家承担。", "shop_faq.md", "退换货", 0.9)
@@ -170,15 +171,57 @@ async def test_a_scripted_reply_is_grounded_in_the_passage_and_told_the_budget(
     assert {t["function"]["name"] for t in sent.tools} == {"transfer_to_human", "customer_profile"}
 
 
-async def test_with_nothing_retrieved_the_model_is_told_to_admit_it_and_hand_over(
+async def test_with_nothing_retrieved_the_answer_is_dont_know_never_an_invented_one(
     fake: FakeOpenAI, responder: LLMResponder
 ) -> None:
-    fake.reply("这个我不确定，我帮您转给同事。")
-    await responder.respond(request("你们支持分期付款吗？"))
+    fake.reply(UNKNOWN_MARKER)  # what the prompt tells the model to answer when the passages are silent
+    reply = await responder.respond(request("你们支持分期付款吗？"))
     system = fake.chat_requests()[0].messages[0]["content"]
-    assert "知识库中没有找到与客户问题相关的内容" in system
-    assert "诚实地说不确定" in system
-    assert "transfer_to_human" in system
+    assert "检索结论：知识库中没有与客户问题相关的资料" in system
+    assert f"只回复 {UNKNOWN_MARKER}" in system
+    assert "资料：（无）" in system
+    # KF_UNKNOWN_ANSWER=handoff (the default): a person, if one can receive; else the don't-know text.
+    assert (reply.text, reply.handoff, reply.unattended_text) == (HANDOFF_TEXT, True, UNKNOWN_TEXT)
+    assert reply.sources == []
+
+
+async def test_with_say_the_silent_knowledge_base_answers_dont_know(
+    fake: FakeOpenAI, database: Database
+) -> None:
+    agent = LLMResponder(
+        make_llm(fake),
+        retriever=KeywordRetriever(),
+        memory=None,
+        tools=ToolRegistry(),
+        failures=FailureLog(database),
+        unknown_answer="say",
+    )
+    fake.reply(f"{UNKNOWN_MARKER}")
+    reply = await agent.respond(request("能开增值税专用发票吗"))
+    await agent.aclose()
+    assert (reply.text, reply.handoff) == (UNKNOWN_TEXT, False)
+
+
+async def test_the_relevance_decision_reaches_the_prompt(fake: FakeOpenAI, database: Database) -> None:
+    weak = FaqPassage("运费：满 99 元包邮。", "shop_faq.md", "运费", 0.4, relevant=False)
+
+    class Mixed:
+        async def search(
+            self, query: str, k: int, *, collections: Sequence[str] | None = None
+        ) -> list[FaqPassage]:
+            return [RETURNS, weak]
+
+    agent = LLMResponder(
+        make_llm(fake), retriever=Mixed(), memory=None, tools=ToolRegistry(), failures=FailureLog(database)
+    )
+    fake.reply("签收后 7 天内可以退货。")
+    reply = await agent.respond(request("怎么退货？"))
+    await agent.aclose()
+    system = fake.chat_requests()[0].messages[0]["content"]
+    assert "知识库中有 1 段相关资料" in system
+    assert "[1]（相关）来源：shop_faq.md · 退换货" in system
+    assert "[2]（弱相关）来源：shop_faq.md · 运费" in system
+    assert reply.sources == ["shop_faq.md · 退换货"]
 
 
 async def test_a_tool_call_is_executed_fed_back_and_audited(
@@ -324,12 +367,18 @@ async def test_401_in_a_conversation_gives_the_fallback_and_records_it(
 ) -> None:
     failures = FailureLog(database)
     agent = LLMResponder(
-        make_llm(fake, key="sk-wrong"), retriever=None, memory=None, tools=ToolRegistry(), failures=failures
+        make_llm(fake, key="sk-wrong"),
+        retriever=KeywordRetriever(),
+        memory=None,
+        tools=ToolRegistry(),
+        failures=failures,
     )
-    reply = await agent.respond(request("你好"))
+    reply = await agent.respond(request("怎么退货？"))
     await agent.aclose()
-    assert reply.text == FALLBACK_TEXT
-    assert reply.handoff
+    # A wrong key costs the customer nothing the knowledge base knows: the offline answer.
+    assert "7 天内可无理由退货" in reply.text
+    assert reply.sources == ["shop_faq.md · 退换货"]
+    assert not reply.handoff
     (failure,) = await rows(
         database, "SELECT kind, status_code, detail, external_userid FROM agent_llm_failures"
     )
@@ -358,8 +407,8 @@ async def test_persistent_5xx_gives_the_fallback_after_bounded_retries(
         fake.error(503, "Service Unavailable")
     reply = await responder.respond(request("怎么退货？"))
 
-    assert reply.text == FALLBACK_TEXT
-    assert reply.handoff
+    assert "7 天内可无理由退货" in reply.text
+    assert not reply.handoff
     assert len(fake.chat_requests()) == 3  # the first attempt and LLM_MAX_RETRIES=2 retries
     (failure,) = await rows(database, "SELECT kind, status_code, model FROM agent_llm_failures")
     assert dict(failure) == {"kind": "server", "status_code": 503, "model": "deepseek-chat"}
@@ -374,14 +423,14 @@ async def test_timeouts_give_the_fallback_and_are_recorded(fake: FakeOpenAI, dat
     fake.slow(30)
     agent = LLMResponder(
         make_llm(fake, timeout=0.3, retries=1),
-        retriever=None,
+        retriever=KeywordRetriever(),
         memory=None,
         tools=ToolRegistry(),
         failures=FailureLog(database),
     )
-    reply = await agent.respond(request("你好"))
+    reply = await agent.respond(request("运费怎么算"))  # the knowledge base has nothing on it
     await agent.aclose()
-    assert reply.text == FALLBACK_TEXT
+    assert (reply.text, reply.handoff, reply.unattended_text) == (HANDOFF_TEXT, True, UNKNOWN_TEXT)
     assert len(fake.chat_requests()) == 2
     (failure,) = await rows(database, "SELECT kind FROM agent_llm_failures")
     assert failure["kind"] == "timeout"
@@ -393,7 +442,7 @@ async def test_malformed_answers_give_the_fallback(
 ) -> None:
     fake.malformed(body)
     reply = await responder.respond(request("你好"))
-    assert reply.text == FALLBACK_TEXT
+    assert reply.text == GREETING_TEXT  # the offline answer
     (failure,) = await rows(database, "SELECT kind FROM agent_llm_failures")
     assert failure["kind"] == "malformed"
 

@@ -76,7 +76,7 @@ async def test_offline_hands_an_unknown_question_to_a_person(kb: KnowledgeBase) 
 async def test_without_a_key_the_factory_builds_the_offline_responder(
     settings_factory: Callable[..., Settings], database: Database, kb: KnowledgeBase
 ) -> None:
-    responder = build_responder(settings_factory(), database)
+    responder = build_responder(settings_factory(kb_embedder="hashing"), database)
     assert isinstance(responder, OfflineResponder)
     reply = await responder.respond(request("一般多久发货？"))
     await responder.aclose()
@@ -87,7 +87,10 @@ async def test_with_a_key_the_factory_builds_the_llm_responder_on_the_knowledge_
     settings_factory: Callable[..., Settings], database: Database, kb: KnowledgeBase, fake: FakeOpenAI
 ) -> None:
     settings = settings_factory(
-        deepseek_api_key="sk-demo", llm_base_url=fake.base_url, llm_persona="你是青禾小助手。"
+        deepseek_api_key="sk-demo",
+        llm_base_url=fake.base_url,
+        llm_persona="你是青禾小助手。",
+        kb_embedder="hashing",
     )
     responder = build_responder(settings, database)
     assert isinstance(responder, LLMResponder)

@@ -51,3 +51,26 @@ def test_unsupported_files_are_refused_before_anything_changes(database_url: str
     assert result.exit_code == 1
     assert ".docx" in result.output
     assert "empty" in runner.invoke(app, ["kb", "list"], env=env).output
+
+
+def test_add_shows_progress_and_reindex_re_embeds_after_a_model_change(
+    database_url: str, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    (tmp_path / "faq.md").write_text(FAQ, encoding="utf-8")
+    added = runner.invoke(app, ["kb", "add", str(tmp_path / "faq.md")], env={**env, "KB_EMBEDDER": "hashing"})
+    assert added.exit_code == 0, added.output
+    assert "embedding" in added.output
+    assert "2/2" in added.output
+
+    stale = runner.invoke(app, ["kb", "search", "发票多久能收到"], env=env)  # now the default model
+    assert stale.exit_code == 1
+    assert "wxkf kb reindex" in stale.output
+    reindexed = runner.invoke(app, ["kb", "reindex"], env=env)
+    assert reindexed.exit_code == 0, reindexed.output
+    assert "re-embedded 2 chunks" in reindexed.output
+    assert "2/2" in reindexed.output
+    found = runner.invoke(app, ["kb", "search", "电子票据什么时候给我"], env=env)
+    assert "小店 > 发票" in found.output
+    assert "already embedded" in runner.invoke(app, ["kb", "reindex"], env=env).output

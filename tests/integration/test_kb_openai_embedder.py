@@ -9,6 +9,8 @@ from sqlalchemy import text
 
 from wxkf.agent.fake_openai import EMBEDDING_DIMENSIONS, FakeOpenAI
 from wxkf.agent.kb import EmbeddingError, HashingEmbedder, KnowledgeBase, OpenAIEmbedder, make_embedder
+from wxkf.agent.kb.embedders import E5Embedder, USEEmbedder
+from wxkf.agent.kb.store import KnowledgeBaseStale
 from wxkf.config import Settings
 from wxkf.db.engine import Database
 
@@ -41,7 +43,9 @@ async def test_a_rejected_key_names_the_setting_and_hides_the_key() -> None:
 
 
 def test_settings_choose_the_embedder() -> None:
-    assert isinstance(make_embedder(Settings(_env_file=None)), HashingEmbedder)
+    assert isinstance(make_embedder(Settings(_env_file=None)), E5Embedder)
+    assert isinstance(make_embedder(Settings(_env_file=None, kb_embedder="use")), USEEmbedder)
+    assert isinstance(make_embedder(Settings(_env_file=None, kb_embedder="hashing")), HashingEmbedder)
     configured = make_embedder(
         Settings(
             _env_file=None,
@@ -60,7 +64,12 @@ async def test_switching_to_the_endpoint_re_embeds_and_searches(database: Databa
     await KnowledgeBase(database, HashingEmbedder()).add_documents([path])
     with FakeOpenAI(api_key="sk-emb") as fake:
         embedder = OpenAIEmbedder(base_url=fake.base_url, api_key="sk-emb", model="bge-m3")
-        kb = KnowledgeBase(database, embedder, min_similarity=0.0)
+        kb = KnowledgeBase(database, embedder, min_relevance=0.0)
+        with pytest.raises(KnowledgeBaseStale, match="wxkf kb reindex"):
+            await kb.search(
+                "电子发票怎么申请", k=2
+            )  # hashing vectors are never searched with another model's
+        assert await kb.reindex() == 2
         passages = await kb.search("电子发票怎么申请", k=2)
         await kb.aclose()
     assert passages

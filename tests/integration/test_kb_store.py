@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from wxkf.agent.kb import HashingEmbedder, KnowledgeBase, UnsupportedDocument, load_sample, store
+from wxkf.agent.kb import Embedder, HashingEmbedder, KnowledgeBase, UnsupportedDocument, load_sample, store
 from wxkf.agent.kb.text import TERMS_VERSION
 from wxkf.db.engine import Database
 
@@ -226,5 +226,57 @@ async def test_capped_lexical_candidates_rank_and_weigh_as_the_full_scoring_does
     assert len(capped_details["lexical"]) == 2
     order = full_details["lexical"]
     assert capped_details["lexical"] == sorted(capped_details["lexical"], key=order.index)
-    relevance = {p.chunk_id: p.relevance for p in full}
-    assert all(p.relevance == relevance[p.chunk_id] for p in capped)
+    coverage = {p.chunk_id: p.coverage for p in full}
+    assert all(p.coverage == coverage[p.chunk_id] for p in capped)
+
+
+# The offline default embedder (e5), loaded once per test session.
+
+BILLING_FAQ = """# 青山银行
+## 交易
+### 同一笔消费被扣款两次怎么办？
+重复扣款一般在 3 到 7 个工作日内由商户冲正退回。
+### 卡丢了怎么办？
+请立即在 App 挂失，挂失即时生效。
+## 网点
+### 网点几点营业？
+工作日九点到下午五点。
+"""
+
+
+async def test_the_default_embedder_answers_what_shares_no_characters_and_refuses_the_off_topic(
+    database: Database, tmp_path: Path, e5_embedder: Embedder
+) -> None:
+    path = tmp_path / "bank.md"
+    path.write_text(BILLING_FAQ, encoding="utf-8")
+    kb = KnowledgeBase(database, e5_embedder)
+    steps: list[tuple[str, int, int]] = []
+    await kb.add_documents([path], progress=lambda stage, done, total: steps.append((stage, done, total)))
+    assert ("embed", 3, 3) in steps
+    [best, *_] = await kb.search("我被扣了两次钱")  # no character in common with its entry
+    assert best.heading.endswith("同一笔消费被扣款两次怎么办？")
+    assert best.relevant
+    for question in ("明天会下雨吗", "帮我推荐几只股票", "写一首关于春天的诗"):
+        assert await kb.search(question) == [], question
+
+
+async def test_changing_the_model_needs_a_reindex_and_never_mixes_vectors(
+    database: Database, tmp_path: Path, e5_embedder: Embedder
+) -> None:
+    path = tmp_path / "bank.md"
+    path.write_text(BILLING_FAQ, encoding="utf-8")
+    await KnowledgeBase(database, HashingEmbedder()).add_documents([path])
+    kb = KnowledgeBase(database, e5_embedder)
+    status = await kb.status()
+    assert status.stale
+    assert (status.documents, status.chunks) == (1, 3)
+    with pytest.raises(store.KnowledgeBaseStale, match="wxkf kb reindex"):
+        await kb.search("卡丢了")
+    steps: list[tuple[str, int, int]] = []
+    assert await kb.reindex(lambda stage, done, total: steps.append((stage, done, total))) == 3
+    assert steps[-1] == ("embed", 3, 3)
+    assert not (await kb.status()).stale
+    assert await scalar(database, "SELECT count(DISTINCT embedder_version) FROM kb_chunks") == 1
+    assert await scalar(database, "SELECT DISTINCT vector_dims(embedding) FROM kb_chunks") == 384
+    assert (await kb.search("银行卡找不到了"))[0].heading.endswith("卡丢了怎么办？")
+    assert await kb.reindex() == 0

@@ -16,7 +16,7 @@ import pytest
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
 from tests.integration.test_ops_http import sample
 from wxkf.agent.fake_openai import FakeOpenAI
-from wxkf.agent.prompts import FALLBACK_TEXT
+from wxkf.agent.prompts import HANDOFF_TEXT
 from wxkf.agent.responder import LLMResponder, build_responder
 from wxkf.config import Settings
 from wxkf.db.engine import Database
@@ -177,7 +177,8 @@ async def test_llm_latency_is_a_histogram_of_every_call_failed_ones_included(
         fake.reply("满 99 元包邮哦。")
         assert (await responder.respond(_request("运费怎么算？"))).text.startswith("满 99 元包邮")
         fake.error(401)
-        assert (await responder.respond(_request("运费怎么算？"))).text == FALLBACK_TEXT
+        # The knowledge base is empty here: the offline fallback has nothing and hands over.
+        assert (await responder.respond(_request("运费怎么算？"))).text == HANDOFF_TEXT
     finally:
         await responder.aclose()
     metrics = await metrics_text(database)

@@ -100,6 +100,9 @@ async def test_state_3_with_end_ends_the_session_with_its_servicer_and_answers_t
         [trans] = await run.control("calls", "kf/service_state/trans")
         assert (trans["body"]["service_state"], trans["body"]["servicer_userid"]) == (4, servicer)
         assert (await run.control("session", customer))["service_state"] == 4
+        # The closing notice, through the msg_code trans → 4 returned (wecom-api §5: 20 s, one message).
+        [notice] = [r for r in await run.received(customer) if r["via"] == "end"]
+        assert notice["text"]["content"] == run.app.state.settings.kf_end_text
         await run.say(customer, "再问一次")
         await run.idle()
         assert await run.texts(customer) == ["答复：第一条", "答复：再问一次"]

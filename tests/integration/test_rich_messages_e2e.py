@@ -27,6 +27,12 @@ PNG = sample_png(rgb=(180, 40, 40))
 
 
 @pytest.fixture
+def settings_factory(settings_factory: Any) -> Any:
+    """These knowledge bases are embedded by the hashing embedder: the pipeline searches with it too."""
+    return lambda **overrides: settings_factory(**{"kb_embedder": "hashing", **overrides})
+
+
+@pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(api_key="sk-test") as server:
         yield server

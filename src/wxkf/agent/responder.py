@@ -1,13 +1,19 @@
 """The agent's responders, behind the pipeline's seam (`wxkf.kf.responder.Responder`).
 
-- `LLMResponder`: retrieves passages, recalls the conversation, tells the model the message budget,
-  and lets it call tools (at most `MAX_TOOL_ROUNDS` rounds). When the LLM fails even after its
-  bounded retries, the customer gets a polite fallback and a person is asked to take over; the
-  failure goes to `agent_llm_failures`, a counter (`agent.llm_failure.<kind>`) and the log. Every
-  model call's latency (failed ones too) goes to `kf_counters` as histogram buckets (`LatencyLog`),
-  so /metrics shows the same figure whichever process answered.
-- `OfflineResponder`: no LLM key. Answers with the best passage when it is relevant enough,
-  otherwise says a person will take over (`handoff=True`).
+- `LLMResponder`: retrieves passages, recalls the conversation, tells the model the passages, their
+  sources and the relevance decision and the message budget, and lets it call tools (at most
+  `MAX_TOOL_ROUNDS` rounds). The model answers only from the passages: when they do not cover a
+  factual question it answers `UNKNOWN_MARKER`, and the customer hears the knowledge base is silent
+  (as offline). When the LLM fails even after its bounded retries (a wrong key, an outage), the
+  customer gets the offline answer from the knowledge base instead; the failure goes to
+  `agent_llm_failures` (read by /ready and doctor), a counter (`agent.llm_failure.<kind>`) and the
+  log. Every model call's latency (failed ones too) goes to `kf_counters` as histogram buckets
+  (`LatencyLog`), so /metrics shows the same figure whichever process answered.
+- `OfflineResponder`: no LLM key. Answers with the best passage when it is relevant enough.
+
+When the knowledge base is silent, `KF_UNKNOWN_ANSWER` decides: `say` answers that it does not know and
+how to reach a person; `handoff` (the default) asks for a human, and the pipeline hands over only when
+a servicer can receive, saying the `say` text otherwise (`Reply.unattended_text`).
 
 `build_responder(settings, database, …)` picks the LLM when a key is configured, else offline.
 """
@@ -19,23 +25,24 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from sqlalchemy import text
 
 from wxkf.agent.content import ContentReader, ReadContent, Transcriber, image_part
-from wxkf.agent.kb.embedders import make_embedder
-from wxkf.agent.kb.store import KnowledgeBase
+from wxkf.agent.kb.embedders import EmbeddingError, make_embedder
+from wxkf.agent.kb.store import KnowledgeBase, KnowledgeBaseError
 from wxkf.agent.llm import Completion, LLMAuthError, LLMClient, LLMError
 from wxkf.agent.memory import ConversationMemory, MemorySource, PipelineMemory, Speaker, Turn
 from wxkf.agent.prompts import (
     ASK_HUMAN_RE,
-    FALLBACK_TEXT,
     GREETING_RE,
     GREETING_TEXT,
     HANDOFF_TEXT,
+    NO_HUMAN_TEXT,
     TRANSFER_TEXT,
+    UNKNOWN_MARKER,
     UNKNOWN_TEXT,
     PassageLike,
     cite,
@@ -55,6 +62,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOOL_ROUNDS = 4  # a model stuck calling tools gets one last turn without them
 PASSAGES_PER_ANSWER = 4
+UnknownAnswer = Literal["handoff", "say"]
 
 
 class Retriever(Protocol):
@@ -102,11 +110,24 @@ def route_menu(request: ReplyRequest, account: EffectiveAccount) -> tuple[ReplyR
     return replace(request, messages=messages), None
 
 
-def _silent(account: EffectiveAccount) -> Reply:
-    """The knowledge base has no answer: hand over, or say so and stay (KF_KB_SILENT)."""
-    if account.kb_silent == "reply":
-        return Reply(text=account.kb_silent_text or UNKNOWN_TEXT)
-    return Reply(text=account.kb_silent_text or HANDOFF_TEXT, handoff=True)
+def unknown_answer_of(account: EffectiveAccount, fallback: UnknownAnswer) -> UnknownAnswer:
+    """What the bot does when the knowledge base is silent: the account's `kb_silent` when it has
+    one of its own, else `KF_UNKNOWN_ANSWER` (`fallback`). `reply` is `say` by its per-account name."""
+    if account.sources.get("kb_silent") != "account":
+        return fallback
+    return "say" if account.kb_silent in ("say", "reply") else "handoff"
+
+
+def _silent(account: EffectiveAccount, fallback: UnknownAnswer, query: str) -> Reply:
+    """The knowledge base is silent on `query`: say so, or ask for a human (`unknown_answer_of`)."""
+    if unknown_answer_of(account, fallback) == "say":
+        return Reply(text=account.kb_silent_text or UNKNOWN_TEXT, question=query)
+    return Reply(
+        text=account.kb_silent_text or HANDOFF_TEXT,
+        handoff=True,
+        unattended_text=UNKNOWN_TEXT,
+        question=query,
+    )
 
 
 def _with_notes(reply: Reply, notes: Sequence[str]) -> Reply:
@@ -121,6 +142,21 @@ def _attachments(passages: Sequence[PassageLike]) -> list[OutboxMessage]:
     if not passages:
         return []
     return list(getattr(passages[0], "attachments", ()) or ())
+
+
+async def _search(
+    retriever: Retriever | None, query: str, k: int, collections: Sequence[str] | None = None
+) -> Sequence[PassageLike]:
+    """The retriever's passages; nothing when it cannot search now (the reason is logged)."""
+    if retriever is None or not query:
+        return []
+    try:
+        return await retriever.search(query, k, collections=collections)
+    except (KnowledgeBaseError, EmbeddingError) as exc:
+        # A knowledge base waiting for `wxkf kb reindex`, or an embedding endpoint down: the customer
+        # hears the knowledge base is silent, the operator reads why (also in /ready and doctor).
+        log.error("知识库无法检索 / the knowledge base cannot be searched: %s", exc)
+        return []
 
 
 class FailureLog:
@@ -194,7 +230,8 @@ class LatencyLog:
 
 
 class OfflineResponder:
-    """Answers from the knowledge base alone; hands everything else to a person.
+    """Answers from the knowledge base alone; what it cannot answer follows the account's
+    `kb_silent`, else `KF_UNKNOWN_ANSWER`.
 
     What it cannot read (an image, a voice note without speech-to-text, a file) gets an honest line
     asking the customer to write instead; a shared location or link is acknowledged."""
@@ -203,10 +240,12 @@ class OfflineResponder:
         self,
         retriever: Retriever | None,
         *,
+        unknown_answer: UnknownAnswer = "handoff",
         reader: ContentReader | None = None,
         accounts: Accounts | None = None,
     ) -> None:
         self.retriever = retriever
+        self.unknown_answer = unknown_answer
         self.reader = reader or ContentReader()
         self.accounts = accounts or GlobalAccounts()
 
@@ -220,23 +259,31 @@ class OfflineResponder:
         if not query:
             if content.replies or content.acknowledgements:
                 return Reply(text="\n".join([*content.replies, *content.acknowledgements][:3]))
-            return _silent(account)
+            return self.unknown(query, account)
+        if ASK_HUMAN_RE.search(query) or GREETING_RE.match(query):
+            return _with_notes(self.reply_from(query, [], account), content.replies)
+        passages = await _search(self.retriever, query, 1, account.kb_collections)
+        return _with_notes(self.reply_from(query, passages, account), content.replies)
+
+    def reply_from(
+        self, query: str, passages: Sequence[PassageLike], account: EffectiveAccount | None = None
+    ) -> Reply:
+        """The offline answer to `query` given the retrieved passages (the LLM's fallback too)."""
         if ASK_HUMAN_RE.search(query):
-            return Reply(text=TRANSFER_TEXT, handoff=True)
+            return Reply(text=TRANSFER_TEXT, handoff=True, unattended_text=NO_HUMAN_TEXT, question=query)
         if GREETING_RE.match(query):
             # A greeting is not a question: answering it with "I'll pass this on" would queue the
             # customer for a human before they asked anything.
-            return _with_notes(Reply(text=GREETING_TEXT), content.replies)
-        if self.retriever is not None:
-            # The knowledge base returns nothing below its relevance threshold, so any passage will do.
-            passages = await self.retriever.search(query, 1, collections=account.kb_collections)
-            if passages:
-                best = passages[0]
-                reply = Reply(
-                    text=offline_answer(best), sources=[cite(best)], messages=_attachments(passages)
-                )
-                return _with_notes(reply, content.replies)
-        return _with_notes(_silent(account), content.replies)
+            return Reply(text=GREETING_TEXT)
+        relevant = [p for p in passages if getattr(p, "relevant", True)]
+        if relevant:
+            best = relevant[0]
+            return Reply(text=offline_answer(best), sources=[cite(best)], messages=_attachments(relevant))
+        return self.unknown(query, account)
+
+    def unknown(self, query: str, account: EffectiveAccount | None = None) -> Reply:
+        """The knowledge base is silent on `query`: the account's `kb_silent`, else `KF_UNKNOWN_ANSWER`."""
+        return _silent(account or EffectiveAccount(open_kfid=""), self.unknown_answer, query)
 
     async def aclose(self) -> None:
         await self.reader.aclose()
@@ -267,7 +314,9 @@ class LLMResponder:
         reader: ContentReader | None = None,
         vision: LLMClient | None = None,
         accounts: Accounts | None = None,
+        unknown_answer: UnknownAnswer = "handoff",
     ) -> None:
+        self.unknown_answer = unknown_answer
         self.llm = llm
         self.latency = latency or LatencyLog(failures.database)
         self.retriever = retriever
@@ -278,6 +327,9 @@ class LLMResponder:
         self.vision = vision
         self.reader = reader or ContentReader(vision=vision is not None)
         self.accounts = accounts or GlobalAccounts()
+        self.offline = OfflineResponder(
+            retriever, unknown_answer=unknown_answer, reader=self.reader, accounts=self.accounts
+        )
 
     async def respond(self, request: ReplyRequest) -> Reply:
         account = await self.accounts.effective(request.conversation.open_kfid)
@@ -288,13 +340,17 @@ class LLMResponder:
         if not content.answerable:
             # Only what cannot be read (an image without vision, a file): the honest words, no model call.
             return Reply(text="\n".join(content.replies) or HANDOFF_TEXT, handoff=not content.replies)
-        passages: Sequence[PassageLike] = []
-        if self.retriever is not None and content.query:
-            passages = await self.retriever.search(
-                content.query, PASSAGES_PER_ANSWER, collections=account.kb_collections
-            )
-        if content.query and not passages and not content.images and account.kb_silent == "reply":
-            return _with_notes(_silent(account), content.replies)
+        query = content.query
+        passages = await _search(self.retriever, query, PASSAGES_PER_ANSWER, account.kb_collections)
+        if (
+            query
+            and not content.images
+            and not any(getattr(p, "relevant", True) for p in passages)
+            and account.sources.get("kb_silent") == "account"
+            and unknown_answer_of(account, self.unknown_answer) == "say"
+        ):
+            # An account of its own set to say so when the knowledge base is silent: no model call.
+            return _with_notes(self.offline.unknown(query, account), content.replies)
         context = ToolContext(
             audience=Audience.CUSTOMER, conversation=request.conversation, reply_pending=True
         )
@@ -302,14 +358,28 @@ class LLMResponder:
         try:
             answer = await self._converse(request, content, passages, context, account, llm)
         except LLMError as exc:
+            # The customer still gets what the knowledge base knows; the failure is on record.
             await self.failures.record(exc, request.conversation, llm.model)
-            return Reply(text=FALLBACK_TEXT, handoff=True, handoff_servicer=context.handoff_servicer)
+            return _with_notes(self.offline.reply_from(query, passages, account), content.replies)
+        if not answer or UNKNOWN_MARKER in answer:
+            unknown = self.offline.unknown(query, account)
+            if context.handoff and not unknown.handoff:
+                unknown = Reply(
+                    text=HANDOFF_TEXT,
+                    handoff=True,
+                    handoff_servicer=context.handoff_servicer,
+                    unattended_text=UNKNOWN_TEXT,
+                    question=query,
+                )
+            return _with_notes(unknown, content.replies)
         reply = Reply(
             text=answer,
             handoff=context.handoff,
             handoff_servicer=context.handoff_servicer,
-            sources=[cite(p) for p in passages],
-            messages=_attachments(passages),
+            sources=[cite(p) for p in passages if getattr(p, "relevant", True)],
+            messages=_attachments([p for p in passages if getattr(p, "relevant", True)]),
+            unattended_text=f"{answer}\n{NO_HUMAN_TEXT}" if context.handoff else "",
+            question=query,
         )
         return _with_notes(reply, content.replies)
 
@@ -351,13 +421,13 @@ class LLMResponder:
         for _round in range(MAX_TOOL_ROUNDS):
             completion = await self._complete(messages, schemas, llm=llm)
             if not completion.tool_calls:
-                return self._final(completion.content, context)
+                return completion.content.strip()
             messages.append(completion.as_message())
             for call in completion.tool_calls:
                 outcome = await self.tools.call(call.name, call.arguments, context)
                 messages.append({"role": "tool", "tool_call_id": call.id, "content": outcome.content})
         completion = await self._complete(messages, schemas, allow_tools=False, llm=llm)
-        return self._final(completion.content, context)
+        return completion.content.strip()
 
     async def _complete(
         self,
@@ -376,14 +446,6 @@ class LLMResponder:
             raise
         await self.latency.record(time.monotonic() - started)
         return completion
-
-    @staticmethod
-    def _final(content: str, context: ToolContext) -> str:
-        """An empty answer would leave the customer with silence: say something honest instead."""
-        if content.strip():
-            return content.strip()
-        context.handoff = True
-        return HANDOFF_TEXT
 
     async def aclose(self) -> None:
         await self.llm.aclose()
@@ -417,7 +479,9 @@ def build_responder(
     vision = LLMClient.vision_from_settings(settings) if llm is not None else None
     reader = ContentReader(Transcriber.from_settings(settings), vision=vision is not None)
     if llm is None:
-        return OfflineResponder(retriever, reader=reader, accounts=accounts)
+        return OfflineResponder(
+            retriever, unknown_answer=settings.kf_unknown_answer, reader=reader, accounts=accounts
+        )
     if tools is None:
         tools = ToolRegistry(ToolAudit(database))
         if wecom is not None:
@@ -437,4 +501,5 @@ def build_responder(
         reader=reader,
         vision=vision,
         accounts=accounts,
+        unknown_answer=settings.kf_unknown_answer,
     )

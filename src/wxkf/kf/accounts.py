@@ -10,7 +10,7 @@
 | persona / prompt | `persona`, `prompt` | LLM_PERSONA                 | who the bot is; extra instructions        |
 | welcome          | `welcome_text`, `welcome_menu` | KF_WELCOME_TEXT, KF_WELCOME_MENU | the enter_session welcome (wecom-api §5) |
 | session policy   | `session_policy`  | KF_SESSION_POLICY             | respect / end a human's session (§6)      |
-| KB silent        | `kb_silent`, `kb_silent_text` | KF_KB_SILENT, KF_KB_SILENT_TEXT | handoff to a person, or reply and stay |
+| KB silent        | `kb_silent`, `kb_silent_text` | KF_UNKNOWN_ANSWER, KF_KB_SILENT_TEXT | handoff to a person, or say so and stay (`reply` = `say`) |
 | KB scope         | `kb_collections`  | KF_KB_COLLECTIONS             | which knowledge-base collections answer   |
 
 The account keys live in `kf_account_settings` (JSON), are changed with `wxkf accounts set`, and are
@@ -90,7 +90,7 @@ class AccountSettings(BaseModel):
     welcome_text: str | None = None
     welcome_menu: WelcomeMenu | None = None
     session_policy: Literal["respect", "end"] | None = None
-    kb_silent: Literal["handoff", "reply"] | None = None
+    kb_silent: Literal["handoff", "say", "reply"] | None = None  # `reply`: `say` by its older name
     kb_silent_text: str | None = None
     kb_collections: list[str] | None = None
 
@@ -105,7 +105,7 @@ class EffectiveAccount(BaseModel):
     welcome_text: str = ""
     welcome_menu: WelcomeMenu | None = None
     session_policy: Literal["respect", "end"] = "respect"
-    kb_silent: Literal["handoff", "reply"] = "handoff"
+    kb_silent: Literal["handoff", "say", "reply"] = "handoff"
     kb_silent_text: str = ""
     kb_collections: list[str] = Field(default_factory=lambda: [SHARED_COLLECTION])
     sources: dict[str, str] = Field(default_factory=dict)
@@ -130,7 +130,7 @@ def global_defaults(settings: Settings) -> dict[str, Any]:
         "welcome_text": settings.kf_welcome_text,
         "welcome_menu": menu,
         "session_policy": settings.kf_session_policy,
-        "kb_silent": settings.kf_kb_silent,
+        "kb_silent": settings.kf_unknown_answer,  # one concept: the account's, else KF_UNKNOWN_ANSWER
         "kb_silent_text": settings.kf_kb_silent_text,
         "kb_collections": [c.strip() for c in settings.kf_kb_collections.split(",")]
         if settings.kf_kb_collections.strip()

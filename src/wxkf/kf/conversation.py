@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.rows import dict_row
 
 from wxkf.db.engine import connection_lost
-from wxkf.kf import ledger, outbox
+from wxkf.kf import handoff, ledger, outbox
 from wxkf.kf.budget import BudgetState
 from wxkf.kf.inbound import to_inbound_message
 from wxkf.kf.ledger import ORIGIN_CUSTOMER, ORIGIN_SERVICER, InboundRow
@@ -323,8 +323,9 @@ async def _answer(
     if action is Action.END_SESSION:
         try:
             # brief 001: end the human session with its servicer; the next customer message opens a new one.
-            await pipeline.states.trans(conversation, 4, state.servicer_userid)
+            code = await pipeline.states.trans(conversation, 4, state.servicer_userid)
             remember = None  # trans cached the state it reached
+            await handoff.queue_end_notice(pipeline, conversation, code, source=batch[-1].msgid)
         except APIError as exc:
             if retry_later(exc):
                 raise
@@ -364,6 +365,8 @@ async def _answer(
         async with pipeline.pool.connection() as conn:
             await ledger.count(conn, "kf.responder_error")
         reply = Reply(text=RESPONDER_FALLBACK, handoff=True)
+    if reply.handoff:
+        reply = await handoff.settle(pipeline, conversation, reply)  # only to someone who can receive
     # The reply's other messages (a KB entry's image, a menu) take budget too; the text comes first.
     extra = reply.messages[: max(0, remaining - 1)] if reply.text.strip() else reply.messages[:remaining]
     parts = split_text(reply.text, remaining - len(extra))
@@ -408,22 +411,22 @@ async def _answer(
             extra={"decision": "replied", "content": reply.text},
         )
     if reply.handoff:
-        await _handoff(pipeline, conversation, reply.handoff_servicer, unsent)
-        return []  # sent before the handoff
+        await _handoff(pipeline, conversation, reply, unsent)
+        return None  # the handoff's notice is in the outbox now: read it again
     return unsent
 
 
 async def _handoff(
-    pipeline: Pipeline, conversation: Conversation, servicer: str | None, unsent: list[dict[str, Any]] | None
+    pipeline: Pipeline, conversation: Conversation, reply: Reply, unsent: list[dict[str, Any]] | None
 ) -> None:
     """The responder asked for a human: trans → 3 with the servicer, or → 2 (the pool) (wecom-api §6)."""
-    to_state = 3 if servicer else 2
     try:
         await deliver(pipeline, conversation, unsent)  # the reply goes out while the bot may still send
-        await pipeline.states.trans(conversation, to_state, servicer)
+        await handoff.hand_off(pipeline, conversation, reply)
     except APIError as exc:
         if retry_later(exc):
             raise
+        to_state = 3 if reply.handoff_servicer else 2
         await record_api_error(pipeline.pool, exc, conversation, f"转人工 / service_state/trans → {to_state}")
 
 

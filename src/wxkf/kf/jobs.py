@@ -4,6 +4,7 @@
   (`queueing_lock`): ten callbacks in a burst make one queued sync, not ten.
 * `kf:converse` — one per conversation at a time, coalesced the same way. A conversation never
   builds a backlog of jobs on its lock (DESIGN.md measured why): one job drains all its messages.
+* `kf:queue_timeout` — scheduled at a handoff to the queue (`wxkf.kf.handoff`).
 
 A queued job that already exists is success (`AlreadyEnqueued`): the queued one will see the new
 messages, because it has not started yet.
@@ -22,6 +23,7 @@ from procrastinate import BaseRetryStrategy, JobContext, RetryDecision
 from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 from procrastinate.jobs import Job, JobDeferrer
 
+from wxkf.kf import handoff
 from wxkf.kf.conversation import ConcurrentUpdate, converse
 from wxkf.kf.responder import Conversation
 from wxkf.kf.service_state import record_api_error
@@ -208,6 +210,7 @@ def register_tasks(app: procrastinate.App) -> None:
     """Register the pipeline's tasks on a procrastinate app (one app per `Pipeline`)."""
     app.task(name=SYNC_TASK, pass_context=True, retry=RETRY)(sync_account_job)
     app.task(name=CONVERSE_TASK, pass_context=True, retry=RETRY)(converse_job)
+    handoff.register(app, RETRY)
 
 
 def worker_context(pipeline: Pipeline) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from wxkf.kf.responder import Conversation, OutboxMessage
 from wxkf.wecom.errors import InvalidArgumentError
 from wxkf.wecom.models import SendMsgRequest
 
-OutboxKind = Literal["reply", "welcome", "push", "tool", "contact", "staff"]
+OutboxKind = Literal["reply", "welcome", "notice", "push", "tool", "contact", "staff"]
 DUPLICATE_MSGID_ERRCODES = frozenset({40058})  # see the module docstring
 
 # wecom-api §3 msg_send_fail fail_type → what an operator should know.
@@ -178,26 +178,50 @@ async def enqueue_welcome(
     source: str,
     menu: dict[str, Any] | None = None,
 ) -> str:
-    """A welcome via send_msg_on_event: its own quota (1 per code, wecom-api §5), not the budget's.
+    """A welcome via send_msg_on_event (the enter_session event's welcome_code).
 
     With `menu` (a msgmenu body, wecom-api §4) the welcome is that menu message instead."""
-    msgid = outbox_msgid("welcome", conversation.open_kfid, source, 1)
-    msgtype, body = ("text", {"content": text})
     if menu is not None:
-        msgtype, body = "msgmenu", menu
-        check_outbound(msgtype, body)
+        check_outbound("msgmenu", menu)
+    return await enqueue_on_event(
+        conn,
+        conversation,
+        kind="welcome",
+        code=code,
+        text=text,
+        source=source,
+        msgtype="text" if menu is None else "msgmenu",
+        body=menu,
+    )
+
+
+async def enqueue_on_event(
+    conn: AsyncConnection[Any],
+    conversation: Conversation,
+    *,
+    kind: OutboxKind,
+    code: str,
+    text: str,
+    source: str,
+    msgtype: str = "text",
+    body: dict[str, Any] | None = None,
+) -> str:
+    """A message via send_msg_on_event with `code` (a welcome, a queue or end notice): its own quota
+    (1 per code, wecom-api §5), not the budget's. `text`, unless `body` (of `msgtype`) is given."""
+    msgid = outbox_msgid(kind, conversation.open_kfid, source, 1)
     await conn.execute(
         """
         INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, code, source_msgid)
-        VALUES (%s, %s, %s, 'welcome', %s, %s, %s, %s)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (open_kfid, msgid) DO NOTHING
         """,
         (
             conversation.open_kfid,
             conversation.external_userid,
             msgid,
+            kind,
             msgtype,
-            json.dumps(body, ensure_ascii=False),
+            json.dumps({"content": text} if body is None else body, ensure_ascii=False),
             code,
             source,
         ),

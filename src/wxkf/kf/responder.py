@@ -83,8 +83,11 @@ class Reply:
     """What to send. `text` may be long: the pipeline splits it within the budget.
 
     An empty `text` means "say nothing". `handoff` asks the pipeline to hand the customer to a
-    human (service_state/trans → 2, or → 3 with `handoff_servicer`). `messages` follow the text
-    (a knowledge-base entry's image or file, a menu …); each one counts against the budget.
+    human (service_state/trans → 2, or → 3 with `handoff_servicer`). The pipeline hands over only
+    when a servicer can receive (`wxkf.kf.handoff`); when none can, it sends `unattended_text`
+    instead (when given) and the bot keeps the customer, so nobody waits in an unattended queue.
+    `question` is what the customer asked, for the servicers' notification. `messages` follow the
+    text (a knowledge-base entry's image or file, a menu …); each one counts against the budget.
     """
 
     text: str
@@ -92,6 +95,8 @@ class Reply:
     handoff_servicer: str | None = None
     sources: list[str] = field(default_factory=list)
     messages: list[OutboxMessage] = field(default_factory=list)
+    unattended_text: str = ""
+    question: str = ""
 
 
 class Responder(Protocol):

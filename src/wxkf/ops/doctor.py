@@ -586,15 +586,75 @@ def _callback_mismatch(url: str, status: int, body: str) -> CheckResult:
 # LLM ----------------------------------------------------------------------------------------------
 
 
+async def check_knowledge_base(ctx: DoctorContext) -> list[CheckResult]:
+    """Documents and chunks, embedded by the configured model: what the bot can answer from."""
+    from wxkf.agent.health import knowledge_problem, read_knowledge_status
+    from wxkf.agent.kb.embedders import make_embedder
+
+    title = "知识库 / knowledge base"
+    if ctx.conninfo is None:
+        return [_skipped("knowledge_base", title, "数据库不可用 / database unavailable")]
+    embedder = make_embedder(ctx.settings)
+    try:
+        async with await psycopg.AsyncConnection.connect(ctx.conninfo, connect_timeout=5) as conn:
+            status = await read_knowledge_status(conn, embedder)
+    finally:
+        await embedder.aclose()
+    problem = knowledge_problem(status)
+    if problem is not None:
+        return [CheckResult("knowledge_base", title, "fail", problem[0], problem[1])]
+    return [
+        CheckResult(
+            "knowledge_base",
+            title,
+            "ok",
+            f"{status.documents} 个文档，{status.chunks} 个片段，向量模型 {status.embedder} / "
+            f"{status.documents} documents, {status.chunks} chunks",
+        )
+    ]
+
+
+async def _llm_failures(ctx: DoctorContext) -> list[CheckResult]:
+    """Failures the service recorded lately: what customers met, beside what the doctor's call meets."""
+    from wxkf.agent.health import LLM_FAILURE_WINDOW_MINUTES, recent_llm_failure
+
+    if ctx.conninfo is None:
+        return []
+    async with await psycopg.AsyncConnection.connect(ctx.conninfo, connect_timeout=5) as conn:
+        failure = await recent_llm_failure(conn)
+    if failure is None:
+        return []
+    return [
+        CheckResult(
+            "llm_failures",
+            "大模型调用记录 / LLM calls",
+            "warn",
+            f"最近 {LLM_FAILURE_WINDOW_MINUTES} 分钟内失败 {failure.recent} 次，最近一次 {failure.kind}"
+            f"（{failure.failed_at:%H:%M:%S}）；其间客户由知识库离线回答 / {failure.recent} failures lately: "
+            "customers got the offline knowledge-base answer",
+            failure.detail[:300],
+            errcode=failure.status_code,
+        )
+    ]
+
+
 async def check_llm(ctx: DoctorContext) -> list[CheckResult]:
     """One tiny chat call through the agent's own client, so the diagnosis is the one replies get."""
-    from wxkf.agent.llm import LLMAuthError, LLMClient, LLMError
-
     settings = ctx.settings
     title = "大模型 / LLM"
     key = settings.llm_key
     if key is None or not key.get_secret_value():
         return [_skipped("llm", title, "未配置 LLM_API_KEY / DEEPSEEK_API_KEY")]
+    return [*await _llm_call(ctx), *await _llm_failures(ctx)]
+
+
+async def _llm_call(ctx: DoctorContext) -> list[CheckResult]:
+    from wxkf.agent.llm import LLMAuthError, LLMClient, LLMError
+
+    settings = ctx.settings
+    title = "大模型 / LLM"
+    key = settings.llm_key
+    assert key is not None
     client = LLMClient(
         base_url=settings.llm_base_url,
         api_key=key,
@@ -711,6 +771,7 @@ CHECKS: list[Check] = [
     check_kf_accounts,
     check_kf_routing,
     check_callback_url,
+    check_knowledge_base,
     check_llm,
     check_clock,
 ]

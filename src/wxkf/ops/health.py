@@ -8,9 +8,13 @@ app factory; `/ready` says whether this deployment can do its job right now:
                   may be separate processes: without a worker, callbacks are stored but never answered)
     wecom_token   an access_token for the kf secret is in the shared token table, or gettoken gives
                   one now (the token table makes that at most one gettoken per token lifetime)
+    knowledge_base  documents and chunks; `degraded` when empty (`wxkf kb add`) or embedded by another
+                  model (`wxkf kb reindex`): customers are told the bot does not know
+    llm           `degraded` when LLM calls failed lately (a wrong key, an outage): customers get the
+                  offline knowledge-base answer meanwhile; `disabled` without a key
 
-Each component is `ok`, `fail` (with the reason) or `disabled` (not configured); HTTP 503 when any
-is `fail`. Nothing here shows a secret: errors are reduced to their errcode and first words.
+Each component is `ok`, `degraded` (working, with less: the reason says what to fix), `fail` (with
+the reason) or `disabled` (not configured); HTTP 503 when any is `fail`. Nothing here shows a secret: errors are reduced to their errcode and first words.
 """
 
 from __future__ import annotations
@@ -92,11 +96,13 @@ async def ready(request: Request) -> JSONResponse:
         components: dict[str, Component] = {"database": {"state": "fail", "error": "starting"}}
     else:
         pool: Pool = database.pool
-        names = ("database", "job_workers", "wecom_token")
+        names = ("database", "job_workers", "wecom_token", "knowledge_base", "llm")
         checks: list[Callable[[], Awaitable[Component]]] = [
             lambda: _database(pool),
             lambda: _workers(pool),
             lambda: _wecom_token(settings, pool),
+            lambda: _knowledge_base(settings, pool),
+            lambda: _llm(settings, pool),
         ]
         results = await asyncio.gather(*(_bounded(check) for check in checks))
         components = dict(zip(names, results, strict=True))
@@ -141,6 +147,52 @@ async def _workers(pool: Pool) -> Component:
             "error": "没有运行中的 worker：运行 wxkf worker 或 wxkf serve --worker / no job worker is running",
         }
     return {"state": "ok", "alive": alive}
+
+
+async def _knowledge_base(settings: Settings, pool: Pool) -> Component:
+    from wxkf.agent.health import knowledge_problem, read_knowledge_status
+    from wxkf.agent.kb.embedders import make_embedder
+
+    embedder = make_embedder(settings)  # builds no model: the version is the package's
+    try:
+        async with pool.connection() as conn:
+            status = await read_knowledge_status(conn, embedder)
+    except psycopg.Error as exc:
+        return {"state": "fail", "error": type(exc).__name__}
+    finally:
+        await embedder.aclose()
+    found: Component = {"documents": status.documents, "chunks": status.chunks, "embedder": status.embedder}
+    problem = knowledge_problem(status)
+    if problem is not None:
+        return {"state": "degraded", **found, "error": problem[0], "fix": problem[1]}
+    return {"state": "ok", **found}
+
+
+async def _llm(settings: Settings, pool: Pool) -> Component:
+    from wxkf.agent.health import LLM_FAILURE_WINDOW_MINUTES, recent_llm_failure
+
+    key = settings.llm_key
+    if key is None or not key.get_secret_value():
+        return {"state": "disabled"}
+    try:
+        async with pool.connection() as conn:
+            failure = await recent_llm_failure(conn)
+    except psycopg.Error as exc:
+        return {"state": "fail", "error": type(exc).__name__}
+    if failure is None:
+        return {"state": "ok", "model": settings.llm_model}
+    return {
+        "state": "degraded",
+        "model": settings.llm_model,
+        "kind": failure.kind,
+        "status_code": failure.status_code,
+        "failures": failure.recent,
+        "last_failed_at": failure.failed_at.isoformat(),
+        "error": (
+            f"最近 {LLM_FAILURE_WINDOW_MINUTES} 分钟内大模型调用失败 {failure.recent} 次（{failure.kind}），"
+            "客户暂由知识库离线回答 / LLM calls failed lately: customers get the offline knowledge-base answer"
+        ),
+    }
 
 
 async def _wecom_token(settings: Settings, pool: Pool) -> Component:

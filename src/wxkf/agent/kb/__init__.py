@@ -5,9 +5,9 @@
     kb = KnowledgeBase(database, make_embedder(settings))
     passages = await kb.search("买错尺码了能换吗", k=3)   # [] when nothing relevant is known
 
-Public surface: `KnowledgeBase` (`add_documents`, `search`, `list_documents`, `remove`), `Passage`,
-the `Embedder` seam with `HashingEmbedder` (offline default) and `OpenAIEmbedder`, `make_embedder`,
-and `load_sample` for the bundled demo FAQ.
+Public surface: `KnowledgeBase` (`add_documents`, `search`, `list_documents`, `remove`, `reindex`,
+`status`), `Passage`, the `Embedder` seam with `E5Embedder` (the offline default), `USEEmbedder`,
+`HashingEmbedder` and `OpenAIEmbedder`, `make_embedder`, and `load_sample` for the bundled demo FAQ.
 """
 
 from typing import TYPE_CHECKING
@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from wxkf.agent.kb.bundled import SAMPLE_DIR, load_sample
     from wxkf.agent.kb.embedders import (
         CorpusStats,
+        E5Embedder,
         Embedder,
         EmbeddingError,
         HashingEmbedder,
         OpenAIEmbedder,
+        USEEmbedder,
         make_embedder,
     )
     from wxkf.agent.kb.loaders import UnsupportedDocument
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
         DocumentInfo,
         KnowledgeBase,
         KnowledgeBaseError,
+        KnowledgeBaseStale,
+        KnowledgeBaseStatus,
         Passage,
         SourceDocument,
     )
@@ -40,7 +44,9 @@ _SOURCES = {
     "SAMPLE_DIR": "bundled",
     "load_sample": "bundled",
     "CorpusStats": "embedders",
+    "E5Embedder": "embedders",
     "Embedder": "embedders",
+    "USEEmbedder": "embedders",
     "EmbeddingError": "embedders",
     "HashingEmbedder": "embedders",
     "OpenAIEmbedder": "embedders",
@@ -50,6 +56,8 @@ _SOURCES = {
     "DocumentInfo": "store",
     "KnowledgeBase": "store",
     "KnowledgeBaseError": "store",
+    "KnowledgeBaseStale": "store",
+    "KnowledgeBaseStatus": "store",
     "Passage": "store",
     "SourceDocument": "store",
 }
@@ -63,14 +71,18 @@ __all__ = [
     "AddResult",
     "CorpusStats",
     "DocumentInfo",
+    "E5Embedder",
     "Embedder",
     "EmbeddingError",
     "HashingEmbedder",
     "KnowledgeBase",
     "KnowledgeBaseError",
+    "KnowledgeBaseStale",
+    "KnowledgeBaseStatus",
     "OpenAIEmbedder",
     "Passage",
     "SourceDocument",
+    "USEEmbedder",
     "UnsupportedDocument",
     "load_sample",
     "make_embedder",

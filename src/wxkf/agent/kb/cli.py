@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from wxkf.agent.kb.loaders import FORMATS, UnsupportedDocument, check_size, detect_format
@@ -89,6 +97,32 @@ def _expand(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _with_progress(action: Callable[[KnowledgeBase, Callable[[str, int, int], None]], Awaitable[T]]) -> T:
+    """Run `action` with a progress bar per stage: reading files, then embedding chunks."""
+    with _progress() as progress:
+        tasks = {
+            "add": progress.add_task("读取切分 / reading", total=None, visible=False),
+            "embed": progress.add_task("向量化 / embedding", total=None, visible=False),
+        }
+
+        def report(stage: str, done: int, total: int) -> None:
+            progress.update(tasks[stage], completed=done, total=total, visible=True)
+
+        return _run(lambda kb: action(kb, report))
+
+
 @kb_app.command("add")
 def add(
     paths: Annotated[list[Path], typer.Argument(help="Markdown / text / HTML / PDF files or directories")],
@@ -105,26 +139,25 @@ def add(
     Markdown 中引用的本地图片和文件（如 ![尺码表](size.png)）会随答案发送 / local images and files a
     Markdown file references are sent with the answer."""
     files = _expand(paths)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        tasks = {
-            "add": progress.add_task("读取切分 / reading", total=len(files)),
-            "embed": progress.add_task("向量化 / embedding", total=None, visible=False),
-        }
-
-        def report(stage: str, done: int, total: int) -> None:
-            progress.update(tasks[stage], completed=done, total=total, visible=True)
-
-        results = _run(lambda kb: kb.add_documents(files, progress=report, collection=collection))
+    results = _with_progress(
+        lambda kb, report: kb.add_documents(files, progress=report, collection=collection)
+    )
     table = Table("文档 / document", "结果 / result", "片段 / chunks")
     for result in results:
         table.add_row(result.source, _STATUS[result.status], str(result.chunks))
     console.print(table)
+
+
+@kb_app.command("reindex")
+def reindex() -> None:
+    """用当前配置的向量模型重新向量化（更换模型后运行）/ re-embed with the configured embedder (after changing it)."""
+    count = _with_progress(lambda kb, report: kb.reindex(progress=report))
+    if count:
+        console.print(f"✅ 已重新向量化 {count} 个片段 / re-embedded {count} chunks", highlight=False)
+    else:
+        console.print(
+            "➖ 所有片段已是当前模型的向量 / every chunk is already embedded by the configured model"
+        )
 
 
 @kb_app.command("sample")
@@ -172,7 +205,8 @@ def search(
     for rank, passage in enumerate(passages, start=1):
         console.print(
             f"[bold]{rank}. {passage.heading or '（无标题）'}[/bold]  "
-            f"score={passage.score:.4f} relevance={passage.relevance:.2f}",
+            f"score={passage.score:.3f} {'相关 / relevant' if passage.relevant else '弱相关 / weak'} "
+            f"(similarity={passage.similarity:.3f} coverage={passage.coverage:.2f})",
             highlight=False,
         )
         console.print(f"   来源 / source: {passage.source}", highlight=False, markup=False)

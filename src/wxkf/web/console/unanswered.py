@@ -7,7 +7,7 @@ after the reply is decided; a failure is logged and never costs the customer the
 
 The console groups new rows when it shows them: each question is embedded with the knowledge base's
 embedder and joins the open group whose first question is most alike, when the cosine reaches twice
-the embedder's own relevance threshold (`group_similarity`), or starts one. A group offers as its answer the first thing a staff member sent one of its customers
+the embedder's own "same question" similarity (`group_similarity`), or starts one. A group offers as its answer the first thing a staff member sent one of its customers
 after the question — from the console in a takeover, or from the WeCom client — and one click turns
 it into a Markdown entry of the knowledge base.
 """
@@ -103,11 +103,12 @@ _JOIN = "UPDATE console_unanswered SET group_id = %s WHERE id = %s"
 
 
 def group_similarity(embedder: Embedder) -> float:
-    """Two questions are alike at twice the similarity that makes a passage relevant to a question.
+    """Two questions are alike at the similarity the embedder calls "the same question" (the top of
+    its `similarity_range`).
 
-    With the hashing embedder (0.16): 支持花呗吗 / 可以用花呗付款吗 0.39, unrelated pairs under 0.2.
+    With the hashing embedder (0.26): 支持花呗吗 / 可以用花呗付款吗 0.39, unrelated pairs under 0.2.
     """
-    return min(0.8, 2 * embedder.min_similarity)
+    return embedder.similarity_range[1]
 
 
 def cosine(a: Sequence[float], b: Sequence[float]) -> float:
