@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from wxkf import _loop
 from wxkf.config import Settings
@@ -15,25 +16,33 @@ from wxkf.db.engine import Database
 from wxkf.kf.responder import Responder
 from wxkf.kf.runtime import Pipeline, PipelineNotConfigured
 
+if TYPE_CHECKING:
+    from wxkf.push.service import PushService
+
 
 @contextlib.asynccontextmanager
 async def agent_responder(
-    settings: Settings, database: Database, pipeline: Pipeline
+    settings: Settings, database: Database, pipeline: Pipeline, push: PushService | None = None
 ) -> AsyncIterator[Responder]:
     """The LLM responder when a key is configured, else the offline one, both on the knowledge base.
 
     With WeCom configured, the LLM gets the kf tools (transfer to a human, end, profile) on the
-    pipeline's own client.
+    pipeline's own client; with `push`, the intent tools (create_intent, list_my_intents, cancel_intent).
     """
     from wxkf.agent.kb import KnowledgeBase, make_embedder
     from wxkf.agent.responder import build_responder
+    from wxkf.agent.tools import ToolAudit, ToolRegistry
+    from wxkf.agent.tools_kf import kf_tools
 
-    try:
-        wecom = pipeline.client
-    except PipelineNotConfigured:
-        wecom = None
+    tools = ToolRegistry(ToolAudit(database))
+    with contextlib.suppress(PipelineNotConfigured):
+        tools.extend(kf_tools(pipeline.client))
+    if push is not None:
+        from wxkf.push.tools import customer_tools
+
+        tools.extend(customer_tools(push))
     knowledge = KnowledgeBase(database, make_embedder(settings))
-    responder = build_responder(settings, database, retriever=knowledge, wecom=wecom)
+    responder = build_responder(settings, database, retriever=knowledge, tools=tools)
     try:
         yield responder
     finally:
@@ -53,15 +62,21 @@ async def run_worker(
     try:
         async with Pipeline(settings, database.conninfo) as pipeline:
             pipeline.client  # noqa: B018 - fail at start, with the fix, when WeCom is not configured
-            async with agent_responder(settings, database, pipeline) as responder:
-                pipeline.use_responder(responder)
-                _loop.freeze_heap()
-                announce(
-                    f"✅ worker 已启动 / worker started (concurrency "
-                    f"{concurrency or settings.kf_worker_concurrency}, responder {type(responder).__name__})"
-                )
-                await pipeline.run_worker(
-                    concurrency=concurrency, stalled_after=stalled_after, install_signal_handlers=True
-                )
+            from wxkf.push.service import PushService
+
+            push = PushService(settings, pipeline)
+            try:
+                async with agent_responder(settings, database, pipeline, push) as responder:
+                    pipeline.use_responder(push.replies(responder))
+                    _loop.freeze_heap()
+                    announce(
+                        f"✅ worker 已启动 / worker started (concurrency "
+                        f"{concurrency or settings.kf_worker_concurrency}, responder {type(responder).__name__})"
+                    )
+                    await pipeline.run_worker(
+                        concurrency=concurrency, stalled_after=stalled_after, install_signal_handlers=True
+                    )
+            finally:
+                await push.aclose()
     finally:
         await database.close()

@@ -111,7 +111,8 @@ async def running_pipeline(
     run_worker: bool = True,
     **overrides: Any,
 ) -> AsyncIterator[RunningPipeline]:
-    async with run_simulator() as sim:
+    simulator = run_simulator()
+    async with simulator as sim:
         values: dict[str, Any] = {
             **sim.settings_overrides(),
             "kf_debounce_seconds": 0.3,
@@ -119,7 +120,10 @@ async def running_pipeline(
             **overrides,
         }
         settings = settings_factory(**values)
-        app = create_app(settings, run_worker=run_worker, responder=responder)
+        # wxkf's clock is the simulator's: advancing it moves windows and quiet hours on both sides.
+        app = create_app(
+            settings, run_worker=run_worker, responder=responder, clock=simulator.world.clock.utcnow
+        )
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -409,6 +409,8 @@ async def deliver(
         try:
             if row["code"]:
                 await pipeline.client.send_msg_on_event(row["code"], Text(content=text), msgid=row["msgid"])
+            elif row["msgtype"] != "text":  # a mini-program card, an image … (push, tools)
+                await pipeline.client.send_msg(outbox.send_request(conversation, row))
             else:
                 await pipeline.client.send_text(
                     conversation.open_kfid, conversation.external_userid, text, msgid=row["msgid"]

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
@@ -24,6 +25,7 @@ from psycopg.rows import dict_row
 
 from wxkf.kf.budget import ReplyBudget
 from wxkf.kf.responder import Conversation
+from wxkf.wecom.models import SendMsgRequest
 
 OutboxKind = Literal["reply", "welcome", "push", "tool", "contact"]
 DUPLICATE_MSGID_ERRCODES = frozenset({40058})  # see the module docstring
@@ -73,28 +75,65 @@ async def enqueue_texts(
     are sent by the conversation job: call `wxkf.kf.jobs.defer_converse` after committing.
     Writing the same (kind, source) twice is a no-op for rows that already exist.
     """
-    granted = await (budget or ReplyBudget()).reserve(conn, conversation, len(texts))
+    return await enqueue_messages(
+        conn, conversation, [("text", {"content": t}) for t in texts], kind=kind, source=source, budget=budget
+    )
+
+
+OutboxMessage = tuple[str, dict[str, Any]]  # (msgtype, its wecom-api §4 body), e.g. ("miniprogram", {...})
+
+_INSERT_MESSAGE = """
+INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, source_msgid, part)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (open_kfid, msgid) DO NOTHING
+"""
+
+
+async def enqueue_messages(
+    conn: AsyncConnection[Any],
+    conversation: Conversation,
+    messages: Sequence[OutboxMessage],
+    *,
+    kind: OutboxKind,
+    source: str,
+    budget: ReplyBudget | None = None,
+    now: datetime | None = None,
+    keep: int = 0,
+) -> list[str]:
+    """`enqueue_texts` for messages of any msgtype; `keep` messages of the window are left to others."""
+    granted = await (budget or ReplyBudget()).reserve(conn, conversation, len(messages), now, keep=keep)
     msgids: list[str] = []
-    for part, text in enumerate(texts[:granted], start=1):
+    for part, (msgtype, body) in enumerate(messages[:granted], start=1):
         msgid = outbox_msgid(kind, conversation.open_kfid, source, part)
         await conn.execute(
-            """
-            INSERT INTO kf_outbox (open_kfid, external_userid, msgid, kind, msgtype, body, source_msgid, part)
-            VALUES (%s, %s, %s, %s, 'text', %s, %s, %s)
-            ON CONFLICT (open_kfid, msgid) DO NOTHING
-            """,
+            _INSERT_MESSAGE,
             (
                 conversation.open_kfid,
                 conversation.external_userid,
                 msgid,
                 kind,
-                json.dumps({"content": text}, ensure_ascii=False),
+                msgtype,
+                json.dumps(body, ensure_ascii=False),
                 source,
                 part,
             ),
         )
         msgids.append(msgid)
     return msgids
+
+
+def send_request(conversation: Conversation, row: dict[str, Any]) -> SendMsgRequest:
+    """The send_msg request of a pending non-text row (`PENDING`)."""
+    msgtype = str(row["msgtype"])
+    return SendMsgRequest.model_validate(
+        {
+            "open_kfid": conversation.open_kfid,
+            "touser": conversation.external_userid,
+            "msgid": row["msgid"],
+            "msgtype": msgtype,
+            msgtype: row["body"],
+        }
+    )
 
 
 async def enqueue_welcome(

@@ -1,0 +1,339 @@
+"""Matching jobs: an intent against the profiles, or new profiles against the intents.
+
+    embed the row(s) the job is about, commit          (so a concurrent job of the other kind sees it)
+    candidates  = nearest profiles by vector (HNSW)    ┐ both within the SQL pre-filter of the
+                ∪ profiles that hold a keyword (GIN)   ┘ required / excluded conditions
+    each candidate: gates and score in Python (`scoring.score`), the threshold
+    the best few: the LLM re-checks them (optional, `rerank`)
+    INSERT … ON CONFLICT DO NOTHING per (intent version, profile version): a pair is scored once
+
+Pairs below the threshold leave no row (scoring them again gives the same result); a pair the LLM
+judged keeps its row whatever the verdict, so the model is asked once per pair. A profile already
+pushed for an intent is recorded as `retired` (already_pushed) when it matches again in a new version.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from wxkf.agent.llm import LLMClient
+from wxkf.clock import Clock
+from wxkf.push import rerank
+from wxkf.push.conditions import Conditions, needle_terms, sql_gates
+from wxkf.push.models import Owner
+from wxkf.push.scoring import Scored, Weights, score
+from wxkf.push.store import PROFILE_FIELDS, as_condition_profile
+from wxkf.push.vectors import Vectors, literal
+
+log = logging.getLogger("wxkf.push.matching")
+
+KEYWORD_CANDIDATES = 500  # profiles read per intent through the keyword index, at most
+_PROFILE_READ = (
+    "p.id, p.version, p.name, p.gender, p.age, p.city, p.company, p.position, p.industry, p.education, "
+    "p.attributes, p.description, p.tags"
+)
+_INTENT_READ = "i.id, i.version, i.open_kfid, i.external_userid, i.name, i.description, i.conditions, i.threshold, i.template"
+
+# {gates}: the required/excluded pre-filter; {dim}: the vector dimension (the partial HNSW index's).
+_CANDIDATES = """
+WITH nearest AS (
+    SELECT p.id FROM push_profiles p
+    WHERE p.status = 'active' AND p.embedder = %(embedder)s AND vector_dims(p.embedding) = {dim} AND {gates}
+    ORDER BY p.embedding::vector({dim}) <=> %(q)s::vector({dim})
+    LIMIT %(k)s
+), mentioning AS (
+    SELECT p.id FROM push_profiles p
+    WHERE p.status = 'active' AND p.embedder = %(embedder)s AND p.terms && %(terms)s::text[] AND {gates}
+    LIMIT %(budget)s
+)
+SELECT {columns},
+       CASE WHEN vector_dims(p.embedding) = {dim}
+            THEN 1 - (p.embedding::vector({dim}) <=> %(q)s::vector({dim})) END AS similarity
+FROM push_profiles p
+WHERE p.id IN (SELECT id FROM nearest UNION SELECT id FROM mentioning)
+  AND NOT EXISTS (SELECT 1 FROM push_matches m WHERE m.intent_id = %(intent)s
+                  AND m.intent_version = %(intent_version)s AND m.profile_id = p.id
+                  AND m.profile_version = p.version)
+"""
+_INTENT_FOR_MATCHING = f"""
+SELECT {_INTENT_READ}, i.embedding::text AS embedding, i.embedder, i.status, i.expires_at
+FROM push_intents i WHERE i.id = %s
+"""
+# Every active intent's similarity to each of the given profiles (a chunk of an import, or one).
+_INTENTS_FOR_PROFILES = f"""
+SELECT p.id AS profile_id, {_INTENT_READ},
+       CASE WHEN vector_dims(i.embedding) = vector_dims(p.embedding)
+            THEN 1 - (i.embedding <=> p.embedding) END AS similarity
+FROM push_profiles p
+JOIN push_intents i ON i.status = 'active' AND (i.expires_at IS NULL OR i.expires_at > %(now)s)
+                    AND i.embedder = %(embedder)s
+WHERE p.id = ANY(%(ids)s::bigint[]) AND p.status = 'active' AND p.embedder = %(embedder)s
+  AND NOT EXISTS (SELECT 1 FROM push_matches m WHERE m.intent_id = i.id AND m.intent_version = i.version
+                  AND m.profile_id = p.id AND m.profile_version = p.version)
+"""
+_PROFILES_BY_ID = f"SELECT {_PROFILE_READ} FROM push_profiles p WHERE p.id = ANY(%s::bigint[])"
+_INSERT_MATCH = """
+INSERT INTO push_matches (intent_id, intent_version, profile_id, profile_version, open_kfid, external_userid,
+                          score, parts, matched, explanation, status, reason)
+SELECT %(intent_id)s, %(intent_version)s, %(profile_id)s, %(profile_version)s, %(open_kfid)s,
+       %(external_userid)s, %(score)s, %(parts)s, %(matched)s, %(explanation)s,
+       CASE WHEN %(status)s = 'pending' AND EXISTS (
+                SELECT 1 FROM push_matches d WHERE d.intent_id = %(intent_id)s AND d.profile_id = %(profile_id)s
+                AND d.status = 'pushed') THEN 'retired' ELSE %(status)s END,
+       CASE WHEN %(status)s = 'pending' AND EXISTS (
+                SELECT 1 FROM push_matches d WHERE d.intent_id = %(intent_id)s AND d.profile_id = %(profile_id)s
+                AND d.status = 'pushed') THEN 'already_pushed' ELSE %(reason)s END
+ON CONFLICT ON CONSTRAINT uq_push_matches_pair DO NOTHING
+RETURNING id, status
+"""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    profile: dict[str, Any]
+    scored: Scored
+
+
+@dataclass
+class MatchRun:
+    """What one job did: pairs scored, matches recorded, and whose deliveries to start."""
+
+    scored: int = 0
+    recorded: int = 0
+    rejected: int = 0
+    owners: set[tuple[str, str]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.owners is None:
+            self.owners = set()
+
+
+class Matcher:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        vectors: Vectors,
+        *,
+        weights: Weights,
+        default_threshold: float,
+        semantic_candidates: int,
+        top_candidates: int,
+        llm: LLMClient | None,
+        llm_weight: float,
+        clock: Clock,
+    ) -> None:
+        self._pool = pool
+        self._vectors = vectors
+        self._weights = weights
+        self._default_threshold = default_threshold
+        self._k = semantic_candidates
+        self._top = top_candidates
+        self._llm = llm
+        self._llm_weight = llm_weight
+        self._clock = clock
+
+    # --- an intent against the profiles -----------------------------------------------------------
+
+    async def match_intent(self, intent_id: int) -> MatchRun:
+        await self._vectors.current()
+        async with self._pool.connection() as conn:
+            await self._vectors.embed_stale(conn, [], [intent_id])
+            cur = await conn.cursor(row_factory=dict_row).execute(_INTENT_FOR_MATCHING, (intent_id,))
+            intent = await cur.fetchone()
+        run = MatchRun()
+        if intent is None or intent["status"] != "active" or _expired(intent["expires_at"], self._clock()):
+            return run
+        candidates = await self.candidates(intent)
+        run.scored = len(candidates)
+        passing = sorted(
+            (c for c in candidates if c.scored.score >= intent["threshold"]),
+            key=lambda c: (-c.scored.score, c.profile["id"]),
+        )[: self._top]
+        await self._record(intent, passing, run)
+        return run
+
+    async def candidates(self, intent: dict[str, Any]) -> list[Candidate]:
+        """Every profile the intent's SQL pre-filter and candidate search give, scored (not yet recorded)."""
+        conditions = Conditions.model_validate(intent["conditions"])
+        vector = [float(x) for x in intent["embedding"].strip("[]").split(",")] if intent["embedding"] else []
+        dim = len(vector)
+        gates, params = sql_gates(conditions)
+        # One term per keyword, its most telling (a word, or a pair of characters), finds candidates.
+        keyword_terms = sorted({max(needle_terms(k), key=len) for k in conditions.keywords})
+        query = sql.SQL(_CANDIDATES).format(
+            gates=gates, dim=sql.Literal(dim or 1), columns=sql.SQL(_PROFILE_READ)
+        )
+        params.update(
+            {
+                "embedder": intent["embedder"] if dim else "-",
+                "q": literal(vector) if dim else "[0]",
+                "k": self._k if dim else 0,
+                "terms": keyword_terms or [""],
+                "budget": KEYWORD_CANDIDATES if keyword_terms else 0,
+                "intent": intent["id"],
+                "intent_version": intent["version"],
+            }
+        )
+        async with self._pool.connection() as conn, conn.transaction():
+            # pgvector's HNSW search returns at most ef_search rows: at least the candidates wanted.
+            await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(40, self._k)),))
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, params)
+                rows = await cur.fetchall()
+        unrelated = self._vectors.unrelated
+        found = []
+        for row in rows:
+            scored = score(
+                conditions,
+                as_condition_profile(row),
+                similarity=row["similarity"],
+                unrelated=unrelated,
+                weights=self._weights,
+            )
+            if scored is not None:
+                found.append(Candidate(row, scored))
+        return found
+
+    # --- new or changed profiles against the intents ----------------------------------------------
+
+    async def match_profiles(self, profile_ids: list[int]) -> MatchRun:
+        await self._vectors.current()
+        async with self._pool.connection() as conn:
+            await self._vectors.embed_stale(conn, profile_ids)
+            pairs = await conn.cursor(row_factory=dict_row).execute(
+                _INTENTS_FOR_PROFILES,
+                {"ids": profile_ids, "now": self._clock(), "embedder": self._vectors.version},
+            )
+            rows = await pairs.fetchall()
+            profiles = {
+                r["id"]: r
+                for r in await (
+                    await conn.cursor(row_factory=dict_row).execute(_PROFILES_BY_ID, (profile_ids,))
+                ).fetchall()
+            }
+        run = MatchRun(scored=len(rows))
+        unrelated = self._vectors.unrelated
+        per_intent: dict[int, tuple[dict[str, Any], list[Candidate]]] = {}
+        for row in rows:
+            profile = profiles[row["profile_id"]]
+            conditions = Conditions.model_validate(row["conditions"])
+            scored = score(
+                conditions,
+                as_condition_profile(profile),
+                similarity=row["similarity"],
+                unrelated=unrelated,
+                weights=self._weights,
+            )
+            if scored is not None and scored.score >= row["threshold"]:
+                entry = per_intent.setdefault(row["id"], (row, []))
+                entry[1].append(Candidate(profile, scored))
+        for intent, candidates in per_intent.values():
+            best = sorted(candidates, key=lambda c: (-c.scored.score, c.profile["id"]))[: self._top]
+            await self._record(intent, best, run)
+        return run
+
+    # --- recording ----------------------------------------------------------------------------------
+
+    async def _record(self, intent: dict[str, Any], candidates: list[Candidate], run: MatchRun) -> None:
+        rows = []
+        for candidate in candidates:
+            status, reason, scored = "pending", None, candidate.scored
+            if self._llm is not None:
+                status, reason, scored = await self._review(intent, candidate)
+            rows.append((candidate, status, reason, scored))
+        if not rows:
+            return
+        async with self._pool.connection() as conn, conn.transaction():
+            for candidate, status, reason, scored in rows:
+                recorded = await self._insert(conn, intent, candidate.profile, scored, status, reason)
+                if recorded == "pending":
+                    run.recorded += 1
+                    assert run.owners is not None
+                    run.owners.add((intent["open_kfid"], intent["external_userid"]))
+                elif recorded == "rejected":
+                    run.rejected += 1
+        log.info(
+            "意图 %s 匹配：%d 个新匹配 / intent %s matched %d new profile(s)",
+            intent["id"],
+            run.recorded,
+            intent["id"],
+            run.recorded,
+            extra={"decision": "push_matched"},
+        )
+
+    async def _review(self, intent: dict[str, Any], candidate: Candidate) -> tuple[str, str | None, Scored]:
+        assert self._llm is not None
+        scored = candidate.scored
+        profile = {
+            k: v
+            for k, v in candidate.profile.items()
+            if k not in ("id", "version", "similarity") and v not in (None, "", [], {})
+        }
+        request = {
+            "name": intent["name"],
+            "description": intent["description"],
+            "conditions": intent["conditions"],
+        }
+        verdict = await rerank.review(self._llm, request, profile, scored.explanation)
+        if verdict is None:
+            return "rejected", "llm_unparseable", scored
+        combined = round((1 - self._llm_weight) * scored.score + self._llm_weight * verdict.score, 4)
+        judged = Scored(
+            combined,
+            {**scored.parts, "llm": verdict.score},
+            scored.matched,
+            f"{scored.explanation}；模型判断：{verdict.reason}",
+        )
+        if not verdict.match:
+            return "rejected", "llm_rejected", judged
+        if combined < intent["threshold"]:
+            return "rejected", "llm_lowered", judged
+        return "pending", None, judged
+
+    async def _insert(
+        self,
+        conn: AsyncConnection[Any],
+        intent: dict[str, Any],
+        profile: dict[str, Any],
+        scored: Scored,
+        status: str,
+        reason: str | None,
+    ) -> str | None:
+        cur = await conn.execute(
+            _INSERT_MATCH,
+            {
+                "intent_id": intent["id"],
+                "intent_version": intent["version"],
+                "profile_id": profile["id"],
+                "profile_version": profile["version"],
+                "open_kfid": intent["open_kfid"],
+                "external_userid": intent["external_userid"],
+                "score": scored.score,
+                "parts": Jsonb(scored.parts),
+                "matched": Jsonb(scored.matched),
+                "explanation": scored.explanation,
+                "status": status,
+                "reason": reason,
+            },
+        )
+        row = await cur.fetchone()
+        return None if row is None else str(row[1])
+
+
+def _expired(expires_at: datetime | None, now: datetime) -> bool:
+    return expires_at is not None and expires_at <= now
+
+
+def owners_of(run: MatchRun) -> list[Owner]:
+    return [Owner(open_kfid=k, external_userid=u) for k, u in sorted(run.owners or ())]
+
+
+__all__ = ["PROFILE_FIELDS", "Candidate", "MatchRun", "Matcher", "owners_of"]

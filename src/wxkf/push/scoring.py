@@ -1,0 +1,95 @@
+"""How well a profile meets an intent: gates, then a weighted score with its parts and a Chinese explanation.
+
+    required   all must hold, or there is no match (a gate)
+    excluded   none may hold, or there is no match (a gate)
+    preferred  share of them that hold                       ┐
+    keywords   share of them the profile mentions            ├ weighted mean of the parts that apply
+    semantic   embedding similarity, rescaled above the      ┘ (PUSH_WEIGHT_*), in [0, 1]
+               embedder's "unrelated" level
+
+A part applies when the intent has something for it (preferred conditions, keywords) or, for the
+semantic part, when both sides have vectors from the same embedder. An intent with required
+conditions only scores 1 on every profile that passes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from wxkf.push.conditions import Conditions, Profile, holds, mentions
+
+
+@dataclass(frozen=True)
+class Weights:
+    preferred: float = 0.3
+    keywords: float = 0.2
+    semantic: float = 0.5
+
+
+@dataclass(frozen=True)
+class Scored:
+    score: float
+    parts: dict[str, float]  # preferred / keywords / semantic: each in [0, 1], only those that apply
+    matched: list[dict[str, str]] = field(
+        default_factory=list
+    )  # {"kind": required|preferred|keyword, "text": …}
+    explanation: str = ""
+
+
+def semantic_part(similarity: float, unrelated: float) -> float:
+    """Cosine similarity rescaled so that the embedder's "unrelated" level is 0 and identical is 1."""
+    if unrelated >= 1:
+        return 0.0
+    return max(0.0, min(1.0, (similarity - unrelated) / (1 - unrelated)))
+
+
+def score(
+    conditions: Conditions,
+    profile: Profile,
+    *,
+    similarity: float | None,
+    unrelated: float,
+    weights: Weights,
+) -> Scored | None:
+    """The profile's score for the intent's conditions, or None when a gate rules it out."""
+    matched: list[dict[str, str]] = []
+    for condition in conditions.required:
+        if not holds(condition, profile):
+            return None
+        matched.append({"kind": "required", "text": condition.describe()})
+    if any(holds(condition, profile) for condition in conditions.excluded):
+        return None
+    parts: dict[str, float] = {}
+    if conditions.preferred:
+        met = [c for c in conditions.preferred if holds(c, profile)]
+        parts["preferred"] = len(met) / len(conditions.preferred)
+        matched += [{"kind": "preferred", "text": c.describe()} for c in met]
+    if conditions.keywords:
+        text = profile.all_text()
+        found = [k for k in conditions.keywords if mentions(text, k)]
+        parts["keywords"] = len(found) / len(conditions.keywords)
+        matched += [{"kind": "keyword", "text": k} for k in found]
+    if similarity is not None:
+        parts["semantic"] = round(semantic_part(similarity, unrelated), 4)
+    weight_of = {"preferred": weights.preferred, "keywords": weights.keywords, "semantic": weights.semantic}
+    total = sum(weight_of[name] for name in parts)
+    value = sum(weight_of[name] * part for name, part in parts.items()) / total if total > 0 else 1.0
+    return Scored(round(value, 4), parts, matched, explain(matched, parts))
+
+
+def explain(matched: list[dict[str, str]], parts: dict[str, float]) -> str:
+    """符合「城市 = 北京」，偏好「标签包含「创业」」，关键词「AI」「创业」，内容相近（73%）."""
+    pieces: list[str] = []
+    required = [m["text"] for m in matched if m["kind"] == "required"]
+    preferred = [m["text"] for m in matched if m["kind"] == "preferred"]
+    keywords = [m["text"] for m in matched if m["kind"] == "keyword"]
+    if required:
+        pieces.append("符合" + "".join(f"「{t}」" for t in required))
+    if preferred:
+        pieces.append("满足偏好" + "".join(f"「{t}」" for t in preferred))
+    if keywords:
+        pieces.append("关键词" + "".join(f"「{t}」" for t in keywords))
+    semantic = parts.get("semantic")
+    if semantic is not None and semantic >= 0.3:
+        pieces.append(f"内容相近（{semantic:.0%}）")
+    return "，".join(pieces) or "与您的需求相关"
