@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+import psycopg
+
+from tests.integration.kf_harness import ScriptedResponder
 from tests.integration.push_harness import PushRun, at_local_hour, push_pipeline
+from wxkf.kf.responder import Reply, ReplyRequest
+from wxkf.push.models import PreferencesPatch
+from wxkf.push.templates import MiniProgramTemplate
 
 
 async def _open_window(run: PushRun, customer: str, text: str = "你好") -> None:
@@ -97,3 +106,161 @@ async def _use_budget(run: PushRun, customer: str, used: int) -> None:
 
 async def _history_is(run: PushRun, customer: str, expected: list[tuple[str, str | None]]) -> bool:
     return await run.history(customer) == expected
+
+
+@dataclass
+class GatedResponder:
+    """Answers "最后一个问题" only once `gate` is set, so a test can line up a race."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    requests: list[ReplyRequest] = field(default_factory=list)
+
+    async def respond(self, request: ReplyRequest) -> Reply:
+        self.requests.append(request)
+        if request.messages[-1].text == "最后一个问题":
+            self.started.set()
+            await self.gate.wait()
+            return Reply(text="AI 的回答")
+        return Reply(text="答复：" + request.messages[-1].text)
+
+
+async def test_a_push_and_an_ai_reply_racing_for_the_last_message_send_exactly_one(
+    settings_factory: Any,
+) -> None:
+    responder = GatedResponder()
+    async with push_pipeline(settings_factory, responder, push_keep_for_replies=0) as run:
+        customer = run.sim.customers[0]
+        await at_local_hour(run, 10)
+        await _open_window(run, customer)
+        await run.intent(customer)
+        await run.run.say(customer, "最后一个问题")  # a fresh window: 5 messages
+        await asyncio.wait_for(responder.started.wait(), 20)
+        blocker = await psycopg.AsyncConnection.connect(run.run.conninfo)
+        async with blocker, blocker.transaction():
+            # Hold the budget's row, spend 4 of 5, then let both senders reach the lock together.
+            await blocker.execute(
+                "UPDATE kf_conversations SET replies_used = 4 WHERE open_kfid = %s AND external_userid = %s",
+                (run.sim.open_kfid, customer),
+            )
+            responder.gate.set()
+            await run.profile()
+            await run.run.until(lambda: _waiting_on_locks(run, 2))
+        await run.run.idle()
+        sent = [r for r in await run.run.received(customer) if r.get("via") == "send_msg"]
+        assert [r["text"]["content"] for r in sent[:1]] == ["答复：你好"]
+        last = sent[1:]
+        assert len(last) == 1  # the AI reply or the push, never both
+        history = await run.history(customer)
+        if last[0]["msgid"].startswith("p"):
+            assert history == [("sent", None)]
+        else:
+            assert last[0]["text"]["content"] == "AI 的回答"
+            assert history == [("dropped", "budget_used_up")]
+        session = await run.run.control("session", customer)
+        assert session["budget_left"] == 4  # the simulator saw one send in this window, as the ledger did
+
+
+async def _waiting_on_locks(run: PushRun, n: int) -> bool:
+    rows = await run.run.query(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    return bool(rows[0][0] >= n)
+
+
+async def test_the_daily_limit_holds_and_the_rest_goes_the_next_morning(settings_factory: Any) -> None:
+    async with push_pipeline(settings_factory) as run:
+        customer = run.sim.customers[0]
+        morning = await at_local_hour(run, 10)
+        await _open_window(run, customer)
+        await run.push.set_preferences(run.owner(customer), PreferencesPatch(daily_limit=1))
+        await run.intent(customer, max_pushes_per_day=5)
+        await run.profile("张三")
+        await run.run.until(lambda: _count(run, customer, 1))
+        await run.profile("李四", company="深瞳智能")
+        await run.run.until(
+            lambda: _history_is(run, customer, [("sent", None), ("scheduled", "daily_limit")])
+        )
+        # Tomorrow, but not at midnight: the first moment past the limit *and* the quiet hours is 08:00.
+        held = [m for m in await run.push.list_matches(owner=run.owner(customer)) if m.status == "scheduled"]
+        assert [m.due_at for m in held] == [morning + timedelta(hours=22)]
+        await run.advance(22 * 3600 - 60)  # 07:59 the next day
+        await run.run.idle()
+        assert len(await run.pushes(customer)) == 1
+        await run.advance(60)
+        await run.run.until(lambda: _count(run, customer, 2))
+        assert await run.history(customer) == [("sent", None), ("scheduled", "daily_limit"), ("sent", None)]
+        texts = await run.push_texts(customer)
+        assert "【张三】" in texts[0]
+        assert "【李四】" in texts[1]
+        assert "回复「查看2」" in texts[1]
+
+
+# A PNG's signature and a few bytes: the simulator, like WeCom, takes JPG and PNG only (wecom-api §8).
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+
+
+async def test_a_mini_program_card_arrives_with_a_thumb_renewed_before_it_expires(
+    settings_factory: Any,
+) -> None:
+    async with push_pipeline(settings_factory) as run:
+        customer = run.sim.customers[0]
+        await at_local_hour(run, 16)  # 66 hours later it is 10:00, outside the quiet hours
+        await _open_window(run, customer)
+        card = MiniProgramTemplate(
+            appid="wx8bd80126147dfAAA",
+            pagepath="pages/match/index?no={match_id}",
+            title="{profile_name} 符合【{intent_name}】",
+            thumb="0" * 64,
+        )
+        await run.push.save_template("card", card, thumb=(PNG, "cover.png"))
+        await run.intent(customer, template="card")
+        await run.profile("张三")
+        await run.run.until(lambda: _count(run, customer, 1))
+        [first] = await run.pushes(customer)
+        assert first["msgtype"] == "miniprogram"
+        assert first["miniprogram"]["title"] == "张三 符合【寻找AI合作伙伴】"
+        assert first["miniprogram"]["pagepath"] == "pages/match/index?no=1"
+        # Delivered means the simulator accepted the thumb: known, an image, not expired (wecom-api §4, §8).
+        assert len(await run.run.control("calls", "media/upload")) == 1
+        # 3 days less 6 hours later the upload has less than MEDIA_REFRESH_MARGIN_HOURS (12) left: renewed.
+        await run.advance(3 * 86400 - 6 * 3600)
+        await _open_window(run, customer, "又来了")
+        await run.profile("王五", company="云帆科技")
+        await run.run.until(lambda: _count(run, customer, 2))
+        second = (await run.pushes(customer))[1]
+        assert len(await run.run.control("calls", "media/upload")) == 2
+        assert second["miniprogram"]["thumb_media_id"] != first["miniprogram"]["thumb_media_id"]
+
+
+async def test_view_shows_the_details_and_unsubscribe_stops_the_pushes(settings_factory: Any) -> None:
+    responder = ScriptedResponder()
+    async with push_pipeline(settings_factory, responder) as run:
+        customer = run.sim.customers[0]
+        await at_local_hour(run, 10)
+        await _open_window(run, customer)
+        await run.intent(customer)
+        await run.profile("张三")
+        await run.run.until(lambda: _count(run, customer, 1))
+        await run.run.idle()
+        await run.run.say(customer, "查看1")
+        await run.run.until(lambda: _replied(run, customer, "📇 编号 1：张三"))
+        details = (await run.run.texts(customer))[-1]
+        assert "公司：智元科技" in details
+        assert "匹配「寻找AI合作伙伴」" in details
+        assert [m.text for r in responder.requests for m in r.messages] == [
+            "你好"
+        ]  # never reached the responder
+        [match] = await run.push.list_matches(owner=run.owner(customer))
+        assert match.feedback == "viewed"
+        await run.run.say(customer, "退订")
+        await run.run.until(lambda: _replied(run, customer, "已为您关闭匹配推送"))
+        await run.profile("李四", company="深瞳智能")
+        await run.run.until(lambda: _history_is(run, customer, [("sent", None), ("skipped", "disabled")]))
+        await run.run.idle()
+        assert len(await run.pushes(customer)) == 1
+
+
+async def _replied(run: PushRun, customer: str, start: str) -> bool:
+    texts = await run.run.texts(customer)
+    return bool(texts) and texts[-1].startswith(start)
