@@ -107,10 +107,11 @@ class Settings(BaseSettings):
     media_refresh_margin_hours: float = Field(default=12.0, ge=0, le=48)
 
     # Push notifications (wxkf.push, docs/push.md): a customer's intents matched against profiles.
-    # Score = weighted mean of the parts that apply (preferred conditions, keywords, semantic similarity).
-    push_weight_preferred: float = Field(default=0.3, ge=0)
-    push_weight_keywords: float = Field(default=0.2, ge=0)
-    push_weight_semantic: float = Field(default=0.5, ge=0)
+    # Score = weighted mean of the parts that apply (preferred conditions, keywords, semantic similarity):
+    # what the customer named outright weighs more than a resemblance of texts.
+    push_weight_preferred: float = Field(default=0.35, ge=0)
+    push_weight_keywords: float = Field(default=0.35, ge=0)
+    push_weight_semantic: float = Field(default=0.3, ge=0)
     push_default_threshold: float = Field(default=0.6, ge=0, le=1)  # an intent's threshold unless given
     push_semantic_candidates: int = Field(default=200, ge=1, le=1000)  # nearest profiles per intent (HNSW)
     push_top_candidates: int = Field(default=5, ge=1, le=100)  # new matches recorded per intent and run

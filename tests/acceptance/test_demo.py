@@ -41,6 +41,11 @@ def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_
     # The budget: 6 wanted, only what the window allows is sent.
     assert "通知 1/6" in out
     assert "通知 6/6" not in out
+    # /push: a matching profile by day is pushed at once; one at night waits for 08:00; 查看1 answers.
+    assert "【张三】符合您的意图【寻找AI合作伙伴】" in out
+    assert "客户的静默时段，结束后推送" in out
+    assert out.index("08:00 静默时段结束") < out.index("【李四】符合您的意图")
+    assert "📇 编号 1：张三" in out
     # An unknown question is handed to a person, honestly.
     assert "我暂时无法确定答案" in out
     assert "demo finished" in out

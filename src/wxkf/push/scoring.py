@@ -21,9 +21,9 @@ from wxkf.push.conditions import Conditions, Profile, holds, mentions
 
 @dataclass(frozen=True)
 class Weights:
-    preferred: float = 0.3
-    keywords: float = 0.2
-    semantic: float = 0.5
+    preferred: float = 0.35
+    keywords: float = 0.35
+    semantic: float = 0.3
 
 
 @dataclass(frozen=True)
