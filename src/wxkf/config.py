@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     push_weight_keywords: float = Field(default=0.35, ge=0)
     push_weight_semantic: float = Field(default=0.3, ge=0)
     push_default_threshold: float = Field(default=0.6, ge=0, le=1)  # an intent's threshold unless given
-    push_semantic_candidates: int = Field(default=200, ge=1, le=1000)  # nearest profiles per intent (HNSW)
+    push_semantic_candidates: int = Field(default=50, ge=1, le=1000)  # nearest profiles per intent (HNSW)
     push_top_candidates: int = Field(default=5, ge=1, le=100)  # new matches recorded per intent and run
     push_llm_rerank: bool = True  # with an LLM key: the model re-checks each new match (JSON, validated)
     push_weight_llm: float = Field(default=0.5, ge=0, le=1)  # the model's share of a re-ranked score

@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
 from psycopg import sql
@@ -58,14 +59,26 @@ def _runs(text: str) -> list[str]:
     return _RUN.findall(text.lower())
 
 
-def mentions(text: str, needle: str) -> bool:
+class Haystack:
+    """A text prepared once for many `mentions` checks (a candidate is checked against every keyword)."""
+
+    def __init__(self, text: str) -> None:
+        self.lower = text.lower()
+        self.words = frozenset(r for r in _runs(self.lower) if not _CJK_RUN.match(r))
+
+
+@lru_cache(maxsize=4096)
+def _needle(needle: str) -> tuple[tuple[str, bool], ...]:
+    return tuple((run, bool(_CJK_RUN.match(run))) for run in _runs(needle))
+
+
+def mentions(text: str | Haystack, needle: str) -> bool:
     """Whether `text` mentions `needle`: its Chinese runs as substrings, its Latin words as whole words."""
-    runs = _runs(needle)
+    runs = _needle(needle)
     if not runs:
         return False
-    lowered = text.lower()
-    words = {r for r in _runs(lowered) if not _CJK_RUN.match(r)}
-    return all(run in lowered if _CJK_RUN.match(run) else run in words for run in runs)
+    hay = text if isinstance(text, Haystack) else Haystack(text)
+    return all(run in hay.lower if cjk else run in hay.words for run, cjk in runs)
 
 
 def index_terms(text: str) -> set[str]:
@@ -252,7 +265,7 @@ class Profile:
         if name == "tags":
             return list(self.tags)
         if name == "text":
-            return self.all_text()
+            return self.text.lower
         if name in FIELDS:
             return self.fields.get(name)
         return self.attributes.get(name)
@@ -263,6 +276,19 @@ class Profile:
         values += list(self.tags)
         values += [f"{k} {v}" for k, v in self.attributes.items() if v not in (None, "")]
         return "\n".join(values)
+
+    @cached_property
+    def text(self) -> Haystack:
+        return Haystack(self.all_text())
+
+    def haystack(self, name: str) -> Haystack:
+        """One field's text, prepared for `mentions` (the whole profile for `text`)."""
+        if name == "text":
+            return self.text
+        cache: dict[str, Haystack] = self.__dict__.setdefault("_haystacks", {})
+        if name not in cache:
+            cache[name] = Haystack(str(self.value(name)))
+        return cache[name]
 
 
 def _lower(value: Any) -> str:
@@ -309,7 +335,7 @@ def holds(condition: Condition, profile: Profile) -> bool:
     if op == "in":
         assert isinstance(value, list)
         return _lower(actual) in {_lower(v) for v in value}
-    return mentions(str(actual), str(value))  # contains
+    return mentions(profile.haystack(condition.field), str(value))  # contains
 
 
 def _number(value: Any) -> float | None:
@@ -396,12 +422,13 @@ def sql_gates(conditions: Conditions) -> tuple[sql.Composable, dict[str, Any]]:
     for index, condition in enumerate(conditions.required):
         gate = sql_gate(condition, f"r{index}")
         if gate is not None:
-            clauses.append(sql.SQL("coalesce({}, false)").format(gate[0]))
+            # As written, so the planner sees the column (its index, its statistics); NULL fails a WHERE.
+            clauses.append(sql.SQL("({})").format(gate[0]))
             params.update(gate[1])
     for index, condition in enumerate(conditions.excluded):
         gate = sql_gate(condition, f"x{index}", exact_only=True)
         if gate is not None:
-            clauses.append(sql.SQL("NOT coalesce({}, false)").format(gate[0]))
+            clauses.append(sql.SQL("({}) IS NOT TRUE").format(gate[0]))  # a missing value excludes nothing
             params.update(gate[1])
     if not clauses:
         return sql.SQL("true"), params

@@ -2,7 +2,7 @@
 
     embed the row(s) the job is about, commit          (so a concurrent job of the other kind sees it)
     candidates  = nearest profiles by vector (HNSW)    ┐ both within the SQL pre-filter of the
-                ∪ profiles that hold a keyword (GIN)   ┘ required / excluded conditions
+                ∪ profiles that hold every keyword (GIN) ┘ required / excluded conditions
     each candidate: gates and score in Python (`scoring.score`), the threshold
     the best few: the LLM re-checks them (optional, `rerank`)
     INSERT … ON CONFLICT DO NOTHING per (intent version, profile version): a pair is scored once
@@ -14,6 +14,7 @@ pushed for an intent is recorded as `retired` (already_pushed) when it matches a
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,11 +32,11 @@ from wxkf.push.conditions import Conditions, needle_terms, sql_gates
 from wxkf.push.models import Owner
 from wxkf.push.scoring import Scored, Weights, score
 from wxkf.push.store import PROFILE_FIELDS, as_condition_profile
-from wxkf.push.vectors import Vectors, literal
+from wxkf.push.vectors import Vectors
 
 log = logging.getLogger("wxkf.push.matching")
 
-KEYWORD_CANDIDATES = 500  # profiles read per intent through the keyword index, at most
+KEYWORD_CANDIDATES = 50  # profiles mentioning every keyword, read per intent through GIN, at most
 _PROFILE_READ = (
     "p.id, p.version, p.name, p.gender, p.age, p.city, p.company, p.position, p.industry, p.education, "
     "p.attributes, p.description, p.tags"
@@ -43,26 +44,39 @@ _PROFILE_READ = (
 _INTENT_READ = "i.id, i.version, i.open_kfid, i.external_userid, i.name, i.description, i.conditions, i.threshold, i.template"
 
 # {gates}: the required/excluded pre-filter; {dim}: the vector dimension (the partial HNSW index's).
-_CANDIDATES = """
-WITH nearest AS (
-    SELECT p.id FROM push_profiles p
-    WHERE p.status = 'active' AND p.embedder = %(embedder)s AND vector_dims(p.embedding) = {dim} AND {gates}
-    ORDER BY p.embedding::vector({dim}) <=> %(q)s::vector({dim})
-    LIMIT %(k)s
-), mentioning AS (
-    SELECT p.id FROM push_profiles p
-    WHERE p.status = 'active' AND p.embedder = %(embedder)s AND p.terms && %(terms)s::text[] AND {gates}
-    LIMIT %(budget)s
-)
+# The nearest profiles through HNSW: pgvector walks the graph and applies the gates to what it finds.
+_NEAREST = """
+SELECT {columns}, 1 - (p.embedding::vector({dim}) <=> %(q)s::vector({dim})) AS similarity
+FROM push_profiles p
+WHERE p.status = 'active' AND p.embedder = %(embedder)s AND vector_dims(p.embedding) = {dim} AND {gates}
+ORDER BY p.embedding::vector({dim}) <=> %(q)s::vector({dim})
+LIMIT %(k)s
+"""
+# The same, exactly, over the profiles the gates leave (found through the gates' own indexes): when
+# they leave few, HNSW would walk past most of its candidates to keep a handful.
+_NEAREST_EXACT = """
+SELECT {columns}, 1 - (p.embedding::vector({dim}) <=> %(q)s::vector({dim})) AS similarity
+FROM push_profiles p
+WHERE p.status = 'active' AND p.embedder = %(embedder)s AND vector_dims(p.embedding) = {dim} AND {gates}
+ORDER BY similarity DESC
+LIMIT %(k)s
+"""
+_MENTIONING = """
 SELECT {columns},
        CASE WHEN vector_dims(p.embedding) = {dim}
             THEN 1 - (p.embedding::vector({dim}) <=> %(q)s::vector({dim})) END AS similarity
 FROM push_profiles p
-WHERE p.id IN (SELECT id FROM nearest UNION SELECT id FROM mentioning)
-  AND NOT EXISTS (SELECT 1 FROM push_matches m WHERE m.intent_id = %(intent)s
-                  AND m.intent_version = %(intent_version)s AND m.profile_id = p.id
-                  AND m.profile_version = p.version)
+WHERE p.status = 'active' AND p.embedder = %(embedder)s AND p.terms @> %(terms)s::text[] AND {gates}
+LIMIT %(budget)s
 """
+_GATED_ESTIMATE = "EXPLAIN (FORMAT JSON) SELECT 1 FROM push_profiles p WHERE p.status = 'active' AND {gates}"
+_RECORDED = (
+    "SELECT profile_id, profile_version FROM push_matches WHERE intent_id = %s AND intent_version = %s"
+)
+# Below this many profiles left by the gates (the planner's estimate, reached through an index) the
+# search is exact; above it HNSW, searching at most MAX_EF_SEARCH deep (benchmarks/README.md, push).
+EXACT_BELOW = 8_000
+MAX_EF_SEARCH = 400
 _INTENT_FOR_MATCHING = f"""
 SELECT {_INTENT_READ}, i.embedding::text AS embedding, i.embedder, i.status, i.expires_at
 FROM push_intents i WHERE i.id = %s
@@ -163,34 +177,54 @@ class Matcher:
     async def candidates(self, intent: dict[str, Any]) -> list[Candidate]:
         """Every profile the intent's SQL pre-filter and candidate search give, scored (not yet recorded)."""
         conditions = Conditions.model_validate(intent["conditions"])
-        vector = [float(x) for x in intent["embedding"].strip("[]").split(",")] if intent["embedding"] else []
+        vector = literal_floats(intent["embedding"])
         dim = len(vector)
         gates, params = sql_gates(conditions)
+        gated = bool(conditions.required or conditions.excluded)
         # One term per keyword, its most telling (a word, or a pair of characters), finds candidates.
         keyword_terms = sorted({max(needle_terms(k), key=len) for k in conditions.keywords})
-        query = sql.SQL(_CANDIDATES).format(
-            gates=gates, dim=sql.Literal(dim or 1), columns=sql.SQL(_PROFILE_READ)
-        )
-        params.update(
-            {
-                "embedder": intent["embedder"] if dim else "-",
-                "q": literal(vector) if dim else "[0]",
-                "k": self._k if dim else 0,
-                "terms": keyword_terms or [""],
-                "budget": KEYWORD_CANDIDATES if keyword_terms else 0,
-                "intent": intent["id"],
-                "intent_version": intent["version"],
-            }
-        )
+        params.update({"embedder": intent["embedder"], "q": intent["embedding"], "k": self._k})
+        columns, dimension = sql.SQL(_PROFILE_READ), sql.Literal(dim or 1)
+        rows: list[dict[str, Any]] = []
         async with self._pool.connection() as conn, conn.transaction():
-            # pgvector's HNSW search returns at most ef_search rows: at least the candidates wanted.
-            await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(max(40, self._k)),))
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(query, params)
-                rows = await cur.fetchall()
+            exact, ef_search = False, max(40, self._k)
+            if gated and dim:
+                exact, ef_search = await self._search_plan(conn, gates, params)
+            await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
+            async with conn.pipeline():
+                nearest = conn.cursor(row_factory=dict_row)
+                mentioning = conn.cursor(row_factory=dict_row)
+                recorded = conn.cursor()
+                if dim:
+                    await nearest.execute(
+                        sql.SQL(_NEAREST_EXACT if exact else _NEAREST).format(
+                            gates=gates, dim=dimension, columns=columns
+                        ),
+                        params,
+                    )
+                if keyword_terms:
+                    await mentioning.execute(
+                        sql.SQL(_MENTIONING).format(gates=gates, dim=dimension, columns=columns),
+                        {
+                            **params,
+                            "terms": keyword_terms,
+                            "budget": KEYWORD_CANDIDATES,
+                            "q": intent["embedding"] or "[0]",
+                        },
+                    )
+                await recorded.execute(_RECORDED, (intent["id"], intent["version"]))
+                if dim:
+                    rows += await nearest.fetchall()
+                if keyword_terms:
+                    rows += await mentioning.fetchall()
+                done = set(await recorded.fetchall())
         unrelated = self._vectors.unrelated
-        found = []
+        found: list[Candidate] = []
+        seen: set[int] = set()
         for row in rows:
+            if row["id"] in seen or (row["id"], row["version"]) in done:
+                continue
+            seen.add(row["id"])
             scored = score(
                 conditions,
                 as_condition_profile(row),
@@ -201,6 +235,28 @@ class Matcher:
             if scored is not None:
                 found.append(Candidate(row, scored))
         return found
+
+    async def _search_plan(
+        self, conn: AsyncConnection[Any], gates: sql.Composable, params: dict[str, Any]
+    ) -> tuple[bool, int]:
+        """(exact?, hnsw.ef_search) from the planner's estimate of the profiles the gates leave.
+
+        Few and found through an index: exact. Many: HNSW, searching wider the more the gates filter
+        out (pgvector applies them after the graph walk), up to MAX_EF_SEARCH: a gate that leaves a
+        tenth of 100,000 profiles gets about half of k candidates from the graph, not k.
+        """
+        cur = await conn.execute(sql.SQL(_GATED_ESTIMATE).format(gates=gates), params)
+        row = await cur.fetchone()
+        plan = row[0][0]["Plan"] if row else {}
+        estimate = float(plan.get("Plan Rows", 0))
+        scans = json.dumps(plan)
+        if estimate <= EXACT_BELOW and '"Seq Scan"' not in scans:
+            return True, self._k
+        total = await (
+            await conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'push_profiles'::regclass")
+        ).fetchone()
+        share = estimate / max(float(total[0]) if total else estimate, estimate, 1.0)
+        return False, int(min(MAX_EF_SEARCH, max(40, self._k / max(share, 0.01))))
 
     # --- new or changed profiles against the intents ----------------------------------------------
 
@@ -287,10 +343,7 @@ class Matcher:
             return "rejected", "llm_unparseable", scored
         combined = round((1 - self._llm_weight) * scored.score + self._llm_weight * verdict.score, 4)
         judged = Scored(
-            combined,
-            {**scored.parts, "llm": verdict.score},
-            scored.matched,
-            f"{scored.explanation}；模型判断：{verdict.reason}",
+            combined, {**scored.parts, "llm": verdict.score}, scored.matched, f"模型判断：{verdict.reason}"
         )
         if not verdict.match:
             return "rejected", "llm_rejected", judged
@@ -326,6 +379,11 @@ class Matcher:
         )
         row = await cur.fetchone()
         return None if row is None else str(row[1])
+
+
+def literal_floats(text: str | None) -> list[float]:
+    """A pgvector text literal back as floats ([] for none)."""
+    return [float(x) for x in text.strip("[]").split(",")] if text else []
 
 
 def _expired(expires_at: datetime | None, now: datetime) -> bool:

@@ -65,8 +65,7 @@ def score(
         parts["preferred"] = len(met) / len(conditions.preferred)
         matched += [{"kind": "preferred", "text": c.describe()} for c in met]
     if conditions.keywords:
-        text = profile.all_text()
-        found = [k for k in conditions.keywords if mentions(text, k)]
+        found = [k for k in conditions.keywords if mentions(profile.text, k)]
         parts["keywords"] = len(found) / len(conditions.keywords)
         matched += [{"kind": "keyword", "text": k} for k in found]
     if similarity is not None:

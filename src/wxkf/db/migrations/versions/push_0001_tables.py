@@ -80,8 +80,13 @@ def upgrade() -> None:
         )
         """
     )
+    # A vector is read for every candidate: kept in the row (MAIN), not in TOAST, where each read is
+    # one more index lookup. `terms`, the widest other column, goes out of line first.
+    op.execute("ALTER TABLE push_profiles ALTER COLUMN embedding SET STORAGE MAIN")
     op.execute("CREATE INDEX ix_push_profiles_terms ON push_profiles USING gin (terms)")
-    op.execute("CREATE INDEX ix_push_profiles_city ON push_profiles (lower(city)) WHERE status = 'active'")
+    # Not partial: ANALYZE keeps statistics of an index's expression, which the planner needs to
+    # estimate how many profiles a city gate leaves (matching.py chooses exact or HNSW search by it).
+    op.execute("CREATE INDEX ix_push_profiles_city ON push_profiles (lower(city))")
     op.execute("CREATE INDEX ix_push_profiles_unembedded ON push_profiles (id) WHERE embedder IS NULL")
     # One row per (intent version, profile version) that was scored into a match or judged by the
     # LLM: the pair is never scored twice, and a changed profile (a new version) is scored again.
