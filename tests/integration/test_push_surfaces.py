@@ -224,3 +224,26 @@ async def test_create_intent_is_confirmed_by_the_customer_before_it_is_active(
     fake.reply("已取消")
     await responder.respond(_asking("不用找了"))
     assert (await push.get_intent(draft.id)).status == "cancelled"
+
+
+async def test_a_profile_is_read_from_free_text_and_an_unreadable_answer_is_refused() -> None:
+    from pydantic import SecretStr
+
+    from wxkf.agent.llm import LLMClient
+    from wxkf.push.errors import ExtractionError
+    from wxkf.push.extraction import extract_profile
+
+    with FakeOpenAI() as fake:
+        llm = LLMClient(base_url=fake.base_url, api_key=SecretStr("sk-test"), model="m", max_retries=0)
+        fake.reply(
+            '```json\n{"name": "张三", "city": "北京", "age": 35, "tags": ["AI"], "gender": null}\n```'
+        )
+        profile = await extract_profile(llm, "[聊天记录] 张三：我在北京做AI，今年35")
+        fake.reply("张三，北京人，做 AI 的")  # not JSON
+        with pytest.raises(ExtractionError, match="不是 JSON"):
+            await extract_profile(llm, "张三的介绍")
+        fake.reply('{"city": "北京"}')  # no name
+        with pytest.raises(ExtractionError, match="name"):
+            await extract_profile(llm, "某人的介绍")
+        await llm.aclose()
+    assert (profile.name, profile.city, profile.age, profile.tags) == ("张三", "北京", 35, ["AI"])

@@ -12,7 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from wxkf.kf.responder import Reply, ReplyRequest, Responder
 from wxkf.push.models import Owner
@@ -72,8 +72,3 @@ class PushReplies:
                 if answer is not None:
                     return Reply(text=answer)
         return await self.inner.respond(request)
-
-    async def aclose(self) -> None:
-        close: Any = getattr(self.inner, "aclose", None)
-        if close is not None:
-            await close()

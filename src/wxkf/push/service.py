@@ -82,6 +82,7 @@ _DUE = """
 SELECT DISTINCT open_kfid, external_userid FROM push_matches
 WHERE status = 'scheduled' AND due_at <= %s LIMIT %s
 """
+_PURGE_DRAFTS = "DELETE FROM push_intents WHERE status = 'draft' AND created_at < %s - interval '1 day'"
 _DIGEST_OWNERS = """
 SELECT DISTINCT m.open_kfid, m.external_userid, pr.timezone, pr.digest_hour, pr.mode
 FROM push_matches m
@@ -227,8 +228,12 @@ class PushService:
         return queued
 
     async def tick(self) -> int:
-        """Deliveries for every scheduled push that is due (the push:tick job); returns how many were queued."""
+        """Deliveries for every scheduled push that is due (the push:tick job); returns how many were queued.
+
+        Drafts of create_intent that nobody confirmed within a day are removed on the way.
+        """
         async with self.pool.connection() as conn:
+            await conn.execute(_PURGE_DRAFTS, (self.clock(),))
             rows = await (
                 await conn.execute(_DUE, (self.clock(), 10 * self.settings.push_sends_per_minute))
             ).fetchall()
