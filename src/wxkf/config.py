@@ -19,6 +19,17 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 DEEPSEEK_BASE_URL = "https://api.deepseek.com"
 
 
+def valid_timezone(value: str) -> str:
+    """`value` when it names an IANA time zone, else a ValueError saying so."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"不是有效的时区名（如 Asia/Shanghai）/ unknown time zone {value!r}") from None
+    return value
+
+
 class SettingsError(Exception):
     """The settings are invalid; `problems` holds one readable line per variable."""
 
@@ -174,13 +185,7 @@ class Settings(BaseSettings):
     @field_validator("contact_timezone", "push_timezone")
     @classmethod
     def _check_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"不是有效的时区名（如 Asia/Shanghai）/ unknown time zone {value!r}") from None
-        return value
+        return valid_timezone(value)
 
     @field_validator("push_quiet_hours")
     @classmethod

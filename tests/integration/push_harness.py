@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from wxkf.demo import PROFILES
 from wxkf.kf.responder import Responder
 from wxkf.push.models import IntentIn, Owner, ProfileIn
 from wxkf.push.service import PushService
@@ -62,15 +63,8 @@ class PushRun:
         return created.id
 
     async def profile(self, name: str = "张三", **fields: Any) -> int:
-        values: dict[str, Any] = {
-            "city": "北京",
-            "company": "智元科技",
-            "position": "CTO",
-            "tags": ["AI", "连续创业"],
-            "description": "在北京做 AI 大模型应用的连续创业者，寻找合伙人",
-            **fields,
-        }
-        created = await self.push.create_profile(ProfileIn(name=name, **values))
+        """The demo's first profile (a Beijing AI founder), renamed and changed by `fields`."""
+        created = await self.push.create_profile(ProfileIn(**{**PROFILES[0], "name": name, **fields}))
         return created.id
 
     async def history(self, customer: str) -> list[tuple[str, str | None]]:

@@ -313,26 +313,10 @@ class Deliveries:
         if not msgids:  # the decision saw budget under the same lock: only a clock moving backwards gets here
             await self._record(conn, owner, chosen, "dropped", Reason.BUDGET_USED_UP, now)
             return Outcome(Action.DROP, Reason.BUDGET_USED_UP, waiting=len(chosen))
-        by_id = {m["id"]: m for m in chosen}
         for item, match in zip(shown, chosen, strict=False):
             await conn.execute(_MARK_PUSHED, (item.match_id, match["id"]))
-            await conn.execute(
-                _HISTORY,
-                (
-                    match["id"],
-                    match["intent_id"],
-                    owner.open_kfid,
-                    owner.external_userid,
-                    "sent",
-                    None,
-                    None,
-                    msgids[0],
-                    name,
-                    now,
-                ),
-            )
-            by_id.pop(match["id"])
-        return Outcome(Action.SEND, msgid=msgids[0], sent=len(shown), waiting=len(by_id))
+            await _history(conn, owner, match, "sent", now, msgid=msgids[0], template=name)
+        return Outcome(Action.SEND, msgid=msgids[0], sent=len(shown), waiting=len(chosen) - len(shown))
 
     async def _record(
         self,
@@ -355,18 +339,20 @@ class Deliveries:
             return
         await conn.execute(_MARK, (status, reason_value, due_at, [m["id"] for m in changed]))
         for match in changed:
-            await conn.execute(
-                _HISTORY,
-                (
-                    match["id"],
-                    match["intent_id"],
-                    owner.open_kfid,
-                    owner.external_userid,
-                    history_status,
-                    reason_value,
-                    due_at,
-                    None,
-                    None,
-                    now,
-                ),
-            )
+            await _history(conn, owner, match, history_status, now, reason=reason_value, due_at=due_at)
+
+
+async def _history(
+    conn: AsyncConnection[Any],
+    owner: Owner,
+    match: dict[str, Any],
+    status: str,
+    now: datetime,
+    *,
+    reason: str | None = None,
+    due_at: datetime | None = None,
+    msgid: str | None = None,
+    template: str | None = None,
+) -> None:
+    row = (match["id"], match["intent_id"], owner.open_kfid, owner.external_userid, status, reason, due_at)
+    await conn.execute(_HISTORY, (*row, msgid, template, now))

@@ -218,23 +218,27 @@ class Matcher:
                 if keyword_terms:
                     rows += await mentioning.fetchall()
                 done = set(await recorded.fetchall())
-        unrelated = self._vectors.unrelated
         found: list[Candidate] = []
         seen: set[int] = set()
         for row in rows:
             if row["id"] in seen or (row["id"], row["version"]) in done:
                 continue
             seen.add(row["id"])
-            scored = score(
-                conditions,
-                as_condition_profile(row),
-                similarity=row["similarity"],
-                unrelated=unrelated,
-                weights=self._weights,
-            )
+            scored = self._score(conditions, row, row["similarity"])
             if scored is not None:
                 found.append(Candidate(row, scored))
         return found
+
+    def _score(
+        self, conditions: Conditions, profile: dict[str, Any], similarity: float | None
+    ) -> Scored | None:
+        return score(
+            conditions,
+            as_condition_profile(profile),
+            similarity=similarity,
+            unrelated=self._vectors.unrelated,
+            weights=self._weights,
+        )
 
     async def _search_plan(
         self, conn: AsyncConnection[Any], gates: sql.Composable, params: dict[str, Any]
@@ -276,18 +280,14 @@ class Matcher:
                 ).fetchall()
             }
         run = MatchRun(scored=len(rows))
-        unrelated = self._vectors.unrelated
         per_intent: dict[int, tuple[dict[str, Any], list[Candidate]]] = {}
+        parsed: dict[int, Conditions] = {}
         for row in rows:
             profile = profiles[row["profile_id"]]
-            conditions = Conditions.model_validate(row["conditions"])
-            scored = score(
-                conditions,
-                as_condition_profile(profile),
-                similarity=row["similarity"],
-                unrelated=unrelated,
-                weights=self._weights,
+            conditions = parsed.get(row["id"]) or parsed.setdefault(
+                row["id"], Conditions.model_validate(row["conditions"])
             )
+            scored = self._score(conditions, profile, row["similarity"])
             if scored is not None and scored.score >= row["threshold"]:
                 entry = per_intent.setdefault(row["id"], (row, []))
                 entry[1].append(Candidate(profile, scored))

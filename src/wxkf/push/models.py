@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from wxkf.config import valid_timezone
 from wxkf.push.conditions import ATTRIBUTE_NAME, FIELDS, Conditions
 from wxkf.push.quiet import QuietHours
 
@@ -215,13 +216,7 @@ class Preferences(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"不是有效的时区名（如 Asia/Shanghai）/ unknown time zone {value!r}") from None
-        return value
+        return valid_timezone(value)
 
     @property
     def quiet(self) -> QuietHours | None:
