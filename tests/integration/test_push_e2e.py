@@ -211,9 +211,9 @@ async def test_a_mini_program_card_arrives_with_a_thumb_renewed_before_it_expire
             appid="wx8bd80126147dfAAA",
             pagepath="pages/match/index?no={match_id}",
             title="{profile_name} 符合【{intent_name}】",
-            thumb="0" * 64,
+            thumb=await run.push.save_thumb(PNG, "cover.png"),
         )
-        await run.push.save_template("card", card, thumb=(PNG, "cover.png"))
+        await run.push.save_template("card", card)
         await run.intent(customer, template="card")
         await run.profile("张三")
         await run.run.until(lambda: _count(run, customer, 1))

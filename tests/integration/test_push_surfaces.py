@@ -151,6 +151,9 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
     assert matched.exit_code == 0, matched.output
     assert "新匹配 1" in matched.output
     assert "张三" in matched.output
+    template = CliRunner().invoke(cli, ["push", "templates", "set", "short", "--text", "匹配度 {score_pct}%"])
+    assert template.exit_code == 1
+    assert "「{score_pct}」不是可用的占位符" in template.output
     wrong = CliRunner().invoke(
         cli, ["push", "intents", "add", "wkCLI", "wmCLI", "--name", "x", "--require", "age>老"]
     )

@@ -457,26 +457,23 @@ def templates_set(
     from wxkf.push.errors import validated
     from wxkf.push.templates import MiniProgramTemplate, Template, TextTemplate
 
-    template: Template
-    cover: tuple[bytes, str] | None = None
-    if appid:
-        if thumb is None or pagepath is None:
-            raise _fail("小程序模板需要 --pagepath 和 --thumb / a card needs --pagepath and --thumb")
-        try:
-            cover = (thumb.read_bytes(), thumb.name)
-        except OSError as exc:
-            raise _fail(f"无法读取 {thumb}: {exc.strerror}") from None
-        fields = {
-            "appid": appid,
-            "pagepath": pagepath,
-            "thumb": "0" * 64,
-            **({"title": title} if title else {}),
-        }
-        template = validated(MiniProgramTemplate, fields)
-    else:
-        fields = {k: v for k, v in (("content", text), ("merged", merged), ("item", item)) if v}
-        template = validated(TextTemplate, fields)
-    _run(lambda push: push.save_template(name, template, thumb=cover))
+    async def save(push: PushService) -> Template:
+        template: Template
+        if appid:
+            if thumb is None or pagepath is None:
+                raise _fail("小程序模板需要 --pagepath 和 --thumb / a card needs --pagepath and --thumb")
+            try:
+                cover = thumb.read_bytes()
+            except OSError as exc:
+                raise _fail(f"无法读取 {thumb}: {exc.strerror}") from None
+            fields = {"appid": appid, "pagepath": pagepath, "thumb": await push.save_thumb(cover, thumb.name)}
+            template = validated(MiniProgramTemplate, {**fields, **({"title": title} if title else {})})
+        else:
+            texts = {k: v for k, v in (("content", text), ("merged", merged), ("item", item)) if v}
+            template = validated(TextTemplate, texts)
+        return await push.save_template(name, template)
+
+    _run(save)
     console.print(f"✅ 模板 {name} 已保存 / template saved")
 
 

@@ -438,22 +438,21 @@ class PushService:
 
     # --- templates ----------------------------------------------------------------------------------
 
-    async def save_template(
-        self, name: str, template: Template, *, thumb: tuple[bytes, str] | None = None
-    ) -> Template:
-        """Check and save a template; `thumb` (bytes, filename) is a mini-program card's cover image."""
+    async def save_thumb(self, data: bytes, filename: str) -> str:
+        """Keep a card's cover image; its digest is the template's `thumb` (uploaded when first sent)."""
+        if not data.startswith((b"\x89PNG", b"\xff\xd8\xff")):
+            raise InvalidInput(
+                ["thumb: 封面须是 JPG 或 PNG 图片 / the cover must be a JPG or PNG (wecom-api §8)"]
+            )
+        return await self.media.save(data, filename)
+
+    async def save_template(self, name: str, template: Template) -> Template:
+        """Check and save a template; a card's `thumb` must be a saved image (`save_thumb`)."""
         if not name.strip() or len(name) > 64:
             raise InvalidInput(["name: 1–64 个字符 / 1-64 characters"])
-        if thumb is not None:
-            if not isinstance(template, MiniProgramTemplate):
-                raise InvalidInput(
-                    ["thumb: 只有小程序模板有缩略图 / only mini-program templates have a thumb"]
-                )
-            digest = await self.media.save(thumb[0], thumb[1])
-            template = template.model_copy(update={"thumb": digest})
         check(template)
         if isinstance(template, MiniProgramTemplate):
-            await self.media.info(template.thumb)  # the thumb must be a saved file
+            await self.media.info(template.thumb)
         async with self.pool.connection() as conn:
             await store.set_template_row(conn, name, template.kind, template.model_dump(exclude={"kind"}))
         return template

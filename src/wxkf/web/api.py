@@ -311,18 +311,17 @@ async def put_template(
     """Save a template; an unknown placeholder is refused, naming it."""
     if isinstance(body, TextTemplate):
         return TemplateOut(name=name, template=await push.save_template(name, body))
-    thumb: tuple[bytes, str] | None = None
+    data: dict[str, Any] = body.model_dump(exclude={"thumb_base64", "thumb_filename"}, exclude_none=True)
     if body.thumb_base64:
         try:
-            thumb = (base64.b64decode(body.thumb_base64, validate=True), body.thumb_filename)
+            cover = base64.b64decode(body.thumb_base64, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidInput(["thumb_base64: 不是有效的 base64 / not valid base64"]) from None
+        data["thumb"] = await push.save_thumb(cover, body.thumb_filename)
     elif not body.thumb:
         raise InvalidInput(["thumb_base64: 小程序卡片需要封面图 / a card needs a cover image"])
-    data: dict[str, Any] = body.model_dump(exclude={"thumb_base64", "thumb_filename"}, exclude_none=True)
-    data.setdefault("thumb", "0" * 64)
     template = validated(MiniProgramTemplate, data)
-    return TemplateOut(name=name, template=await push.save_template(name, template, thumb=thumb))
+    return TemplateOut(name=name, template=await push.save_template(name, template))
 
 
 @router.delete("/templates/{name}", tags=["templates"])
