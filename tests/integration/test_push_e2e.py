@@ -264,3 +264,26 @@ async def test_view_shows_the_details_and_unsubscribe_stops_the_pushes(settings_
 async def _replied(run: PushRun, customer: str, start: str) -> bool:
     texts = await run.run.texts(customer)
     return bool(texts) and texts[-1].startswith(start)
+
+
+async def test_the_daily_digest_sends_what_waited_once_the_customer_is_back(settings_factory: Any) -> None:
+    async with push_pipeline(settings_factory) as run:
+        customer = run.sim.customers[0]
+        await at_local_hour(run, 10)
+        await _open_window(run, customer)
+        await _use_budget(run, customer, used=4)  # the window's last message is the customer's
+        await run.intent(customer)
+        await run.profile()
+        await run.run.until(lambda: _history_is(run, customer, [("dropped", "last_message_kept")]))
+        await at_local_hour(run, 8, 30)  # the next morning the customer writes again: a new window
+        await _open_window(run, customer, "早上好")
+        assert await run.pushes(customer) == []  # nothing is pushed on the back of an answer
+        await at_local_hour(run, 9)  # PUSH_DIGEST_HOUR
+        assert await run.push.digest() == 1  # what the hourly push:digest job does
+        await run.run.until(lambda: _count(run, customer, 1))
+        assert "【张三】" in (await run.push_texts(customer))[0]
+        periodic = {
+            p.task.name: p.cron
+            for p in run.push.pipeline.procrastinate.periodic_registry.periodic_tasks.values()
+        }
+        assert periodic == {"push:tick": "* * * * * *", "push:digest": "0 * * * *"}
