@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -75,8 +76,9 @@ _RECORDED = (
 )
 # Below this many profiles left by the gates (the planner's estimate, reached through an index) the
 # search is exact; above it HNSW, searching at most MAX_EF_SEARCH deep (benchmarks/README.md, push).
-EXACT_BELOW = 8_000
-MAX_EF_SEARCH = 400
+EXACT_BELOW = 5_000
+MAX_EF_SEARCH = 300
+PLAN_SECONDS = 600.0
 _INTENT_FOR_MATCHING = f"""
 SELECT {_INTENT_READ}, i.embedding::text AS embedding, i.embedder, i.status, i.expires_at
 FROM push_intents i WHERE i.id = %s
@@ -153,6 +155,7 @@ class Matcher:
         self._llm = llm
         self._llm_weight = llm_weight
         self._clock = clock
+        self._plans: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[float, tuple[bool, int]]] = {}
 
     # --- an intent against the profiles -----------------------------------------------------------
 
@@ -186,12 +189,14 @@ class Matcher:
         params.update({"embedder": intent["embedder"], "q": intent["embedding"], "k": self._k})
         columns, dimension = sql.SQL(_PROFILE_READ), sql.Literal(dim or 1)
         rows: list[dict[str, Any]] = []
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._pool.connection() as conn:
             exact, ef_search = False, max(40, self._k)
             if gated and dim:
                 exact, ef_search = await self._search_plan(conn, gates, params)
-            await conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
+            # One round trip: the search width (the pooled connection's setting, set before every
+            # search, read only by HNSW scans), the two candidate searches, the pairs already scored.
             async with conn.pipeline():
+                await conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef_search),))
                 nearest = conn.cursor(row_factory=dict_row)
                 mentioning = conn.cursor(row_factory=dict_row)
                 recorded = conn.cursor()
@@ -241,6 +246,25 @@ class Matcher:
         )
 
     async def _search_plan(
+        self, conn: AsyncConnection[Any], gates: sql.Composable, params: dict[str, Any]
+    ) -> tuple[bool, int]:
+        """`_plan_search`, remembered for PLAN_SECONDS per set of gates: the estimate moves with the
+        statistics, not with each intent (most intents share a few cities and ranges)."""
+        key = (
+            gates.as_string(conn),
+            tuple(sorted((k, repr(v)) for k, v in params.items() if k not in ("q",))),
+        )
+        now = time.monotonic()
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        plan = await self._plan_search(conn, gates, params)
+        if len(self._plans) >= 10_000:
+            self._plans.clear()
+        self._plans[key] = (now + PLAN_SECONDS, plan)
+        return plan
+
+    async def _plan_search(
         self, conn: AsyncConnection[Any], gates: sql.Composable, params: dict[str, Any]
     ) -> tuple[bool, int]:
         """(exact?, hnsw.ef_search) from the planner's estimate of the profiles the gates leave.
