@@ -27,9 +27,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from wxkf.clock import Clock
-from wxkf.kf.budget import ReplyBudget
+from wxkf.kf.budget import WINDOW, ReplyBudget
 from wxkf.kf.outbox import OutboxMessage, enqueue_messages
 from wxkf.kf.responder import Conversation
+from wxkf.media import MediaError
 from wxkf.push import store
 from wxkf.push.eligibility import Action, Decision, Reason, Situation, decide
 from wxkf.push.models import Owner, Preferences
@@ -42,6 +43,7 @@ from wxkf.push.templates import (
     render_card,
     render_text,
 )
+from wxkf.wecom.errors import WeComError
 
 log = logging.getLogger("wxkf.push.delivery")
 
@@ -66,7 +68,8 @@ WHERE m.open_kfid = %(k)s AND m.external_userid = %(u)s
 """
 _CONVERSATION = """
 SELECT paused_until,
-       CASE WHEN state_checked_at > now() - make_interval(secs => %s) THEN service_state END
+       CASE WHEN state_checked_at > now() - make_interval(secs => %s) THEN service_state END,
+       window_started_at
 FROM kf_conversations WHERE open_kfid = %s AND external_userid = %s
 """
 _SENT_TODAY = """
@@ -141,13 +144,13 @@ class Deliveries:
                 await conn.execute(_CONVERSATION, (self._state_cache, owner.open_kfid, owner.external_userid))
             ).fetchone()
             prepared = {name: await self._templates(conn, name) for name in {*names, DEFAULT_TEMPLATE}}
-        paused_until, cached_state = row if row is not None else (None, None)
+        paused_until, state, window = row if row is not None else (None, None, None)
         wecom_failed = False
-        state = cached_state
-        if state is None:
+        window_open = window is not None and self._clock() < window + WINDOW
+        if state is None and window_open:  # a closed window is decided without asking WeCom
             try:
                 state = await self._session_state(conversation)
-            except Exception as exc:  # WeCom unreachable or refusing: decide later, not now
+            except WeComError as exc:  # WeCom unreachable or refusing: decide later, not now
                 log.warning(
                     "读取会话状态失败，推送稍后重试 / push delayed: reading the session state failed: %s",
                     type(exc).__name__,
@@ -159,7 +162,7 @@ class Deliveries:
             for name, template in prepared.items():
                 if isinstance(template, MiniProgramTemplate):
                     thumbs[name] = await self._thumb(template.thumb)
-        except Exception as exc:
+        except (WeComError, MediaError) as exc:
             log.warning(
                 "小程序卡片缩略图上传失败，推送稍后重试 / push delayed: the card's thumb could not be uploaded: %s",
                 type(exc).__name__,
@@ -172,6 +175,8 @@ class Deliveries:
             )
         if outcome.msgid is not None:
             await self._defer_converse(conversation)
+        if outcome.action is None:
+            return outcome
         log.info(
             "推送 / push %s: %s%s",
             outcome.action.value if outcome.action else "none",
