@@ -385,14 +385,15 @@ def sql_gate(
         or (isinstance(value, list) and bool(value) and _is_number(value[0]))
     )
     column: sql.Composable
-    if kind == "number" or (kind is None and numeric):
-        if kind == "number":
-            column = sql.SQL("p.{}::float8").format(sql.Identifier(name))
-        else:
-            attr = param("k", name)
-            column = sql.SQL(
-                "(CASE WHEN jsonb_typeof(p.attributes -> {a}) = 'number' THEN (p.attributes ->> {a})::float8 END)"
-            ).format(a=attr)
+    if kind == "number":
+        # An integer column compared with integers, as written: the planner reads its statistics
+        # (a cast to float8 would hide them, and its estimate would choose the wrong search).
+        return _integer_gate(sql.SQL("p.{}").format(sql.Identifier(name)), op, value, param), params
+    if kind is None and numeric:
+        attr = param("k", name)
+        column = sql.SQL(
+            "(CASE WHEN jsonb_typeof(p.attributes -> {a}) = 'number' THEN (p.attributes ->> {a})::float8 END)"
+        ).format(a=attr)
         if op == "gt":
             return sql.SQL("{} > {}").format(column, param("v", float(value))), params  # type: ignore[arg-type]
         if op == "lt":
@@ -413,6 +414,22 @@ def sql_gate(
         return sql.SQL("{} = {}").format(column, param("v", _lower(value))), params
     assert isinstance(value, list)
     return sql.SQL("{} = ANY({}::text[])").format(column, param("v", [_lower(v) for v in value])), params
+
+
+def _integer_gate(column: sql.Composable, op: str, value: Any, param: Any) -> sql.Composable:
+    """`holds` on an integer column, with integer bounds: age > 30.5 is age > 30, between [25.5, 40]
+    is 26..40, eq 30.5 holds for nobody."""
+    if op == "gt":
+        return sql.SQL("{} > {}").format(column, param("v", math.floor(float(value))))
+    if op == "lt":
+        return sql.SQL("{} < {}").format(column, param("v", math.ceil(float(value))))
+    if op == "between":
+        low, high = math.ceil(float(value[0])), math.floor(float(value[1]))
+        return sql.SQL("{} BETWEEN {} AND {}").format(column, param("lo", low), param("hi", high))
+    values = [int(float(v)) for v in (value if isinstance(value, list) else [value]) if float(v).is_integer()]
+    if not values:
+        return sql.SQL("false")
+    return sql.SQL("{} = ANY({}::int[])").format(column, param("v", values))
 
 
 def sql_gates(conditions: Conditions) -> tuple[sql.Composable, dict[str, Any]]:

@@ -14,7 +14,6 @@ pushed for an intent is recorded as `retired` (already_pushed) when it matches a
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -76,8 +75,8 @@ _RECORDED = (
 )
 # Below this many profiles left by the gates (the planner's estimate, reached through an index) the
 # search is exact; above it HNSW, searching at most MAX_EF_SEARCH deep (benchmarks/README.md, push).
-EXACT_BELOW = 5_000
-MAX_EF_SEARCH = 300
+EXACT_BELOW = 3_000
+MAX_EF_SEARCH = 200
 PLAN_SECONDS = 600.0
 _INTENT_FOR_MATCHING = f"""
 SELECT {_INTENT_READ}, i.embedding::text AS embedding, i.embedder, i.status, i.expires_at
@@ -277,8 +276,11 @@ class Matcher:
         row = await cur.fetchone()
         plan = row[0][0]["Plan"] if row else {}
         estimate = float(plan.get("Plan Rows", 0))
-        scans = json.dumps(plan)
-        if estimate <= EXACT_BELOW and '"Seq Scan"' not in scans:
+        # The exact search reads every row the index hands over, before the other gates filter them:
+        # the largest node of the plan bounds that work, its last node only what survives.
+        nodes = list(_plan_nodes(plan))
+        read = max((float(n.get("Plan Rows", 0)) for n in nodes), default=estimate)
+        if read <= EXACT_BELOW and all(n.get("Node Type") != "Seq Scan" for n in nodes):
             return True, self._k
         total = await (
             await conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'push_profiles'::regclass")
@@ -403,6 +405,13 @@ class Matcher:
         )
         row = await cur.fetchone()
         return None if row is None else str(row[1])
+
+
+def _plan_nodes(node: dict[str, Any]) -> Any:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
 
 
 def literal_floats(text: str | None) -> list[float]:
