@@ -125,7 +125,8 @@ async def test_an_unparseable_llm_verdict_is_no_match_and_a_valid_one_is_blended
     accepted = [m for m in matches.values() if m.status == "pending"]
     assert [m.reason for m in rejected] == ["llm_unparseable"]
     assert accepted[0].parts["llm"] == 0.9
-    assert "模型判断：上海的AI工程师" in accepted[0].explanation
+    assert accepted[0].explanation.startswith("关键词「AI」")  # the rules' reasons, then the model's
+    assert accepted[0].explanation.endswith("；模型判断：上海的AI工程师")
     assert len(fake.chat_requests()) == 2  # one question per pair, never repeated
 
 

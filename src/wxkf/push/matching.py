@@ -75,8 +75,8 @@ _RECORDED = (
 )
 # Below this many profiles left by the gates (the planner's estimate, reached through an index) the
 # search is exact; above it HNSW, searching at most MAX_EF_SEARCH deep (benchmarks/README.md, push).
-EXACT_BELOW = 3_000
-MAX_EF_SEARCH = 200
+EXACT_BELOW = 2_000
+MAX_EF_SEARCH = 100
 PLAN_SECONDS = 600.0
 _INTENT_FOR_MATCHING = f"""
 SELECT {_INTENT_READ}, i.embedding::text AS embedding, i.embedder, i.status, i.expires_at

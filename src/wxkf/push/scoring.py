@@ -32,8 +32,13 @@ class Scored:
     parts: dict[str, float]  # preferred / keywords / semantic: each in [0, 1], only those that apply
     matched: list[dict[str, str]] = field(
         default_factory=list
-    )  # {"kind": required|preferred|keyword, "text": …}
-    explanation: str = ""
+    )  # {"kind": required|preferred|keyword, "text"}
+    note: str = ""  # added to the explanation: the LLM's reason
+
+    @property
+    def explanation(self) -> str:
+        """Written when read: most candidates are scored and dropped, few are recorded."""
+        return explain(self.matched, self.parts) + (f"；{self.note}" if self.note else "")
 
 
 def semantic_part(similarity: float, unrelated: float) -> float:
@@ -73,7 +78,7 @@ def score(
     weight_of = {"preferred": weights.preferred, "keywords": weights.keywords, "semantic": weights.semantic}
     total = sum(weight_of[name] for name in parts)
     value = sum(weight_of[name] * part for name, part in parts.items()) / total if total > 0 else 1.0
-    return Scored(round(value, 4), parts, matched, explain(matched, parts))
+    return Scored(round(value, 4), parts, matched)
 
 
 def explain(matched: list[dict[str, str]], parts: dict[str, float]) -> str:
