@@ -22,6 +22,7 @@ from wxkf.kf.cli import session_app as kf_session_app
 from wxkf.ops.cli import doctor as doctor_command
 from wxkf.ops.explain import CONTEXT_SETTINGS as EXPLAIN_CONTEXT
 from wxkf.ops.explain import explain as explain_command
+from wxkf.push.cli import push_app
 from wxkf.simulator.cli import simulator_app
 from wxkf.web.console.cli import console_app
 
@@ -39,6 +40,7 @@ app.add_typer(contact_app, name="contact")
 app.add_typer(simulator_app, name="simulator")
 app.add_typer(llm_app, name="llm")
 app.add_typer(kb_app, name="kb")
+app.add_typer(push_app, name="push")
 app.command("doctor")(doctor_command)
 app.add_typer(kf_session_app, name="session")
 app.add_typer(accounts_app, name="accounts")

@@ -23,6 +23,17 @@ MIN_LEDGER_RETENTION_DAYS = 4  # wecom-api §3: 3 days of sync_msg history, and 
 MIN_CONTACT_RETENTION_DAYS = 32  # wecom-api §9: the receive cap may count a natural month
 
 
+def valid_timezone(value: str) -> str:
+    """`value` when it names an IANA time zone, else a ValueError saying so."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"不是有效的时区名（如 Asia/Shanghai）/ unknown time zone {value!r}") from None
+    return value
+
+
 class SettingsError(Exception):
     """The settings are invalid; `problems` holds one readable line per variable."""
 
@@ -168,6 +179,9 @@ class Settings(BaseSettings):
     media_s3_access_key: str = ""
     media_s3_secret_key: SecretStr | None = None
     media_s3_prefix: str = "wxkf/"
+    # Outbound media (wecom-api §8): an uploaded media_id lives 3 days; an upload is reused until this
+    # many hours before its expiry, then uploaded again, so a message never carries one about to expire.
+    media_refresh_margin_hours: float = Field(default=12.0, ge=0, le=48)
 
     # Seeing images: a vision-capable model on an OpenAI-compatible endpoint (content parts with
     # image_url). Empty model: no vision; the customer is asked to describe the picture in words.
@@ -181,6 +195,40 @@ class Settings(BaseSettings):
     stt_format: Literal["wav", "mp3", "flac"] = "wav"
     stt_language: str = "zh"
     stt_timeout_seconds: float = 30.0
+
+    # The REST API under /api/ (push intents, profiles, …): callers send `Authorization: Bearer <key>`.
+    # Unset: the API refuses every request (401) and says how to enable it.
+    wxkf_api_key: SecretStr | None = None
+
+    # Push notifications (wxkf.push, docs/push.md): a customer's intents matched against profiles.
+    # Score = weighted mean of the parts that apply (preferred conditions, keywords, semantic similarity):
+    # what the customer named outright weighs more than a resemblance of texts.
+    push_weight_preferred: float = Field(default=0.35, ge=0)
+    push_weight_keywords: float = Field(default=0.35, ge=0)
+    push_weight_semantic: float = Field(default=0.3, ge=0)
+    push_default_threshold: float = Field(default=0.6, ge=0, le=1)  # an intent's threshold unless given
+    push_semantic_candidates: int = Field(default=50, ge=1, le=1000)  # nearest profiles per intent (HNSW)
+    push_top_candidates: int = Field(default=5, ge=1, le=100)  # new matches recorded per intent and run
+    push_llm_rerank: bool = True  # with an LLM key: the model re-checks each new match (JSON, validated)
+    push_weight_llm: float = Field(default=0.5, ge=0, le=1)  # the model's share of a re-ranked score
+    # wecom-api §4: 5 messages per customer message. A push leaves this many to answer the customer.
+    push_keep_for_replies: int = Field(default=1, ge=0, le=4)
+    push_timezone: str = "Asia/Shanghai"  # a customer's time zone unless their preferences say otherwise
+    push_quiet_hours: str = (
+        "22:00-08:00"  # HH:MM-HH:MM in the customer's time zone, may cross midnight; empty: none
+    )
+    push_daily_limit: int = Field(default=10, ge=0)  # push messages per customer per local day
+    push_min_score: float = Field(
+        default=0.0, ge=0, le=1
+    )  # a customer's floor on top of each intent's threshold
+    push_digest_hour: int | None = Field(
+        default=9, ge=0, le=23
+    )  # the daily digest's local hour; None: no digest
+    push_max_items: int = Field(default=5, ge=1, le=10)  # matches merged into one message
+    # wecom-api §10: 10,000 calls per API per minute per corp; a push costs one send_msg (and maybe a
+    # service_state/get): batches are spread to stay well under it.
+    push_sends_per_minute: int = Field(default=1000, ge=1, le=5000)
+    push_tick_cron: str = "* * * * *"  # how often scheduled pushes are checked (procrastinate periodic)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -266,18 +314,18 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("contact_timezone")
+    @field_validator("contact_timezone", "push_timezone")
     @classmethod
-    def _check_contact_timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    def _check_timezone(cls, value: str) -> str:
+        return valid_timezone(value)
 
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"CONTACT_TIMEZONE 不是有效的时区名（如 Asia/Shanghai）/ unknown time zone {value!r}"
-            ) from None
-        return value
+    @field_validator("push_quiet_hours")
+    @classmethod
+    def _check_quiet_hours(cls, value: str) -> str:
+        from wxkf.push.quiet import QuietHours
+
+        QuietHours.parse(value)  # raises ValueError with the fix
+        return value.strip()
 
     @field_validator("retention_inbound_days", "retention_outbox_days")
     @classmethod
@@ -301,14 +349,14 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("retention_cron")
+    @field_validator("retention_cron", "push_tick_cron")
     @classmethod
-    def _check_retention_cron(cls, value: str) -> str:
+    def _check_cron(cls, value: str) -> str:
         from croniter import croniter
 
         if not croniter.is_valid(value):
             raise ValueError(
-                "RETENTION_CRON 不是有效的 cron 表达式（如 */10 * * * *）/ not a cron expression such as */10 * * * *"
+                f"不是有效的 cron 表达式（如 */10 * * * *）/ not a cron expression such as */10 * * * *: {value!r}"
             )
         return value
 
@@ -341,6 +389,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"MEDIA_STORE=s3 需要设置 {', '.join(missing)} / MEDIA_STORE=s3 needs {', '.join(missing)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_push_weights(self) -> Settings:
+        if self.push_weight_preferred + self.push_weight_keywords + self.push_weight_semantic <= 0:
+            raise ValueError(
+                "PUSH_WEIGHT_PREFERRED / PUSH_WEIGHT_KEYWORDS / PUSH_WEIGHT_SEMANTIC 不能全为 0 / "
+                "at least one of the push score weights must be above 0"
+            )
         return self
 
     @model_validator(mode="after")

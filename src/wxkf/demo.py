@@ -13,6 +13,8 @@ Commands show WeCom's rules and wxkf's answers to them:
     /image  you send a photo of a parcel — downloaded with media/get; seen by a vision model when
             LLM_VISION_MODEL is set, else an honest "please describe it"
     /voice  you send a voice note (AMR) — transcribed when STT_BASE_URL is set, else the same honesty
+    /push   you are looking for someone; a matching profile is added and the push arrives — at night
+            it waits for the morning (the clock advances); reply 查看1 for the details
     /state  the session's state;  /help;  /quit
 
 Every command works in every state (/human when a human already serves says so, /bot with nobody
@@ -25,6 +27,7 @@ steps, each step shown once it is settled. Each run starts from an empty databas
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import sys
 import threading
@@ -49,6 +52,8 @@ PARAPHRASE = "东西送来就坏掉了"
 TOUR = [
     "你好",
     "运费怎么算？",
+    "/push",
+    "查看1",
     "/human",
     "还有人在吗？",
     "/bot",
@@ -65,7 +70,7 @@ TOUR = [
 ]
 HELP = (
     "输入文字即以客户身份发消息 / type to write as the customer. "
-    "命令 / commands: /human /bot /48h /six /image /voice /state /help /quit"
+    "命令 / commands: /human /bot /48h /six /push /image /voice /state /help /quit"
 )
 
 
@@ -104,15 +109,19 @@ class Demo:
     """The customer's side of the demo: what they type, what they receive, and wxkf's reasons.
 
     `wait`: each step waits until it is settled before the next (the scripted tour). Otherwise a
-    background thread prints what arrives, and each typed line is taken at once.
+    background thread prints what arrives, and each typed line is taken at once. `api` is wxkf's
+    HTTP API (the /push step).
     """
 
-    def __init__(self, sim: Any, conninfo: str, console: Console, *, wait: bool = True) -> None:
+    def __init__(
+        self, sim: Any, conninfo: str, console: Console, *, wait: bool = True, api: PushApi | None = None
+    ) -> None:
         self.sim = sim
         self.control = sim.control
         self.conninfo = conninfo
         self.console = console
         self.wait = wait
+        self.api = api
         self.customer: str = sim.customers[0]
         self.seen_received = 0
         self.seen_decision_id = 0
@@ -309,6 +318,59 @@ class Demo:
         self.last_msgid = str(item["msgid"])
         self.show_new(self.settled(self.last_msgid))
 
+    def push(self) -> None:
+        """An intent, a profile that matches it by day, another at night that waits for the morning."""
+        if self.api is None:
+            return
+        self.api.post(
+            "/api/intents",
+            {
+                "open_kfid": self.sim.open_kfid,
+                "external_userid": self.customer,
+                "name": "寻找AI合作伙伴",
+                "description": "想找北京做 AI 的创业伙伴",
+                "conditions": {
+                    "required": [{"field": "city", "op": "eq", "value": "北京"}],
+                    "keywords": ["AI", "创业"],
+                },
+                "threshold": 0.5,
+            },
+        )
+        self.console.print(
+            "🎯 客户的意图：寻找AI合作伙伴（必须在北京，关键词 AI、创业）。有大模型时，客户说「帮我找…」，"
+            "create_intent 工具在客户确认后创建它。\n   the customer's intent (with an LLM, the create_intent tool "
+            "makes it after the customer confirms).",
+            highlight=False,
+        )
+        self.at_local(14)
+        before = len(self.received())
+        self.api.post("/api/profiles", PROFILES[0])
+        self.console.print(
+            "👤 14:00 新资料：张三，北京，AI 创业公司 CTO / a matching profile is added", highlight=False
+        )
+        self.show_new(lambda: len(self.received()) > before)
+        self.at_local(23)
+        self.api.post("/api/profiles", PROFILES[1])
+        self.console.print("👤 23:00 又一份匹配的资料：李四 / another match, at night", highlight=False)
+        waiting = self.api.wait_for_history(self.sim.open_kfid, self.customer, "scheduled")
+        self.console.print(f"🌙 wxkf: {waiting}", highlight=False)
+        self.at_local(8)
+        self.console.print("⏩ 08:00 静默时段结束 / quiet hours are over", highlight=False)
+        self.show_new(lambda: len(self.received()) > before + 1)
+
+    def at_local(self, hour: int) -> None:
+        """Advance the simulated clock to the next `hour`:00 in Asia/Shanghai."""
+        from datetime import UTC, datetime, timedelta
+        from zoneinfo import ZoneInfo
+
+        now = datetime.fromtimestamp(float(self.control.clock()["now"]), UTC).astimezone(
+            ZoneInfo("Asia/Shanghai")
+        )
+        target = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+        if target <= now:
+            target += timedelta(days=1)
+        self.control.advance((target - now).total_seconds())
+
     def run(self, lines: Iterator[str]) -> None:
         self.console.print(HELP, highlight=False)
         self.control.enter(self.customer)
@@ -320,6 +382,7 @@ class Demo:
             "/six": self.six,
             "/image": lambda: self.media("image"),
             "/voice": lambda: self.media("voice"),
+            "/push": self.push,
             "/state": self.state,
             "/help": lambda: self.console.print(HELP, highlight=False),
         }
@@ -356,6 +419,57 @@ async def _defer_converse(conninfo: str, conversation: Any) -> None:
     jobs.register_tasks(app)
     async with app.open_async():
         await jobs.defer_converse(app, conversation)
+
+
+PROFILES = [
+    {
+        "name": "张三",
+        "city": "北京",
+        "company": "智元科技",
+        "position": "CTO",
+        "tags": ["AI", "连续创业"],
+        "description": "在北京做 AI 大模型应用的连续创业者，正在找合伙人",
+    },
+    {
+        "name": "李四",
+        "city": "北京",
+        "company": "深瞳智能",
+        "position": "创始人",
+        "tags": ["AI", "创业"],
+        "description": "计算机视觉创业者，关注 AI 落地",
+    },
+]
+
+
+class PushApi:
+    """The demo's client of wxkf's REST API (/api/, with the demo's own key)."""
+
+    def __init__(self, base_url: str, key: str) -> None:
+        import httpx
+
+        self._http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._http.post(path, json=body)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def wait_for_history(self, open_kfid: str, external_userid: str, status: str) -> str:
+        """The explanation of the customer's first history entry with `status` (once it exists)."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            entries = self._http.get(
+                "/api/history",
+                params={"open_kfid": open_kfid, "external_userid": external_userid, "status": status},
+            ).json()
+            if entries:
+                return str(entries[0]["explanation"])
+            time.sleep(0.1)
+        return ""
+
+    def close(self) -> None:
+        self._http.close()
 
 
 def _render(item: dict[str, Any]) -> str:
@@ -415,21 +529,26 @@ def run_demo(
         "built-in WeCom simulator and embedded PostgreSQL, nothing configured",
         highlight=False,
     )
-    with run_simulator(customers=2) as sim:
+    simulator = run_simulator(customers=2)
+    with simulator as sim:
         # Its own database, empty at each start like the simulator: the simulator's ids repeat from one
         # run to the next, and a second tour on the first one's data found every message already seen.
         # DATABASE_URL, if set, is left alone.
+        api_key = secrets.token_urlsafe(16)
         settings = load_settings(
             **sim.settings_overrides(),
             wxkf_data_dir=base.wxkf_data_dir,
             database_url=start_embedded(base.wxkf_data_dir, DEMO_DBNAME, fresh=True),
             kf_debounce_seconds=0.3,
             kf_pause_minutes=0,  # /bot hands the customer back at once, not 30 minutes after /human's greeting
+            wxkf_api_key=api_key,
+            push_tick_cron="* * * * * *",  # the demo's clock jumps: check scheduled pushes every second
         )
         configure_logging(settings)
         with _quiet_logs():
             _load_sample_kb(settings, console)
-            with BackgroundServer(create_app(settings, run_worker=True)) as server:
+            app = create_app(settings, run_worker=True, clock=simulator.world.clock.utcnow)
+            with BackgroundServer(app) as server:
                 sim.control.set_callback_url(f"{server.url}/wecom/callback")
                 console.print(
                     f"✅ wxkf 已启动 {server.url}，模拟器 {sim.base_url}，客服账号 {sim.open_kfid}",
@@ -437,7 +556,8 @@ def run_demo(
                 )
                 console.print(demo_login(resolve_conninfo(settings), server.url) + "\n", highlight=False)
                 typing = lines is not None or interactive
-                demo = Demo(sim, resolve_conninfo(settings), console, wait=not typing)
+                api = PushApi(server.url, api_key)
+                demo = Demo(sim, resolve_conninfo(settings), console, wait=not typing, api=api)
                 if typing:
                     demo.start_printer()
                 try:
@@ -446,6 +566,7 @@ def run_demo(
                     demo.run(lines)
                 finally:
                     demo.stop_printer()
+                    api.close()
     console.print("👋 演示结束 / demo finished", highlight=False)
 
 

@@ -20,18 +20,19 @@ from wxkf.kf.runtime import Pipeline, PipelineNotConfigured
 
 if TYPE_CHECKING:
     from wxkf.agent.kb import KnowledgeBase
+    from wxkf.push.service import PushService
 
 log = logging.getLogger("wxkf.service")
 
 
 @contextlib.asynccontextmanager
 async def agent_responder(
-    settings: Settings, database: Database, pipeline: Pipeline
+    settings: Settings, database: Database, pipeline: Pipeline, push: PushService | None = None
 ) -> AsyncIterator[Responder]:
     """The LLM responder when a key is configured, else the offline one, both on the knowledge base.
 
     With WeCom configured, the LLM gets the kf tools (transfer to a human, end, profile) on the
-    pipeline's own client.
+    pipeline's own client; with `push`, the intent tools (create_intent, list_my_intents, cancel_intent).
     """
     from wxkf.agent.kb import KnowledgeBase, make_embedder
     from wxkf.agent.responder import build_responder
@@ -40,13 +41,24 @@ async def agent_responder(
         wecom = pipeline.client
     except PipelineNotConfigured:
         wecom = None
+    more_tools = []
+    if push is not None:
+        from wxkf.push.tools import customer_tools
+
+        more_tools = customer_tools(push)
     knowledge = KnowledgeBase(database, make_embedder(settings), media_store=pipeline.media_store)
     from wxkf.web.console.unanswered import RecordingResponder
 
     # What the bot could not answer goes to the console's list of unanswered questions.
     responder = RecordingResponder(
         build_responder(
-            settings, database, retriever=knowledge, wecom=wecom, upgrade=wecom, accounts=pipeline.accounts
+            settings,
+            database,
+            retriever=knowledge,
+            wecom=wecom,
+            upgrade=wecom,
+            more_tools=more_tools,
+            accounts=pipeline.accounts,
         ),
         pipeline.pool,
     )
@@ -118,15 +130,21 @@ async def run_worker(
     try:
         async with Pipeline(settings, database) as pipeline:
             pipeline.client  # noqa: B018 - fail at start, with the fix, when WeCom is not configured
-            async with agent_responder(settings, database, pipeline) as responder:
-                pipeline.use_responder(responder)
-                _loop.freeze_heap()
-                announce(
-                    f"✅ worker 已启动 / worker started (concurrency "
-                    f"{concurrency or settings.kf_worker_concurrency}, responder {type(responder).__name__})"
-                )
-                await pipeline.run_worker(
-                    concurrency=concurrency, stalled_after=stalled_after, install_signal_handlers=True
-                )
+            from wxkf.push.service import PushService
+
+            push = PushService(settings, pipeline)
+            try:
+                async with agent_responder(settings, database, pipeline, push) as responder:
+                    pipeline.use_responder(push.replies(responder))
+                    _loop.freeze_heap()
+                    announce(
+                        f"✅ worker 已启动 / worker started (concurrency "
+                        f"{concurrency or settings.kf_worker_concurrency}, responder {type(responder).__name__})"
+                    )
+                    await pipeline.run_worker(
+                        concurrency=concurrency, stalled_after=stalled_after, install_signal_handlers=True
+                    )
+            finally:
+                await push.aclose()
     finally:
         await database.close()

@@ -55,6 +55,11 @@ def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_
     # The budget: 6 wanted, only what the window allows is sent.
     assert "通知 1/6" in out
     assert "通知 6/6" not in out
+    # /push: a matching profile by day is pushed at once; one at night waits for 08:00; 查看1 answers.
+    assert "【张三】符合您的意图【寻找AI合作伙伴】" in out
+    assert "客户的静默时段，结束后推送" in out
+    assert out.index("08:00 静默时段结束") < out.index("【李四】符合您的意图")
+    assert "📇 编号 1：张三" in out
     # /image and /voice without vision or speech-to-text: honest words, not a FAQ entry about 图片.
     assert "我暂时无法查看图片，请用文字描述一下问题" in out
     assert "我暂时无法收听语音，请用文字描述一下问题" in out

@@ -116,13 +116,16 @@ async def running_pipeline(
     responder: Responder | None,
     *,
     run_worker: bool = True,
-    sim: SimulatorHandle | None = None,
+    simulator: run_simulator | None = None,
     **overrides: Any,
 ) -> AsyncIterator[RunningPipeline]:
-    """The app on a real port against the simulator: a new one, or `sim` to go on with a world."""
+    """The app on a real port against the simulator: a new one, or a running `simulator` to go on
+    with its world."""
     async with contextlib.AsyncExitStack() as stack:
-        if sim is None:
-            sim = await stack.enter_async_context(run_simulator())
+        if simulator is None:
+            simulator = run_simulator()
+            await stack.enter_async_context(simulator)
+        sim = simulator.handle
         values: dict[str, Any] = {
             **sim.settings_overrides(),
             "kf_debounce_seconds": 0.3,
@@ -130,7 +133,10 @@ async def running_pipeline(
             **overrides,
         }
         settings = settings_factory(**values)
-        app = create_app(settings, run_worker=run_worker, responder=responder)
+        # wxkf's clock is the simulator's: advancing it moves windows and quiet hours on both sides.
+        app = create_app(
+            settings, run_worker=run_worker, responder=responder, clock=simulator.world.clock.utcnow
+        )
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

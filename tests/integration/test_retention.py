@@ -59,19 +59,22 @@ async def test_a_retention_pass_never_causes_a_repeat_or_a_loss(
     # Small batches, so the pass needs several of them (and more than one run) per table.
     monkeypatch.setattr(retention, "BATCH_ROWS", 2)
     monkeypatch.setattr(retention, "MAX_BATCHES", 2)
-    async with run_simulator() as sim:
+    simulator = run_simulator()
+    async with simulator as sim:
         a, b, c = sim.customers[:3]
         responder = ScriptedResponder()
 
         # 1. Everyone answered.
-        async with running_pipeline(settings_factory, responder, sim=sim) as run:
+        async with running_pipeline(settings_factory, responder, simulator=simulator) as run:
             for customer, text in ((a, "第一问"), (a, "第二问"), (b, "你好")):
                 await run.say(customer, text)
                 await run.idle()
             assert [len(await run.texts(x)) for x in (a, b, c)] == [2, 1, 0]
 
         # 2. No worker: work left half-done, then everything made old.
-        async with running_pipeline(settings_factory, responder, sim=sim, run_worker=False) as run:
+        async with running_pipeline(
+            settings_factory, responder, simulator=simulator, run_worker=False
+        ) as run:
             pipeline = run.app.state.pipeline
             await run.say(b, "还在吗")
             await run.control("wait_callbacks")
@@ -98,7 +101,7 @@ async def test_a_retention_pass_never_causes_a_repeat_or_a_loss(
 
         # 3. A worker finishes the work; its retention job (every second) deletes the last old callback.
         async with running_pipeline(
-            settings_factory, responder, sim=sim, retention_cron="* * * * * *"
+            settings_factory, responder, simulator=simulator, retention_cron="* * * * * *"
         ) as run:
 
             async def finished() -> bool:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Literal, Protocol
 
@@ -49,7 +49,7 @@ from wxkf.agent.prompts import (
     offline_answer,
     system_prompt,
 )
-from wxkf.agent.tools import Audience, ToolAudit, ToolContext, ToolRegistry
+from wxkf.agent.tools import Audience, Tool, ToolAudit, ToolContext, ToolRegistry
 from wxkf.agent.tools_kf import KfSessionApi, kf_tools
 from wxkf.agent.tools_upgrade import UpgradeApi, upgrade_tools
 from wxkf.config import Settings
@@ -463,12 +463,14 @@ def build_responder(
     tools: ToolRegistry | None = None,
     wecom: KfSessionApi | None = None,
     upgrade: UpgradeApi | None = None,
+    more_tools: Iterable[Tool[Any]] = (),
     accounts: Accounts | None = None,
 ) -> LLMResponder | OfflineResponder:
     """The LLM responder when a key is configured, else the offline one. Close it with `aclose()`.
 
     The knowledge base in `database` is the retriever unless another is given; `wecom` (a
-    `WeComClient`) enables the kf tools, `upgrade` (the same client) the 升级服务 tools; `tools` replaces the registry entirely. `accounts` gives
+    `WeComClient`) enables the kf tools, `upgrade` (the same client) the 升级服务 tools, `more_tools`
+    join them (push's intent tools); `tools` replaces the registry entirely. `accounts` gives
     each kf account its own settings (else the global ones). Speech-to-text (STT_BASE_URL) serves
     both responders; vision (LLM_VISION_MODEL) the LLM one.
     """
@@ -488,6 +490,7 @@ def build_responder(
             tools.extend(kf_tools(wecom))
         if upgrade is not None:
             tools.extend(upgrade_tools(upgrade))
+        tools.extend(more_tools)
     memory = ConversationMemory(
         memory_source or PipelineMemory(database), budget_tokens=settings.llm_memory_tokens
     )

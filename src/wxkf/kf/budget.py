@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
 
+from wxkf.clock import utcnow
 from wxkf.kf.responder import Conversation
 
 MESSAGES_PER_WINDOW = 5  # wecom-api §4: 最多可发送5条消息
@@ -46,13 +47,11 @@ class BudgetState:
             return BudgetState(send_time, 0)
         return self
 
-    def after_reserving(self, n: int, now: datetime) -> tuple[BudgetState, int]:
-        granted = min(max(n, 0), self.remaining(now))
+    def after_reserving(self, n: int, now: datetime, keep: int = 0) -> tuple[BudgetState, int]:
+        """Take up to `n` messages, leaving at least `keep` of the window for others (a push keeps
+        the last one for the customer's own question)."""
+        granted = min(max(n, 0), max(0, self.remaining(now) - keep))
         return BudgetState(self.window_started_at, self.used + granted), granted
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 async def _ensure_row(conn: AsyncConnection[Any], conversation: Conversation) -> None:
@@ -140,12 +139,23 @@ class ReplyBudget:
         window, used = row
         return BudgetState(window, used).remaining(now or utcnow())
 
+    async def lock(self, conn: AsyncConnection[Any], conversation: Conversation) -> BudgetState:
+        """The conversation's budget, its row locked until the caller's transaction ends: a caller
+        that decides from it (a push) and then reserves cannot be overtaken by another sender."""
+        return await _locked_state(conn, conversation)
+
     async def reserve(
-        self, conn: AsyncConnection[Any], conversation: Conversation, n: int, now: datetime | None = None
+        self,
+        conn: AsyncConnection[Any],
+        conversation: Conversation,
+        n: int,
+        now: datetime | None = None,
+        *,
+        keep: int = 0,
     ) -> int:
-        """Take up to `n` messages from the budget; return how many were granted (0…n)."""
+        """Take up to `n` messages from the budget, leaving `keep`; return how many were granted (0…n)."""
         state = await _locked_state(conn, conversation)
-        new, granted = state.after_reserving(n, now or utcnow())
+        new, granted = state.after_reserving(n, now or utcnow(), keep)
         if granted:
             await _store(conn, conversation, new)
         return granted

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
@@ -96,12 +97,15 @@ async def enqueue_messages(
     kind: OutboxKind,
     source: str,
     budget: ReplyBudget | None = None,
+    now: datetime | None = None,
+    keep: int = 0,
 ) -> list[str]:
     """`enqueue_texts` for messages of any msgtype (wecom-api §4), each checked against WeCom's limits
-    first (`InvalidArgumentError` names the field): a body WeCom would refuse never takes budget."""
+    first (`InvalidArgumentError` names the field): a body WeCom would refuse never takes budget.
+    `keep` messages of the window are left to others (a push keeps one for the customer's question)."""
     for msgtype, body in messages:
         check_outbound(msgtype, body)
-    granted = await (budget or ReplyBudget()).reserve(conn, conversation, len(messages))
+    granted = await (budget or ReplyBudget()).reserve(conn, conversation, len(messages), now, keep=keep)
     msgids: list[str] = []
     for part, (msgtype, body) in enumerate(messages[:granted], start=1):
         msgid = outbox_msgid(kind, conversation.open_kfid, source, part)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -174,7 +175,8 @@ class Pipeline:
     def uploads(self) -> UploadCache:
         """media/upload for outbound media, reused while the media_id lives (wecom-api §8)."""
         if self._uploads is None:
-            self._uploads = UploadCache(self.pool, self.client, self.media_store)
+            margin = timedelta(hours=self.settings.media_refresh_margin_hours)
+            self._uploads = UploadCache(self.pool, self.client, self.media_store, margin=margin)
         return self._uploads
 
     @property

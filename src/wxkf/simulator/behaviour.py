@@ -60,6 +60,8 @@ class Behaviour(BaseModel):
     # official description covers it ("或者会话已经超过48小时"), so 95018 is the default; 95002 optional.
     window_errcode: int = Field(95018)
     text_max_bytes: int = Field(2048, ge=1)
+    # wecom-api §4: miniprogram title ≤ 64 bytes, longer titles are cut (截断).
+    miniprogram_title_max_bytes: int = Field(64, ge=1)
     menu_max_items: int = Field(10, ge=1)
     # wecom-api §4: msgid duplicate errcode is UNCONFIRMED; 40058 (invalid param) is used.
     duplicate_msgid_errcode: int = 40058

@@ -8,6 +8,7 @@ sync horizon (§3). Time only moves forward, so ordered logs stay ordered.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 
 class SimClock:
@@ -21,6 +22,10 @@ class SimClock:
         if self._frozen_at is not None:
             return self._frozen_at
         return time.time() + self._offset
+
+    def utcnow(self) -> datetime:
+        """The simulated time as an aware UTC datetime: wxkf's clock seam in tests and the demo."""
+        return datetime.fromtimestamp(self.now(), UTC)
 
     def seconds(self) -> int:
         """Whole seconds, as WeCom timestamps (`send_time`, `CreateTime`) are."""

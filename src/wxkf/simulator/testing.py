@@ -433,6 +433,13 @@ class run_simulator:  # lower case: used like a function, `with run_simulator() 
         self._handle = handle_for(f"http://127.0.0.1:{port}", self.world)
         return self._handle
 
+    @property
+    def handle(self) -> SimulatorHandle:
+        """The running simulator's handle (what `with` gave)."""
+        if self._handle is None:
+            raise RuntimeError("模拟器未启动 / the simulator is not running")
+        return self._handle
+
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.control.close()

@@ -667,6 +667,18 @@ class World:
                     raise SimError(95009)  # §4: invalid menu item type
         elif msgtype in ("image", "voice", "video", "file"):
             self.media_get(body.get("media_id"))
+        elif msgtype == "miniprogram":
+            # wecom-api §4: appid, pagepath and thumb_media_id are required; the thumb is an uploaded
+            # image (封面 520*416, media_id valid 3 days, §8); a title over 64 bytes is cut, not refused.
+            for key in ("appid", "pagepath", "thumb_media_id"):
+                if not isinstance(body.get(key), str) or not body[key]:
+                    raise SimError(40058, f"'miniprogram.{key}' missing")
+            if self.media_get(body["thumb_media_id"]).type != "image":
+                raise SimError(40007, "'miniprogram.thumb_media_id' is not an image")
+            title = body.get("title")
+            if isinstance(title, str) and _utf8_len(title) > self.behaviour.miniprogram_title_max_bytes:
+                raw = title.encode()[: self.behaviour.miniprogram_title_max_bytes]
+                body = {**body, "title": raw.decode("utf-8", errors="ignore")}
         return body
 
     def _deliver(
@@ -892,6 +904,8 @@ class World:
             raise SimError(44001)
         if len(data) <= 5 or len(data) > limits[str(media_type)]:
             raise SimError(40006)  # §8: 所有文件size必须大于5个字节; per-type caps
+        if media_type == "image" and not data.startswith((b"\x89PNG", b"\xff\xd8\xff")):
+            raise SimError(40004, "image must be JPG or PNG")  # §8: 图片（image）：10MB，支持JPG,PNG格式
         media = Media(
             "3" + _rand(self.rng, 63), str(media_type), filename, content_type, data, self.clock.now()
         )

@@ -17,12 +17,15 @@ from typing import Any
 from fastapi import FastAPI
 
 from wxkf import __version__
+from wxkf.clock import Clock, utcnow
 from wxkf.config import Settings
 from wxkf.db.engine import Database
 from wxkf.kf.callback import CallbackReceiver, add_callback_routes
 from wxkf.kf.responder import Responder
 from wxkf.kf.runtime import Pipeline
 from wxkf.ops.health import install as install_ops
+from wxkf.push.service import PushService
+from wxkf.web import api
 from wxkf.web.console import install as install_console
 from wxkf.wecom.client import WeComClient
 
@@ -53,17 +56,22 @@ def create_app(
     run_worker: bool = False,
     client: WeComClient | None = None,
     responder: Responder | None = None,
+    clock: Clock = utcnow,
 ) -> FastAPI:
     """Build the app. With `database` given the caller owns it; otherwise the lifespan opens one.
 
-    `client` and `responder` replace the ones built from the settings (tests, the demo).
+    `client` and `responder` replace the ones built from the settings (tests, the demo); `clock` is
+    push's "now" (the simulator's in tests and the demo).
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = database or await Database.open(settings)
         app.state.database = db
-        pipeline = Pipeline(settings, db, client=client, responder=responder)
+        pipeline = Pipeline(settings, db, client=client)
+        push = app.state.push = PushService(settings, pipeline, clock=clock)
+        if responder is not None:
+            pipeline.use_responder(push.replies(responder))  # replies to a push come before the responder
         await pipeline.open()
         app.state.pipeline = pipeline
         receiver = app.state.callback_receiver = CallbackReceiver(settings, pipeline)
@@ -74,9 +82,8 @@ def create_app(
                 if responder is None:
                     from wxkf.service import agent_responder  # the surface plugs the agent in
 
-                    pipeline.use_responder(
-                        await stack.enter_async_context(agent_responder(settings, db, pipeline))
-                    )
+                    agent = await stack.enter_async_context(agent_responder(settings, db, pipeline, push))
+                    pipeline.use_responder(push.replies(agent))
                 worker = asyncio.create_task(pipeline.run_worker())
             try:
                 yield
@@ -86,6 +93,7 @@ def create_app(
                     with contextlib.suppress(asyncio.CancelledError):
                         await worker
         await receiver.close()
+        await push.aclose()
         await pipeline.close()
         if database is None:
             await db.close()
@@ -95,6 +103,7 @@ def create_app(
     add_callback_routes(app)
     install_ops(app)
     console = install_console(app)
+    api.install(app)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

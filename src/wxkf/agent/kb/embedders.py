@@ -21,7 +21,7 @@ runs in a worker thread too, so the event loop never waits on the model.
 
 Each embedder states the cosine similarities that mean "unrelated" and "the same question" for it
 (`similarity_range`): the knowledge base maps them to 0 and 1 before fusing them with the lexical
-evidence, so one relevance threshold serves every model.
+evidence, so one relevance threshold serves every model (`mapped_similarity`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 
 class EmbeddingError(Exception):
     """The embedding endpoint failed; the message says what to check."""
+
+
+def mapped_similarity(similarity: float, similarity_range: tuple[float, float]) -> float:
+    """`similarity` on the embedder's scale: 0 at "unrelated", 1 at "the same question" (above 1 closer still)."""
+    low, high = similarity_range
+    return max(0.0, (similarity - low) / (high - low))
 
 
 @runtime_checkable

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from wxkf.agent.kb.attachments import AttachmentFile
 from wxkf.agent.kb.attachments import extract as extract_attachments
 from wxkf.agent.kb.chunking import Chunk, chunk_sections
-from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder
+from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder, mapped_similarity
 from wxkf.agent.kb.loaders import UnsupportedDocument, check_size, decode_text, detect_format, read_sections
 from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
@@ -617,11 +617,10 @@ class KnowledgeBase:
             found = {r.id: r for r in result}
         vector_ranked = [r.id for r in sorted((r for r in found.values() if r.rank), key=lambda r: r.rank)]
         rows = [found[i] for i in dict.fromkeys([*vector_ranked, *lexical_ranked]) if i in found]
-        low, high = embedder.similarity_range
         passages: list[Passage] = []
         for r in rows:
             coverage = min(1.0, r.matched / total_weight) if total_weight else 0.0
-            semantic = max(0.0, (r.similarity - low) / (high - low))
+            semantic = mapped_similarity(r.similarity, embedder.similarity_range)
             if use_vector and use_lexical:
                 score = semantic + LEXICAL_WEIGHT * coverage
             else:

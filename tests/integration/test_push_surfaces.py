@@ -1,0 +1,252 @@
+"""Push's surfaces: the REST API under /api/, `wxkf push …`, and the agent's intent tools."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from tests.integration.push_harness import push_pipeline
+from wxkf.agent.fake_openai import FakeOpenAI
+from wxkf.agent.responder import build_responder
+from wxkf.agent.tools import ToolAudit, ToolRegistry
+from wxkf.cli import app as cli
+from wxkf.kf.responder import Conversation, InboundMessage, ReplyRequest
+from wxkf.kf.runtime import Pipeline
+from wxkf.push.service import PushService
+from wxkf.push.tools import customer_tools
+from wxkf.web.app import create_app
+
+KEY = "k-test-0123456789"
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
+
+
+async def test_the_api_needs_its_key_and_refuses_bad_input_in_chinese_first(settings_factory: Any) -> None:
+    async with push_pipeline(settings_factory, wxkf_api_key=KEY) as run:
+        owner = {"open_kfid": run.sim.open_kfid, "external_userid": run.sim.customers[0]}
+        async with httpx.AsyncClient(base_url=run.run.base_url) as http:
+            assert (await http.get("/api/intents")).status_code == 401
+            wrong = await http.get("/api/intents", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            assert KEY not in wrong.text
+            auth = {"Authorization": f"Bearer {KEY}"}
+            created = await http.post(
+                "/api/intents",
+                headers=auth,
+                json={
+                    **owner,
+                    "name": "找投资人",
+                    "conditions": {"required": [{"field": "city", "op": "eq", "value": "北京"}]},
+                },
+            )
+            assert created.status_code == 201
+            assert created.json()["threshold"] == 0.6  # PUSH_DEFAULT_THRESHOLD
+            bad = await http.post(
+                "/api/intents",
+                headers=auth,
+                json={
+                    **owner,
+                    "name": "x",
+                    "conditions": {"required": [{"field": "city", "op": "gt", "value": 3}]},
+                },
+            )
+            assert bad.status_code == 422
+            assert any("需要数字" in p for p in bad.json()["problems"])
+            template = await http.put(
+                "/api/templates/short", headers=auth, json={"kind": "text", "content": "{score_pct}"}
+            )
+            assert template.status_code == 422
+            assert "「{score_pct}」不是可用的占位符" in template.text
+            card = await http.put(
+                "/api/templates/card",
+                headers=auth,
+                json={
+                    "kind": "miniprogram",
+                    "appid": "wx8bd80126147dfAAA",
+                    "pagepath": "pages/m?no={match_id}",
+                    "thumb_base64": base64.b64encode(PNG).decode(),
+                },
+            )
+            assert card.status_code == 200
+            assert len(card.json()["template"]["thumb"]) == 64
+            csv = "name,city,age\n张三,北京,35\n李四,上海,三十\n,广州,20\n"
+            refused = await http.post(
+                "/api/profiles/import", headers=auth, files={"file": ("people.csv", csv.encode(), "text/csv")}
+            )
+            assert refused.status_code == 422
+            assert [p.split(":")[0] for p in refused.json()["problems"]] == [
+                "第 3 行 / line 3",
+                "第 4 行 / line 4",
+            ]
+            assert (await http.get("/api/profiles", headers=auth)).json() == []
+            prefs = await http.patch(
+                f"/api/customers/{owner['open_kfid']}/{owner['external_userid']}/preferences",
+                headers=auth,
+                json={"quiet_hours": "23:00-07:00"},
+            )
+            assert prefs.json()["quiet_hours"] == "23:00-07:00"
+            openapi = (await http.get("/openapi.json")).json()
+            assert {"/api/intents", "/api/profiles/import", "/api/history"} <= set(openapi["paths"])
+
+
+async def test_without_an_api_key_configured_the_api_says_how_to_enable_it(settings_factory: Any) -> None:
+    app = create_app(settings_factory())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+        response = await http.get("/api/intents", headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 401
+    assert "WXKF_API_KEY" in response.json()["detail"]
+
+
+def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("WXKF_DATA_DIR", str(tmp_path / "var"))
+    bad = tmp_path / "people.csv"
+    bad.write_text(
+        "姓名,城市,年龄,标签\n张三,北京,35,AI;创业\n李四,上海,abc,\n王五,北京,200,\n", encoding="utf-8"
+    )
+    refused = CliRunner().invoke(cli, ["push", "profiles", "import", str(bad)])
+    assert refused.exit_code == 1
+    assert "第 3 行 / line 3: age" in refused.output
+    assert "第 4 行 / line 4: age" in refused.output
+    assert _count(database_url, "push_profiles") == 0  # no partial import
+    good = tmp_path / "people.jsonl"
+    good.write_text(
+        '{"name": "张三", "city": "北京", "tags": ["AI"], "external_ref": "p1"}\n\n'
+        '{"name": "李四", "city": "上海", "融资": 100, "external_ref": "p2"}\n',
+        encoding="utf-8",
+    )
+    imported = CliRunner().invoke(cli, ["push", "profiles", "import", str(good)])
+    assert imported.exit_code == 0, imported.output
+    assert "已导入 2 行" in imported.output
+    again = CliRunner().invoke(cli, ["push", "profiles", "import", str(good)])
+    assert "0 份资料新增或更新" in again.output  # the same rows again change nothing
+    assert _count(database_url, "push_profiles") == 2
+    intent = CliRunner().invoke(
+        cli,
+        [
+            "push",
+            "intents",
+            "add",
+            "wkCLI",
+            "wmCLI",
+            "--name",
+            "找人",
+            "--require",
+            "city=北京",
+            "--keyword",
+            "AI",
+        ],
+    )
+    assert intent.exit_code == 0, intent.output
+    matched = CliRunner().invoke(cli, ["push", "match", "1"])
+    assert matched.exit_code == 0, matched.output
+    assert "新匹配 1" in matched.output
+    assert "张三" in matched.output
+    template = CliRunner().invoke(cli, ["push", "templates", "set", "short", "--text", "匹配度 {score_pct}%"])
+    assert template.exit_code == 1
+    assert "「{score_pct}」不是可用的占位符" in template.output
+    wrong = CliRunner().invoke(
+        cli, ["push", "intents", "add", "wkCLI", "wmCLI", "--name", "x", "--require", "age>老"]
+    )
+    assert wrong.exit_code != 0
+    assert "Traceback" not in wrong.output
+
+
+def _count(database_url: str, table: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.fixture
+async def tooled(
+    settings_factory: Any, database_url: str, database: Any
+) -> AsyncIterator[tuple[Any, FakeOpenAI, PushService]]:
+    with FakeOpenAI() as fake:
+        settings = settings_factory(llm_api_key="sk-test", llm_base_url=fake.base_url, llm_max_retries=0)
+        async with Pipeline(settings, database) as pipeline:
+            push = PushService(settings, pipeline)
+            registry = ToolRegistry(ToolAudit(database))
+            registry.extend(customer_tools(push))
+            responder = build_responder(settings, database, retriever=None, tools=registry)
+            yield responder, fake, push
+            await responder.aclose()
+            await push.aclose()
+
+
+def _asking(text: str) -> ReplyRequest:
+    message = InboundMessage(
+        msgid=f"m{hash(text)}",
+        msgtype="text",
+        content={"content": text},
+        text=text,
+        send_time=datetime.now(UTC),
+    )
+    return ReplyRequest(conversation=Conversation("wkTOOL", "wmTOOL"), messages=[message], remaining_budget=5)
+
+
+async def test_create_intent_is_confirmed_by_the_customer_before_it_is_active(
+    tooled: tuple[Any, FakeOpenAI, PushService],
+) -> None:
+    responder, fake, push = tooled
+    fake.tool_call(
+        "create_intent",
+        {
+            "name": "寻找AI合作伙伴",
+            "required": [{"field": "city", "op": "eq", "value": "北京"}],
+            "keywords": ["AI"],
+        },
+    )
+    fake.tool_call("create_intent", {"draft_id": 1})  # the model tries to confirm at once: refused
+    fake.reply("我为您整理了：寻找AI合作伙伴，城市 = 北京。确认创建吗？")
+    first = await responder.respond(_asking("帮我找北京做AI的合作伙伴"))
+    assert "确认创建吗" in first.text
+    refused = fake.chat_requests()[2].messages[-1]["content"]
+    assert "客户还没有看到预览" in refused
+    [draft] = await push.list_intents(status="draft")
+    assert draft.conditions.required[0].describe() == "城市 = 北京"
+    fake.tool_call("create_intent", {"draft_id": draft.id})
+    fake.reply("好的，已为您创建。")
+    await responder.respond(_asking("好的"))
+    assert (await push.get_intent(draft.id)).status == "active"
+    fake.tool_call("list_my_intents", {})
+    fake.reply("您有 1 个意图")
+    await responder.respond(_asking("我有哪些需求"))
+    listed = fake.chat_requests()[-1].messages[-1]["content"]
+    assert "寻找AI合作伙伴" in listed
+    fake.tool_call("cancel_intent", {"intent_id": draft.id})
+    fake.reply("已取消")
+    await responder.respond(_asking("不用找了"))
+    assert (await push.get_intent(draft.id)).status == "cancelled"
+
+
+async def test_a_profile_is_read_from_free_text_and_an_unreadable_answer_is_refused() -> None:
+    from pydantic import SecretStr
+
+    from wxkf.agent.llm import LLMClient
+    from wxkf.push.errors import ExtractionError
+    from wxkf.push.extraction import extract_profile
+
+    with FakeOpenAI() as fake:
+        llm = LLMClient(base_url=fake.base_url, api_key=SecretStr("sk-test"), model="m", max_retries=0)
+        fake.reply(
+            '```json\n{"name": "张三", "city": "北京", "age": 35, "tags": ["AI"], "gender": null}\n```'
+        )
+        profile = await extract_profile(llm, "[聊天记录] 张三：我在北京做AI，今年35")
+        fake.reply("张三，北京人，做 AI 的")  # not JSON
+        with pytest.raises(ExtractionError, match="不是 JSON"):
+            await extract_profile(llm, "张三的介绍")
+        fake.reply('{"city": "北京"}')  # no name
+        with pytest.raises(ExtractionError, match="name"):
+            await extract_profile(llm, "某人的介绍")
+        await llm.aclose()
+    assert (profile.name, profile.city, profile.age, profile.tags) == ("张三", "北京", 35, ["AI"])
