@@ -81,7 +81,7 @@ def test_upload_a_document_and_search_it(page: Page, console: Console, tmp_path:
     page.click("form.filters button[type=submit]")
     expect(page.locator("#decision")).to_contain_text("相关，机器人会据此回答")
     expect(page.locator("#preview")).to_contain_text("付款后 48 小时内从杭州仓发货")
-    expect(page.locator("#preview")).to_contain_text("relevance=")
+    expect(page.locator("#preview")).to_contain_text("similarity=")
     console.screenshot(page, "knowledge-base")
     page.fill("input[name=q]", "今天天气怎么样")
     page.click("form.filters button[type=submit]")

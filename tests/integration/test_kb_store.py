@@ -260,6 +260,26 @@ async def test_the_default_embedder_answers_what_shares_no_characters_and_refuse
         assert await kb.search(question) == [], question
 
 
+async def test_a_document_added_later_is_embedded_too(
+    database: Database, tmp_path: Path, e5_embedder: Embedder
+) -> None:
+    """`wxkf kb add` run twice, and a console re-index (remove, add again): every chunk gets a vector,
+    not only those of the first add."""
+    kb = KnowledgeBase(database, e5_embedder)
+    first, second = tmp_path / "bank.md", tmp_path / "returns.md"
+    first.write_text(BILLING_FAQ, encoding="utf-8")
+    second.write_text("# 退货\n\n收到商品 7 天内可无理由退货。\n", encoding="utf-8")
+    await kb.add_documents([first])
+    await kb.add_documents([second])
+    assert await scalar(database, "SELECT count(*) FROM kb_chunks WHERE embedding IS NULL") == 0
+    [best, *_] = await kb.search("买的东西不想要了怎么办")
+    assert best.source.endswith("returns.md")
+    assert best.similarity > 0.8
+    await kb.remove(str(second))
+    await kb.add_documents([second])
+    assert await scalar(database, "SELECT count(*) FROM kb_chunks WHERE embedding IS NULL") == 0
+
+
 async def test_changing_the_model_needs_a_reindex_and_never_mixes_vectors(
     database: Database, tmp_path: Path, e5_embedder: Embedder
 ) -> None:

@@ -129,7 +129,7 @@ def test_95018_says_which_reception_setting_and_that_old_sessions_keep_their_sta
     assert "智能助手接待优先" in fix
     assert "已有会话保持原来的状态" in fix
     assert "新会话" in fix
-    assert "session_policy=end" in fix
+    assert "KF_SESSION_POLICY=end" in fix  # the variable that exists
     assert "wxkf session end" in fix
     assert "existing sessions keep their state" in "\n".join(entry.fix_en)
     for state in ("2", "3", "4"):

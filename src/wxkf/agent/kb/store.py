@@ -440,10 +440,9 @@ class KnowledgeBase:
 
     async def _reembed_stale(self, conn: AsyncConnection, progress: Progress | None) -> int:
         """Embed every chunk not embedded with the current embedder and statistics; how many were."""
-        stats, state = await self._corpus_stats(conn)
+        stats, _state = await self._corpus_stats(conn)
         embedder = self._embedder_for(stats)
-        if state.embedder_version == embedder.version:
-            return 0
+        # Chunks added since the last embedding carry no version, whether or not the model changed.
         stale = (
             await conn.execute(
                 text(

@@ -218,7 +218,9 @@ def _scores(passage: Passage) -> list[tuple[str, float]]:
     return [
         (f.name, float(getattr(passage, f.name)))
         for f in dataclasses.fields(passage)
-        if f.name not in _NOT_SCORES and isinstance(getattr(passage, f.name), int | float)
+        if f.name not in _NOT_SCORES
+        and isinstance(getattr(passage, f.name), int | float)
+        and not isinstance(getattr(passage, f.name), bool)  # `relevant` is the decision, shown apart
     ]
 
 
