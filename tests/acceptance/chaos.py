@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -280,14 +281,14 @@ def run_chaos(plan: ChaosPlan, workdir: Path, *, say: Callable[[str], object] = 
                 _until(functools.partial(_answers, health), 60, "wxkf serve to start")
             say("chaos: all processes up; the customers start writing")
             try:
-                _add_faults(sim, plan)
+                kinds = _add_faults(sim, plan)
                 _write_with_chaos(plan, sim, pg, fleet, rng, report, say)
                 sim.control.clear_faults()
                 say(f"chaos: {report.messages} messages written in {report.writing_seconds:.0f} s")
                 _settle(plan, sim, conninfo, fleet, report, say)
             finally:
                 fleet.stop()
-            _judge(sim, conninfo, report)
+            _judge(sim, conninfo, report, kinds)
             report.restarts_after_exit = fleet.restarts_after_exit
             if report.problems():
                 say(fleet.logs())
@@ -326,15 +327,23 @@ def _configure_simulator(sim: SimulatorHandle, plan: ChaosPlan) -> None:
     )
 
 
-def _add_faults(sim: SimulatorHandle, plan: ChaosPlan) -> None:
+def _add_faults(sim: SimulatorHandle, plan: ChaosPlan) -> dict[int, str]:
+    """The plan's faults; each kind also hits its API's first call for sure. Returns id → kind."""
+    kinds: dict[int, str] = {}
     for api in ("kf/sync_msg", "kf/send_msg"):
         for kind, rate in plan.api_fault_rates.items():
-            if kind == "invalidate_token":
-                sim.control.add_fault(api, invalidate_token=True, rate=rate)
-            else:
-                sim.control.add_fault(api, errcode=int(kind), rate=rate)
+            effect: dict[str, Any] = (
+                {"invalidate_token": True} if kind == "invalidate_token" else {"errcode": int(kind)}
+            )
+            for fault in (
+                sim.control.add_fault(api, times=1, **effect),
+                sim.control.add_fault(api, rate=rate, **effect),
+            ):
+                kinds[int(fault["id"])] = f"{api.removeprefix('kf/')} {kind}"
     for kind, rate in plan.callback_fault_rates.items():
-        sim.control.add_fault("callback", rate=rate, **{kind: True})
+        fault = sim.control.add_fault("callback", rate=rate, **{kind: True})
+        kinds[int(fault["id"])] = f"callback {kind}"
+    return kinds
 
 
 SENDERS = 4  # threads writing as the customers; each keeps its own customers' order
@@ -448,7 +457,7 @@ def _left_in_database(conninfo: str) -> dict[str, int]:
         return {"database unreachable": 1}
 
 
-def _judge(sim: SimulatorHandle, conninfo: str, report: ChaosReport) -> None:
+def _judge(sim: SimulatorHandle, conninfo: str, report: ChaosReport, kinds: dict[int, str]) -> None:
     """The verdict, from the simulator's record and wxkf's database."""
     replies = _replies(sim)
     answered: collections.Counter[str] = collections.Counter()
@@ -465,15 +474,12 @@ def _judge(sim: SimulatorHandle, conninfo: str, report: ChaosReport) -> None:
     expected = _expected_tokens(report)
     report.lost = sorted(t for t in expected if answered[t] == 0)
     report.duplicated = sorted(t for t, count in answered.items() if count > 1)
-    for call in sim.control.calls("kf/send_msg"):
+    for call in sim.control.calls():
         errcode = int(call["errcode"])
-        if errcode in RULE_ERRCODES:
+        if call["api"] == "kf/send_msg" and errcode in RULE_ERRCODES:
             report.rule_breaks.append(f"{errcode} {RULE_ERRCODES[errcode]}")
-        if call.get("faults"):
-            report.faults_fired[f"send_msg {errcode}"] += 1
-    for call in sim.control.calls("kf/sync_msg"):
-        if call.get("faults"):
-            report.faults_fired[f"sync_msg {call['errcode']}"] += 1
+        for fault in call.get("faults") or []:
+            report.faults_fired[kinds[fault]] += 1
     for attempt in sim.control.callbacks():
         outcome = "duplicate" if attempt.get("duplicate") else str(attempt["status"] or attempt["error"])
         report.callback_attempts[outcome.split(" ")[0]] += 1
