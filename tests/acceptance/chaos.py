@@ -69,7 +69,7 @@ class ChaosPlan:
     burst_share: float = 0.3  # of the messages, sent in bursts of 2-5 within a fraction of a second
     kill_every: tuple[float, float] = (4.0, 8.0)  # seconds between two kills
     down_for: tuple[float, float] = (0.2, 1.0)  # seconds a killed process stays down
-    outage_at: float = 0.5  # of the writing time, when PostgreSQL stops
+    outages: int = 1  # PostgreSQL stops this many times, evenly spread over the writing time
     outage_seconds: float = 3.0
     api_fault_rates: dict[str, float] = field(
         default_factory=lambda: {"45009": 0.04, "-1": 0.03, "invalidate_token": 0.02}
@@ -79,7 +79,7 @@ class ChaosPlan:
     )
     stalled_after: float = 5.0  # `wxkf worker --stalled-after`
     sweep_seconds: float = 10.0  # KF_SYNC_SWEEP_SECONDS
-    settle_timeout: float = 45.0
+    settle_timeout: float = 60.0
     seed: int = 20240101
 
 
@@ -90,6 +90,7 @@ class ChaosReport:
     answers: int = 0
     kills: collections.Counter[str] = field(default_factory=collections.Counter)
     restarts_after_exit: int = 0
+    outages: int = 0
     outage_seconds: float = 0.0
     faults_fired: collections.Counter[str] = field(default_factory=collections.Counter)
     callback_attempts: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -124,7 +125,7 @@ class ChaosReport:
         return (
             f"{self.messages} messages from {self.plan.customers} customers → {self.answers} answers; "
             f"kills {dict(self.kills)}, restarts after exit {self.restarts_after_exit}, "
-            f"PostgreSQL down {self.outage_seconds:.1f} s; faults fired {dict(self.faults_fired)}; "
+            f"PostgreSQL down {self.outages}× for {self.outage_seconds:.1f} s in all; faults fired {dict(self.faults_fired)}; "
             f"callback attempts {dict(self.callback_attempts)}; writing {self.writing_seconds:.0f} s, "
             f"settled in {self.settle_seconds:.1f} s, {self.cpu_seconds:.0f} CPU-s in the processes; "
             f"lost {len(self.lost)}, duplicated "
@@ -380,20 +381,25 @@ def _write_with_chaos(
     for sender in senders:
         sender.start()
     next_kill = started + rng.uniform(*plan.kill_every)
-    outage_at: float | None = started + plan.outage_at * plan.writing_seconds
+    victims: list[str] = []
+    outages = [started + (k + 0.5) / plan.outages * plan.writing_seconds for k in range(plan.outages)]
     outage_until: float | None = None
     while any(sender.is_alive() for sender in senders) or outage_until is not None:
         now = time.monotonic()
-        if outage_at is not None and now >= outage_at:
+        if outages and outage_until is None and now >= outages[0]:
             say(f"chaos: PostgreSQL stops for {plan.outage_seconds:g} s")
             pg.stop()
-            outage_at, outage_until = None, time.monotonic() + plan.outage_seconds
+            outages.pop(0)
+            outage_until = time.monotonic() + plan.outage_seconds
         elif outage_until is not None and now >= outage_until:
             pg.start()
-            report.outage_seconds = time.monotonic() - outage_until + plan.outage_seconds
+            report.outage_seconds += time.monotonic() - outage_until + plan.outage_seconds
+            report.outages += 1
             outage_until = None
         if now >= next_kill and now - started < plan.writing_seconds:  # chaos keeps to the plan's time
-            victim = rng.choice(sorted(fleet.commands))
+            if not victims:  # every process once per round, in a random order
+                victims = rng.sample(sorted(fleet.commands), len(fleet.commands))
+            victim = victims.pop()
             if fleet.running[victim].poll() is None:
                 fleet.kill(victim, rng.uniform(*plan.down_for))
                 report.kills[victim.split("-")[0]] += 1
@@ -422,6 +428,7 @@ def _settle(
         left = _left_in_database(conninfo)
         if answered >= report.messages and not any(left.values()):
             report.settled = True
+            report.left_in_database = left  # once settled (the sync sweep queues a job now and then)
             break
         if time.monotonic() >= next_word:
             say(f"chaos: settling, {answered}/{report.messages} answered, left {left}")
@@ -483,7 +490,8 @@ def _judge(sim: SimulatorHandle, conninfo: str, report: ChaosReport, kinds: dict
     for attempt in sim.control.callbacks():
         outcome = "duplicate" if attempt.get("duplicate") else str(attempt["status"] or attempt["error"])
         report.callback_attempts[outcome.split(" ")[0]] += 1
-    report.left_in_database = _left_in_database(conninfo)
+    if not report.settled:
+        report.left_in_database = _left_in_database(conninfo)
     report.lost = _where_they_went(conninfo, report.lost)
 
 
