@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -68,7 +69,7 @@ class ChaosPlan:
     burst_share: float = 0.3  # of the messages, sent in bursts of 2-5 within a fraction of a second
     kill_every: tuple[float, float] = (4.0, 8.0)  # seconds between two kills
     down_for: tuple[float, float] = (0.2, 1.0)  # seconds a killed process stays down
-    outage_at: float = 0.5  # of the writing time, when PostgreSQL stops
+    outages: int = 1  # PostgreSQL stops this many times, evenly spread over the writing time
     outage_seconds: float = 3.0
     api_fault_rates: dict[str, float] = field(
         default_factory=lambda: {"45009": 0.04, "-1": 0.03, "invalidate_token": 0.02}
@@ -78,7 +79,7 @@ class ChaosPlan:
     )
     stalled_after: float = 5.0  # `wxkf worker --stalled-after`
     sweep_seconds: float = 10.0  # KF_SYNC_SWEEP_SECONDS
-    settle_timeout: float = 45.0
+    settle_timeout: float = 60.0
     seed: int = 20240101
 
 
@@ -89,6 +90,7 @@ class ChaosReport:
     answers: int = 0
     kills: collections.Counter[str] = field(default_factory=collections.Counter)
     restarts_after_exit: int = 0
+    outages: int = 0
     outage_seconds: float = 0.0
     faults_fired: collections.Counter[str] = field(default_factory=collections.Counter)
     callback_attempts: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -123,7 +125,7 @@ class ChaosReport:
         return (
             f"{self.messages} messages from {self.plan.customers} customers → {self.answers} answers; "
             f"kills {dict(self.kills)}, restarts after exit {self.restarts_after_exit}, "
-            f"PostgreSQL down {self.outage_seconds:.1f} s; faults fired {dict(self.faults_fired)}; "
+            f"PostgreSQL down {self.outages}× for {self.outage_seconds:.1f} s in all; faults fired {dict(self.faults_fired)}; "
             f"callback attempts {dict(self.callback_attempts)}; writing {self.writing_seconds:.0f} s, "
             f"settled in {self.settle_seconds:.1f} s, {self.cpu_seconds:.0f} CPU-s in the processes; "
             f"lost {len(self.lost)}, duplicated "
@@ -280,14 +282,14 @@ def run_chaos(plan: ChaosPlan, workdir: Path, *, say: Callable[[str], object] = 
                 _until(functools.partial(_answers, health), 60, "wxkf serve to start")
             say("chaos: all processes up; the customers start writing")
             try:
-                _add_faults(sim, plan)
+                kinds = _add_faults(sim, plan)
                 _write_with_chaos(plan, sim, pg, fleet, rng, report, say)
                 sim.control.clear_faults()
                 say(f"chaos: {report.messages} messages written in {report.writing_seconds:.0f} s")
                 _settle(plan, sim, conninfo, fleet, report, say)
             finally:
                 fleet.stop()
-            _judge(sim, conninfo, report)
+            _judge(sim, conninfo, report, kinds)
             report.restarts_after_exit = fleet.restarts_after_exit
             if report.problems():
                 say(fleet.logs())
@@ -326,15 +328,23 @@ def _configure_simulator(sim: SimulatorHandle, plan: ChaosPlan) -> None:
     )
 
 
-def _add_faults(sim: SimulatorHandle, plan: ChaosPlan) -> None:
+def _add_faults(sim: SimulatorHandle, plan: ChaosPlan) -> dict[int, str]:
+    """The plan's faults; each kind also hits its API's first call for sure. Returns id → kind."""
+    kinds: dict[int, str] = {}
     for api in ("kf/sync_msg", "kf/send_msg"):
         for kind, rate in plan.api_fault_rates.items():
-            if kind == "invalidate_token":
-                sim.control.add_fault(api, invalidate_token=True, rate=rate)
-            else:
-                sim.control.add_fault(api, errcode=int(kind), rate=rate)
+            effect: dict[str, Any] = (
+                {"invalidate_token": True} if kind == "invalidate_token" else {"errcode": int(kind)}
+            )
+            for fault in (
+                sim.control.add_fault(api, times=1, **effect),
+                sim.control.add_fault(api, rate=rate, **effect),
+            ):
+                kinds[int(fault["id"])] = f"{api.removeprefix('kf/')} {kind}"
     for kind, rate in plan.callback_fault_rates.items():
-        sim.control.add_fault("callback", rate=rate, **{kind: True})
+        fault = sim.control.add_fault("callback", rate=rate, **{kind: True})
+        kinds[int(fault["id"])] = f"callback {kind}"
+    return kinds
 
 
 SENDERS = 4  # threads writing as the customers; each keeps its own customers' order
@@ -371,20 +381,25 @@ def _write_with_chaos(
     for sender in senders:
         sender.start()
     next_kill = started + rng.uniform(*plan.kill_every)
-    outage_at: float | None = started + plan.outage_at * plan.writing_seconds
+    victims: list[str] = []
+    outages = [started + (k + 0.5) / plan.outages * plan.writing_seconds for k in range(plan.outages)]
     outage_until: float | None = None
     while any(sender.is_alive() for sender in senders) or outage_until is not None:
         now = time.monotonic()
-        if outage_at is not None and now >= outage_at:
+        if outages and outage_until is None and now >= outages[0]:
             say(f"chaos: PostgreSQL stops for {plan.outage_seconds:g} s")
             pg.stop()
-            outage_at, outage_until = None, time.monotonic() + plan.outage_seconds
+            outages.pop(0)
+            outage_until = time.monotonic() + plan.outage_seconds
         elif outage_until is not None and now >= outage_until:
             pg.start()
-            report.outage_seconds = time.monotonic() - outage_until + plan.outage_seconds
+            report.outage_seconds += time.monotonic() - outage_until + plan.outage_seconds
+            report.outages += 1
             outage_until = None
         if now >= next_kill and now - started < plan.writing_seconds:  # chaos keeps to the plan's time
-            victim = rng.choice(sorted(fleet.commands))
+            if not victims:  # every process once per round, in a random order
+                victims = rng.sample(sorted(fleet.commands), len(fleet.commands))
+            victim = victims.pop()
             if fleet.running[victim].poll() is None:
                 fleet.kill(victim, rng.uniform(*plan.down_for))
                 report.kills[victim.split("-")[0]] += 1
@@ -413,6 +428,7 @@ def _settle(
         left = _left_in_database(conninfo)
         if answered >= report.messages and not any(left.values()):
             report.settled = True
+            report.left_in_database = left  # once settled (the sync sweep queues a job now and then)
             break
         if time.monotonic() >= next_word:
             say(f"chaos: settling, {answered}/{report.messages} answered, left {left}")
@@ -448,7 +464,7 @@ def _left_in_database(conninfo: str) -> dict[str, int]:
         return {"database unreachable": 1}
 
 
-def _judge(sim: SimulatorHandle, conninfo: str, report: ChaosReport) -> None:
+def _judge(sim: SimulatorHandle, conninfo: str, report: ChaosReport, kinds: dict[int, str]) -> None:
     """The verdict, from the simulator's record and wxkf's database."""
     replies = _replies(sim)
     answered: collections.Counter[str] = collections.Counter()
@@ -465,19 +481,17 @@ def _judge(sim: SimulatorHandle, conninfo: str, report: ChaosReport) -> None:
     expected = _expected_tokens(report)
     report.lost = sorted(t for t in expected if answered[t] == 0)
     report.duplicated = sorted(t for t, count in answered.items() if count > 1)
-    for call in sim.control.calls("kf/send_msg"):
+    for call in sim.control.calls():
         errcode = int(call["errcode"])
-        if errcode in RULE_ERRCODES:
+        if call["api"] == "kf/send_msg" and errcode in RULE_ERRCODES:
             report.rule_breaks.append(f"{errcode} {RULE_ERRCODES[errcode]}")
-        if call.get("faults"):
-            report.faults_fired[f"send_msg {errcode}"] += 1
-    for call in sim.control.calls("kf/sync_msg"):
-        if call.get("faults"):
-            report.faults_fired[f"sync_msg {call['errcode']}"] += 1
+        for fault in call.get("faults") or []:
+            report.faults_fired[kinds[fault]] += 1
     for attempt in sim.control.callbacks():
         outcome = "duplicate" if attempt.get("duplicate") else str(attempt["status"] or attempt["error"])
         report.callback_attempts[outcome.split(" ")[0]] += 1
-    report.left_in_database = _left_in_database(conninfo)
+    if not report.settled:
+        report.left_in_database = _left_in_database(conninfo)
     report.lost = _where_they_went(conninfo, report.lost)
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.acceptance.chaos import ChaosPlan, run_chaos
 
 
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(300)
 def test_every_message_is_answered_exactly_once_through_kills_an_outage_and_faults() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="wxkf-chaos-"))  # short: the data dirs hold sockets
     report = run_chaos(ChaosPlan(), workdir)
@@ -20,5 +20,7 @@ def test_every_message_is_answered_exactly_once_through_kills_an_outage_and_faul
     assert report.problems() == [], report.summary()
     # The chaos happened: every kind of process was killed, and the faults fired.
     assert set(report.kills) == {"serve", "worker"}
-    assert report.outage_seconds > 0
-    assert {"send_msg 45009", "sync_msg 45009"} <= set(report.faults_fired)
+    assert report.outages == 1
+    for api in ("sync_msg", "send_msg"):
+        for kind in ("45009", "-1", "invalidate_token"):
+            assert report.faults_fired[f"{api} {kind}"] > 0, (api, kind)
