@@ -81,6 +81,12 @@ class ChaosPlan:
     sweep_seconds: float = 10.0  # KF_SYNC_SWEEP_SECONDS
     settle_timeout: float = 60.0
     seed: int = 20240101
+    # A rolling restart (SIGTERM, drain, start; one process at a time, as a deploy does) begins at
+    # this share of the writing time; None: none.
+    rolling_restart_at: float | None = 0.6
+    # Retention runs every second while the handled rows are made 400 days old every `age_every`
+    # seconds, so its passes delete rows in the middle of the traffic; 0: no retention.
+    age_every: float = 2.0
 
 
 @dataclass
@@ -103,6 +109,10 @@ class ChaosReport:
     settle_seconds: float = 0.0
     settled: bool = False
     cpu_seconds: float = 0.0  # of every process the run started (PostgreSQL's excepted)
+    graceful_restarts: collections.Counter[str] = field(default_factory=collections.Counter)
+    forced_stops: list[str] = field(default_factory=list)  # a SIGTERM not obeyed within the bound
+    aged_rows: int = 0
+    aged_rows_left: int = 0  # of those, what retention had not deleted when the run settled
 
     def problems(self) -> list[str]:
         found = []
@@ -119,13 +129,21 @@ class ChaosReport:
         left = {k: v for k, v in self.left_in_database.items() if v}
         if left:
             found.append(f"left in the database: {left}")
+        if self.forced_stops:
+            found.append(f"not stopped within {DRAIN_BOUND:g} s of SIGTERM: {self.forced_stops}")
         return found
+
+    @property
+    def retention_deleted(self) -> int:
+        return self.aged_rows - self.aged_rows_left
 
     def summary(self) -> str:
         return (
             f"{self.messages} messages from {self.plan.customers} customers → {self.answers} answers; "
             f"kills {dict(self.kills)}, restarts after exit {self.restarts_after_exit}, "
-            f"PostgreSQL down {self.outages}× for {self.outage_seconds:.1f} s in all; faults fired {dict(self.faults_fired)}; "
+            f"PostgreSQL down {self.outages}× for {self.outage_seconds:.1f} s in all; "
+            f"graceful restarts {dict(self.graceful_restarts)}; retention deleted {self.retention_deleted} "
+            f"of {self.aged_rows} aged rows; faults fired {dict(self.faults_fired)}; "
             f"callback attempts {dict(self.callback_attempts)}; writing {self.writing_seconds:.0f} s, "
             f"settled in {self.settle_seconds:.1f} s, {self.cpu_seconds:.0f} CPU-s in the processes; "
             f"lost {len(self.lost)}, duplicated "
@@ -140,6 +158,9 @@ def _free_port() -> int:
         return port
 
 
+DRAIN_BOUND = 30.0  # seconds a process may take to stop after SIGTERM (a deploy's stop timeout)
+
+
 class Fleet:
     """The wxkf processes: started, killed, and started again when they exit (as systemd would)."""
 
@@ -150,6 +171,7 @@ class Fleet:
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self.down_until: dict[str, float] = {}
         self.restarts_after_exit = 0
+        self.restarting: set[str] = set()  # in a graceful restart: neither killed nor supervised
         self._lock = threading.Lock()
 
     def add(self, name: str, args: list[str]) -> None:
@@ -167,12 +189,30 @@ class Fleet:
             process.wait()
             self.down_until[name] = time.monotonic() + down_for
 
+    def restart(self, name: str) -> bool:
+        """SIGTERM, wait for the drain (at most DRAIN_BOUND), start again; False if it had to be killed."""
+        with self._lock:
+            self.restarting.add(name)
+            process = self.running[name]
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(DRAIN_BOUND)
+            graceful = True
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            graceful = False
+        with self._lock:
+            self.start(name)
+            self.restarting.discard(name)
+        return graceful
+
     def supervise(self) -> None:
         """Start what is down and due: killed ones after their pause, exited ones after a second."""
         with self._lock:
             now = time.monotonic()
             for name, process in self.running.items():
-                if process.poll() is None:
+                if process.poll() is None or name in self.restarting:
                     continue
                 due = self.down_until.pop(name, None)
                 if due is None:  # it exited by itself (started while the database was down)
@@ -270,9 +310,11 @@ def run_chaos(plan: ChaosPlan, workdir: Path, *, say: Callable[[str], object] = 
                     KF_DEBOUNCE_SECONDS="0.3",
                     KF_POLL_INTERVAL_SECONDS="0.1",
                     KF_SYNC_SWEEP_SECONDS=str(plan.sweep_seconds),
+                    **({"RETENTION_CRON": "* * * * * *"} if plan.age_every else {}),
                 )
 
             fleet = Fleet(workdir, env)
+            serve_ports = {name: f"http://127.0.0.1:{p}/health" for name, p in ports.items()}
             for name, serve_port in ports.items():
                 fleet.add(name, ["serve", "--no-worker", "--port", str(serve_port)])
             for name in ("worker-1", "worker-2"):
@@ -283,13 +325,14 @@ def run_chaos(plan: ChaosPlan, workdir: Path, *, say: Callable[[str], object] = 
             say("chaos: all processes up; the customers start writing")
             try:
                 kinds = _add_faults(sim, plan)
-                _write_with_chaos(plan, sim, pg, fleet, rng, report, say)
+                _write_with_chaos(plan, sim, pg, fleet, rng, report, say, serve_ports)
                 sim.control.clear_faults()
                 say(f"chaos: {report.messages} messages written in {report.writing_seconds:.0f} s")
                 _settle(plan, sim, conninfo, fleet, report, say)
             finally:
                 fleet.stop()
             _judge(sim, conninfo, report, kinds)
+            report.aged_rows_left = _aged_rows_left(conninfo)
             report.restarts_after_exit = fleet.restarts_after_exit
             if report.problems():
                 say(fleet.logs())
@@ -358,8 +401,10 @@ def _write_with_chaos(
     rng: random.Random,
     report: ChaosReport,
     say: Callable[[str], object],
+    health: dict[str, str],
 ) -> None:
-    """The customers write (in threads, on schedule) while processes die and PostgreSQL goes away once."""
+    """The customers write (in threads, on schedule) while processes die, PostgreSQL goes away, a
+    rolling restart goes through every process and retention deletes what was just handled."""
     timeline = _schedule(plan, sim.customers[: plan.customers], rng)
     customers = {c: i for i, c in enumerate(sim.customers[: plan.customers])}
     started = time.monotonic()
@@ -380,6 +425,19 @@ def _write_with_chaos(
     senders = [threading.Thread(target=write, args=(i,), name=f"chaos-writer-{i}") for i in range(SENDERS)]
     for sender in senders:
         sender.start()
+    done = threading.Event()
+    helpers = []
+    if plan.age_every:
+        helpers.append(threading.Thread(target=_age, args=(pg, plan, report, done), name="chaos-ageing"))
+    if plan.rolling_restart_at is not None:
+        at = started + plan.rolling_restart_at * plan.writing_seconds
+        helpers.append(
+            threading.Thread(
+                target=_rolling_restart, args=(fleet, at, report, say, health), name="chaos-rolling"
+            )
+        )
+    for helper in helpers:
+        helper.start()
     next_kill = started + rng.uniform(*plan.kill_every)
     victims: list[str] = []
     outages = [started + (k + 0.5) / plan.outages * plan.writing_seconds for k in range(plan.outages)]
@@ -400,14 +458,67 @@ def _write_with_chaos(
             if not victims:  # every process once per round, in a random order
                 victims = rng.sample(sorted(fleet.commands), len(fleet.commands))
             victim = victims.pop()
-            if fleet.running[victim].poll() is None:
+            if fleet.running[victim].poll() is None and victim not in fleet.restarting:
                 fleet.kill(victim, rng.uniform(*plan.down_for))
                 report.kills[victim.split("-")[0]] += 1
             next_kill = now + rng.uniform(*plan.kill_every)
         fleet.supervise()
         time.sleep(0.05)
-    report.messages = len(timeline)
     report.writing_seconds = time.monotonic() - started
+    done.set()
+    for helper in helpers:
+        helper.join()
+    report.messages = len(timeline)
+
+
+def _rolling_restart(
+    fleet: Fleet, at: float, report: ChaosReport, say: Callable[[str], object], health: dict[str, str]
+) -> None:
+    """Each process in turn, as a deploy does: stopped with SIGTERM, drained, started, healthy."""
+    time.sleep(max(0.0, at - time.monotonic()))
+    say("chaos: rolling restart")
+    for name in sorted(fleet.commands):
+        if fleet.restart(name):
+            report.graceful_restarts[name.split("-")[0]] += 1
+        else:
+            report.forced_stops.append(name)
+        if name in health:  # the next one only when this one serves again
+            _until(functools.partial(_answers, health[name]), 60, f"{name} to serve again")
+
+
+# Handled rows made old: what retention may delete, with the rows still needed (pending ones) left
+# alone, as time would. Only rows handled a few seconds ago, so the pipeline has let go of them.
+_AGE = (
+    "UPDATE kf_callback_events SET received_at = received_at - interval '400 days' "
+    "WHERE received_at > now() - interval '1 day' AND received_at < now() - interval '3 s'",
+    "UPDATE kf_inbound SET processed_at = processed_at - interval '400 days' WHERE status <> 'pending' "
+    "AND processed_at > now() - interval '1 day' AND processed_at < now() - interval '3 s'",
+    "UPDATE kf_outbox SET sent_at = sent_at - interval '400 days', created_at = created_at - interval "
+    "'400 days' WHERE status <> 'pending' AND sent_at > now() - interval '1 day' "
+    "AND sent_at < now() - interval '3 s'",
+)
+_AGED_LEFT = (
+    "SELECT (SELECT count(*) FROM kf_callback_events WHERE received_at < now() - interval '300 days')"
+    " + (SELECT count(*) FROM kf_inbound WHERE processed_at < now() - interval '300 days')"
+    " + (SELECT count(*) FROM kf_outbox WHERE sent_at < now() - interval '300 days')"
+)
+
+
+def _age(pg: PrivatePostgres, plan: ChaosPlan, report: ChaosReport, done: threading.Event) -> None:
+    conninfo = pg.uri("wxkf")
+    while not done.wait(plan.age_every):
+        try:
+            with psycopg.connect(conninfo, connect_timeout=2, autocommit=True) as conn:
+                for sql in _AGE:
+                    report.aged_rows += conn.execute(sql).rowcount
+        except psycopg.OperationalError:
+            continue  # PostgreSQL is down for the outage: age them on the next turn
+
+
+def _aged_rows_left(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute(_AGED_LEFT).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _settle(

@@ -1,6 +1,7 @@
 """The chaos suite (issue 12): 1,000 messages from 100 customers through real processes that are
-killed at random, a PostgreSQL that goes away once and a WeCom that throttles and revokes tokens;
-every message answered exactly once, in order, within WeCom's rules (see `tests/acceptance/chaos.py`)."""
+killed at random and restarted one by one as a deploy does, a PostgreSQL that goes away once, a
+WeCom that throttles and revokes tokens, and retention deleting what was just handled; every message
+answered exactly once, in order, within WeCom's rules (see `tests/acceptance/chaos.py`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def test_every_message_is_answered_exactly_once_through_kills_an_outage_and_faul
     # The chaos happened: every kind of process was killed, and the faults fired.
     assert set(report.kills) == {"serve", "worker"}
     assert report.outages == 1
+    assert report.graceful_restarts == {"serve": 2, "worker": 2}  # the rolling restart, drained
+    assert report.retention_deleted > 0  # retention's passes ran in the traffic (issue 17)
     for api in ("sync_msg", "send_msg"):
         for kind in ("45009", "-1", "invalidate_token"):
             assert report.faults_fired[f"{api} {kind}"] > 0, (api, kind)

@@ -21,10 +21,12 @@ event loop, and `stop()` releases held responses at once instead of waiting them
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
+import socket
 import threading
 import time
 from collections import deque
@@ -70,6 +72,36 @@ class RecordedRequest:
 EMBEDDING_DIMENSIONS = 64
 
 
+class _Server(ThreadingHTTPServer):
+    """Keeps its accepted connections, so that stopping closes those a client still holds open
+    (HTTP/1.1 keep-alive from another process), instead of leaving them to the garbage collector."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+
 class FakeOpenAI:
     """A scripted OpenAI-compatible server on 127.0.0.1 (port 0 = a random free port)."""
 
@@ -82,8 +114,7 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._ids = itertools.count(1)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     # Lifecycle ----------------------------------------------------------------------------------
@@ -106,6 +137,7 @@ class FakeOpenAI:
         self._released.set()
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
         if self._thread is not None:
             self._thread.join()
 
