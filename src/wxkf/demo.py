@@ -44,7 +44,7 @@ from wxkf.config import Settings, load_settings
 from wxkf.kf.policy import Reason
 from wxkf.simulator.testing import SimulatorControlError
 
-WAIT_SECONDS = 20.0
+WAIT_SECONDS = 60.0  # bounds a step that hangs; a settled step goes on at once
 PRINT_EVERY_SECONDS = 0.2  # while typing, arrivals are shown within this
 DEMO_DBNAME = "wxkf_demo"  # in the embedded PostgreSQL under WXKF_DATA_DIR, recreated at each start
 # Shares no character with its FAQ entry (收到的商品有破损怎么办？): the offline embedding model bridges it.
