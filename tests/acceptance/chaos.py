@@ -159,6 +159,7 @@ def _free_port() -> int:
 
 
 DRAIN_BOUND = 30.0  # seconds a process may take to stop after SIGTERM (a deploy's stop timeout)
+READY_BOUND = 120.0  # seconds a restarted process may take to serve again (a loaded machine)
 
 
 class Fleet:
@@ -189,8 +190,9 @@ class Fleet:
             process.wait()
             self.down_until[name] = time.monotonic() + down_for
 
-    def restart(self, name: str) -> bool:
-        """SIGTERM, wait for the drain (at most DRAIN_BOUND), start again; False if it had to be killed."""
+    def restart(self, name: str, ready: Callable[[], bool]) -> bool:
+        """SIGTERM, wait for the drain (at most DRAIN_BOUND), start again and wait until `ready`;
+        False if it had to be killed. Until it is ready again, the chaos leaves it alone."""
         with self._lock:
             self.restarting.add(name)
             process = self.running[name]
@@ -202,8 +204,17 @@ class Fleet:
             process.kill()
             process.wait()
             graceful = False
-        with self._lock:
-            self.start(name)
+        try:
+            with self._lock:
+                self.start(name)
+            deadline = time.monotonic() + READY_BOUND
+            while not ready() and time.monotonic() < deadline:
+                with self._lock:
+                    if self.running[name].poll() is not None:  # exited (the database was down): again
+                        self.restarts_after_exit += 1
+                        self.start(name)
+                time.sleep(0.2)
+        finally:
             self.restarting.discard(name)
         return graceful
 
@@ -478,12 +489,12 @@ def _rolling_restart(
     time.sleep(max(0.0, at - time.monotonic()))
     say("chaos: rolling restart")
     for name in sorted(fleet.commands):
-        if fleet.restart(name):
+        # The next one only when this one serves again (a worker: once it runs).
+        ready = functools.partial(_answers, health[name]) if name in health else lambda: True
+        if fleet.restart(name, ready):
             report.graceful_restarts[name.split("-")[0]] += 1
         else:
             report.forced_stops.append(name)
-        if name in health:  # the next one only when this one serves again
-            _until(functools.partial(_answers, health[name]), 60, f"{name} to serve again")
 
 
 # Handled rows made old: what retention may delete, with the rows still needed (pending ones) left

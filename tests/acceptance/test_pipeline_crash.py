@@ -54,7 +54,7 @@ async def _kill_and_restart(settings_factory: Any, tmp_path: Path, llm: FakeOpen
             assert pending[0] != (0, 0), "the kill came too late to test anything"
 
             worker = start_wxkf(WORKER, env, log)
-            await run.idle()
+            await run.idle(timeout=90)  # a fresh process: start, recovery after --stalled-after, 12 answers
         finally:
             worker.send_signal(signal.SIGTERM)
             await asyncio.to_thread(worker.wait, 30)

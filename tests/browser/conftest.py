@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.conftest import fresh_database
 from wxkf.agent.fake_openai import FakeOpenAI
@@ -149,6 +149,9 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 def context(browser: Browser) -> Iterator[BrowserContext]:
     context = browser.new_context(viewport={"width": 1360, "height": 900}, locale="zh-CN")
     context.set_default_timeout(15_000)
+    # An answer on the page waits for the pipeline (and, in the suite, for the other test process):
+    # the same bound as actions, not playwright's 5 s.
+    expect.set_options(timeout=15_000)
     yield context
     context.close()
 

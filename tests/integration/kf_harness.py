@@ -92,7 +92,7 @@ class RunningPipeline:
                 raise AssertionError(f"condition not met within {timeout} s")
             await asyncio.sleep(0.05)
 
-    async def idle(self) -> None:
+    async def idle(self, timeout: float = 20.0) -> None:
         """No callback in flight, no job due or running, nothing pending (a job scheduled for later,
         such as a queue timeout, is not in flight)."""
 
@@ -107,7 +107,7 @@ class RunningPipeline:
             )
             return bool(rows[0][0] == 0)
 
-        await self.until(quiet)
+        await self.until(quiet, timeout)
 
 
 @asynccontextmanager
