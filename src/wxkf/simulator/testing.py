@@ -402,9 +402,12 @@ class run_simulator:  # lower case: used like a function, `with run_simulator() 
         behaviour: Behaviour | None = None,
         world: World | None = None,
     ) -> None:
-        # Tests want quick retries; WeCom's own delay between retries is not published.
+        # Tests want quick retries (WeCom's own delay between retries is not published), and a URL
+        # check that a loaded test machine cannot fail (WeCom gives the URL 1 s, wecom-api §1.4).
         self.world = world or seed_world(
-            seed=seed, customers=customers, behaviour=behaviour or Behaviour(callback_retry_delay=0.05)
+            seed=seed,
+            customers=customers,
+            behaviour=behaviour or Behaviour(callback_retry_delay=0.05, url_verify_timeout=30.0),
         )
         self.callback_url = callback_url
         self._server: uvicorn.Server | None = None
