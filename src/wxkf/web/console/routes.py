@@ -870,18 +870,26 @@ async def _fields(request: Request) -> dict[str, str]:
 async def _file(request: Request, name: str, limit: int) -> tuple[bytes, str] | None:
     """An uploaded file's bytes (at most `limit` + 1 are read) and name; None when none was chosen."""
     form = await request.form()
-    item = form.get(name)
-    if item is None or isinstance(item, str) or not item.filename:
-        return None
     try:
+        item = form.get(name)
+        if item is None or isinstance(item, str) or not item.filename:
+            return None
         return await item.read(limit + 1), item.filename
     finally:
-        await form.close()
+        await form.close()  # the spooled temporary files
 
 
 def _problems(exc: Exception) -> list[str]:
+    """What a refusal says, line by line: its headline, then one line per bad field or row."""
+    headline, *_ = str(exc).split("\n")
     problems = getattr(exc, "problems", None)
-    return list(problems) if problems else [str(exc)]
+    return [headline.rstrip(":"), *problems] if problems else [str(exc)]
+
+
+def _search(value: str, limit: int = 64) -> str | None:
+    """A filter's text from the query string, None when empty; a NUL (which PostgreSQL text cannot
+    hold) is dropped: a filter changes nothing, so it is read rather than refused."""
+    return value.replace("\x00", "").strip()[:limit] or None
 
 
 def _id(value: str) -> int | None:
@@ -893,7 +901,7 @@ def _intent_filters(status: str, customer: str) -> dict[str, Any]:
     return {
         "status": status if status in cpush.INTENT_STATUS else None,
         "include_cancelled": status == "all",
-        "external_userid": customer.strip()[:64] or None,
+        "external_userid": _search(customer),
     }
 
 
@@ -994,8 +1002,7 @@ async def push_intent_page(request: Request, intent_id: str, staff: StaffDep) ->
 async def push_matches_page(
     request: Request, staff: StaffDep, view: str = "", customer: str = ""
 ) -> Response:
-    who = customer.strip()[:64] or None
-    matches = await cpush.matches_in_view(_push(request), view, who)
+    matches = await cpush.matches_in_view(_push(request), view, _search(customer))
     return render(
         request, "push_matches.html", staff, matches=matches, view=view if view in cpush.MATCH_VIEWS else "",
         customer=customer,
@@ -1008,7 +1015,7 @@ async def push_history_page(
 ) -> Response:
     entries = await _push(request).history(
         status=status if status in cpush.HISTORY_STATUS else None,
-        external_userid=customer.strip()[:64] or None,
+        external_userid=_search(customer),
         limit=cpush.PAGE_ROWS,
     )
     return render(
@@ -1026,7 +1033,7 @@ async def _profiles_page(
     problems_for: str = "",
     code: int = 200,
 ) -> Response:
-    profiles = await _push(request).list_profiles(query=q.strip()[:100] or None, limit=cpush.PAGE_ROWS)
+    profiles = await _push(request).list_profiles(query=_search(q, 100), limit=cpush.PAGE_ROWS)
     return render(
         request, "push_profiles.html", staff, status=code, profiles=profiles, query=q, form=form or {},
         problems=problems or [], problems_for=problems_for, max_mb=MAX_IMPORT_BYTES >> 20,
