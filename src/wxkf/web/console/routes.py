@@ -89,13 +89,17 @@ class Refused(Exception):
 
 
 class ConsoleRoute(APIRoute):
-    """Adds the console's security headers to every response of its routes."""
+    """Adds the console's security headers to every response of its routes, and closes the form's
+    uploaded files whatever happened (a form refused for its CSRF token was read all the same)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def with_headers(request: Request) -> Response:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            finally:
+                await request.close()
             response.headers.update(SECURITY_HEADERS)
             return response
 
