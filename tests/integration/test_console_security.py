@@ -176,7 +176,7 @@ def _push_posts(run: RunningPipeline) -> list[tuple[str, dict[str, Any]]]:
         "required": "city=北京",
     }
     card = {"name": "card", "kind": "miniprogram", "appid": "wx1", "pagepath": "pages/m"}
-    posts = [
+    posts: list[tuple[str, dict[str, Any]]] = [
         ("/console/push/intents", {"data": intent}),
         ("/console/push/intents/1/cancel", {}),
         ("/console/push/profiles", {"data": {"name": "张三", "city": "北京"}}),
