@@ -318,3 +318,20 @@ async def test_customer_text_is_shown_escaped_with_a_strict_content_policy(run: 
             assert "<img src=x" not in response.text
             assert "&lt;script&gt;document.title" in response.text
             assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+async def test_a_nul_in_any_query_parameter_or_path_is_never_a_server_error(run: RunningPipeline) -> None:
+    """PostgreSQL text cannot hold U+0000: a page's filters and ids must not hand it one."""
+    nul = "%00"
+    query = "&".join(
+        f"{name}={nul}"
+        for name in ("q", "customer", "status", "view", "account", "state", "action", "edit", "next")
+    )
+    async with ConsoleClient(run.base_url) as admin:
+        await admin.login("admin")
+        for method, path in console_routes():
+            if method != "GET" or path.endswith("/events"):
+                continue
+            for target in (f"{path}?{query}", re.sub(r"/(wkNOSUCH|wmNOSUCH|1)(?=/|$)", f"/x{nul}", path)):
+                response = await admin.get(target)
+                assert response.status_code < 500, (target, response.status_code)

@@ -1,4 +1,4 @@
-"""The staff console at `/console`: conversations live, takeover, push, the knowledge base, the unanswered.
+"""The staff console at `/console`: live conversations, takeover, push, knowledge, unanswered questions.
 
 Server-rendered (Jinja2, one small script in `static/`, no build step, nothing from a CDN), Chinese
 first with English beside it. Pages:

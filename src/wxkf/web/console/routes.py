@@ -178,6 +178,12 @@ async def _redirect(request: Request, to: str, flash: tuple[str, str] | None = N
     return response
 
 
+def _search(value: str, limit: int = 64) -> str | None:
+    """A filter's text from the query string, None when empty; a NUL (which PostgreSQL text cannot
+    hold) is dropped: a filter changes nothing, so it is read rather than refused."""
+    return value.replace("\x00", "").strip()[:limit] or None
+
+
 def _ip(request: Request) -> str:
     return request.client.host if request.client is not None else ""
 
@@ -195,6 +201,9 @@ async def current_staff(request: Request) -> Staff:
         staff = await staff_for_session(conn, session)
     if staff is None:
         raise NotLoggedIn()
+    if any("\x00" in str(value) for value in request.path_params.values()):
+        # No id or name holds U+0000 (PostgreSQL text cannot): nothing to look up.
+        raise Refused("没有这个页面或对象 / no such page or item", 404)
     request.state.flash = signer.read_flash(request.cookies.get(FLASH_COOKIE))
     return staff
 
@@ -355,8 +364,8 @@ def list_filters(
         needs_human=needs_human == "1",
         paused=paused == "1",
         state=int(state) if state.isdigit() and int(state) in STATE_NAMES else None,
-        account=account.strip()[:64],
-        query=q.strip()[:100],
+        account=_search(account) or "",
+        query=_search(q, 100) or "",
     )
 
 
@@ -459,6 +468,8 @@ async def conversation_panel(
     request: Request, open_kfid: str, external_userid: str, staff: StaffDep
 ) -> Response:
     context = await _panel_context(request, Conversation(open_kfid, external_userid), staff)
+    if context["row"] is None:
+        return PlainTextResponse("没有这个会话 / no such conversation", status_code=404)
     return render(request, "_panel.html", staff, **context)
 
 
@@ -888,12 +899,6 @@ def _problems(exc: Exception) -> list[str]:
     headline, *_ = str(exc).split("\n")
     problems = getattr(exc, "problems", None)
     return [headline.rstrip(":"), *problems] if problems else [str(exc)]
-
-
-def _search(value: str, limit: int = 64) -> str | None:
-    """A filter's text from the query string, None when empty; a NUL (which PostgreSQL text cannot
-    hold) is dropped: a filter changes nothing, so it is read rather than refused."""
-    return value.replace("\x00", "").strip()[:limit] or None
 
 
 def _id(value: str) -> int | None:
