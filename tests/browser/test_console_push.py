@@ -48,11 +48,13 @@ def test_a_profile_and_an_intent_made_in_the_console_become_a_push_the_customer_
     expect(page.locator("#profiles")).to_contain_text("李四")
     page.click("form.who button[type=submit]")  # log out
 
-    log_in(page, console, AGENT)  # an agent: the customer's intent
-    page.click("header nav a[href='/console/push']")
+    log_in(page, console, AGENT)  # an agent, from the customer's conversation: their intent
+    expect(page.locator("header nav a[href='/console/push']")).to_be_visible()
+    page.goto(console.conversation(customer))
+    page.click("#customer-intents")
     expect(page.locator("#push-tabs a[href='/console/push/profiles']")).to_have_count(0)
-    page.fill("#intent-form input[name=open_kfid]", console.sim.open_kfid)
-    page.fill("#intent-form input[name=external_userid]", customer)
+    expect(page.locator("#intent-form input[name=open_kfid]")).to_have_value(console.sim.open_kfid)
+    expect(page.locator("#intent-form input[name=external_userid]")).to_have_value(customer)
     page.fill("#intent-form input[name=name]", "寻找AI合作伙伴")
     page.fill("#intent-form input[name=description]", "想找北京做 AI 的创业伙伴")
     page.fill("#intent-form textarea[name=required]", "city=北京")
