@@ -122,6 +122,7 @@ def console(pg_admin_uri: str) -> Iterator[Console]:
             kf_debounce_seconds=0.2,
             kf_poll_interval_seconds=0.05,
             kf_welcome_text="",
+            push_quiet_hours="",  # the browser tests run at any hour: no quiet hours hold a push
             **sim.settings_overrides(),
         )
         with BackgroundServer(create_app(settings, run_worker=True)) as server:

@@ -23,6 +23,7 @@ PATH_VALUES = {
     "group_id": "1",
     "user_id": "1",
     "action": "disable",
+    "intent_id": "1",
 }
 PUBLIC = {"/console/login"}
 ADMIN_PAGES = [
@@ -32,7 +33,11 @@ ADMIN_PAGES = [
     "/console/doctor",
     "/console/users",
     "/console/audit",
+    "/console/push/profiles",
+    "/console/push/templates",
 ]
+STAFF_PUSH_PAGES = ["/console/push", "/console/push/matches", "/console/push/history"]
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
 
 @pytest.fixture
@@ -126,12 +131,138 @@ async def test_an_agent_cannot_see_admin_pages(run: RunningPipeline) -> None:
             ("/console/users/1/disable", {}),
             ("/console/kb/delete", {"document_id": "1"}),
             ("/console/unanswered/1/entry", {"question": "q", "answer": "a"}),
+            ("/console/push/profiles", {"name": "张三", "city": "北京"}),
+            ("/console/push/templates", {"name": "default", "content": "{profile_name}"}),
+            ("/console/push/templates/delete", {"name": "default"}),
         ]:
             assert (await agent.post(path, data)).status_code == 403, path
+        imported = await agent.post(
+            "/console/push/profiles/import", files={"file": ("p.csv", "name\n张三\n".encode(), "text/csv")}
+        )
+        assert imported.status_code == 403
+        # Agents work with intents, matches and history; the profiles and templates are not offered.
+        for path in STAFF_PUSH_PAGES:
+            page = await agent.get(path)
+            assert page.status_code == 200, path
+            assert 'href="/console/push/profiles"' not in page.text
+            assert 'href="/console/push/templates"' not in page.text
+        assert 'href="/console/push"' in page.text
     assert [r[0] for r in await run.query("SELECT username FROM console_users ORDER BY id")] == [
         "admin",
         "agent",
     ]
+    assert await _push_rows(run) == (0, 0, 0)
+    async with ConsoleClient(run.base_url) as admin:
+        await admin.login("admin")
+        page = await admin.get("/console/push")
+        assert 'href="/console/push/profiles"' in page.text
+        assert 'href="/console/push/templates"' in page.text
+
+
+async def _push_rows(run: RunningPipeline) -> tuple[Any, ...]:
+    rows = await run.query(
+        "SELECT (SELECT count(*) FROM push_profiles), (SELECT count(*) FROM push_intents),"
+        " (SELECT count(*) FROM push_templates)"
+    )
+    return rows[0]
+
+
+def _push_posts(run: RunningPipeline) -> list[tuple[str, dict[str, Any]]]:
+    """Every push form with input it would accept, files included."""
+    intent = {
+        "open_kfid": run.sim.open_kfid,
+        "external_userid": run.sim.customers[0],
+        "name": "找投资人",
+        "required": "city=北京",
+    }
+    card = {"name": "card", "kind": "miniprogram", "appid": "wx1", "pagepath": "pages/m"}
+    posts: list[tuple[str, dict[str, Any]]] = [
+        ("/console/push/intents", {"data": intent}),
+        ("/console/push/intents/1/cancel", {}),
+        ("/console/push/profiles", {"data": {"name": "张三", "city": "北京"}}),
+        (
+            "/console/push/profiles/import",
+            {"files": {"file": ("p.csv", "name\n张三\n".encode(), "text/csv")}},
+        ),
+        ("/console/push/templates", {"data": card, "files": {"cover": ("c.png", PNG, "image/png")}}),
+        ("/console/push/templates/delete", {"data": {"name": "default"}}),
+    ]
+    covered = {path.replace("/1/", "/{intent_id}/") for path, _ in posts}
+    declared = {p for m, p in console_routes_raw() if m == "POST" and p.startswith("/console/push")}
+    assert covered == declared  # a new push form is added here too
+    return posts
+
+
+def console_routes_raw() -> list[tuple[str, str]]:
+    return [
+        (method, route.path)
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods or ()
+    ]
+
+
+async def test_push_forms_from_another_site_or_without_the_token_change_nothing(run: RunningPipeline) -> None:
+    async with ConsoleClient(run.base_url) as admin:
+        await admin.login("admin")
+        for path, form in _push_posts(run):
+            data = form.get("data", {})
+            attempts = [
+                await admin.http.post(path, data=data, files=form.get("files")),  # no token
+                await admin.http.post(path, data={**data, "csrf_token": "guessed"}, files=form.get("files")),
+                await admin.post(
+                    path, data, files=form.get("files"), headers={"Origin": "https://evil.example"}
+                ),
+                await admin.post(
+                    path, data, files=form.get("files"), headers={"Sec-Fetch-Site": "cross-site"}
+                ),
+            ]
+            for response in attempts:
+                assert response.status_code == 403, (path, response.status_code)
+                assert "CSRF" in html.unescape(response.text)
+        assert await _push_rows(run) == (0, 0, 0)
+        assert await run.query("SELECT 1 FROM console_audit WHERE starts_with(action, 'push_')") == []
+        path, form = _push_posts(run)[0]
+        assert (await admin.post(path, form["data"])).status_code == 303  # the page's own form works
+    assert (await _push_rows(run))[1] == 1
+
+
+async def test_a_script_in_an_intent_or_a_profile_is_shown_as_text(run: RunningPipeline) -> None:
+    attack = '<script>document.title="pwned"</script><img src=x onerror="alert(1)">'
+    async with ConsoleClient(run.base_url) as admin, ConsoleClient(run.base_url) as agent:
+        await admin.login("admin")
+        await agent.login("agent")
+        await admin.get("/console/push/profiles")
+        added = await admin.post(
+            "/console/push/profiles",
+            {"name": attack[:64], "city": "北京", "description": attack, "tags": attack[:32]},
+        )
+        assert added.status_code == 303
+        await agent.get("/console/push")
+        created = await agent.post(
+            "/console/push/intents",
+            {
+                "open_kfid": run.sim.open_kfid,
+                "external_userid": run.sim.customers[0],
+                "name": attack[:50],
+                "description": attack,
+                "required": "city=北京",
+                "threshold": "0",
+            },
+        )
+        assert created.status_code == 303
+        await run.until(lambda: run.query("SELECT 1 FROM push_matches"))
+        pages = [(agent, created.headers["location"]), *((agent, p) for p in STAFF_PUSH_PAGES)]
+        for staff, path in [*pages, (admin, "/console/push/profiles")]:
+            response = await staff.get(path)
+            assert response.status_code == 200, path
+            assert "<script>document.title" not in response.text, path
+            assert "<img src=x" not in response.text, path
+            if not path.endswith("/history"):  # the history shows ids and reasons, no customer text
+                assert "&lt;script&gt;document.title" in response.text, path
+            assert "script-src 'self'" in response.headers["content-security-policy"]
+        matches = await agent.get("/console/push/matches")
+        assert matches.text.count("&lt;script&gt;") >= 2  # the intent's and the profile's names
 
 
 async def test_bad_passwords_are_refused_then_the_account_locks(run: RunningPipeline) -> None:
@@ -187,3 +318,20 @@ async def test_customer_text_is_shown_escaped_with_a_strict_content_policy(run: 
             assert "<img src=x" not in response.text
             assert "&lt;script&gt;document.title" in response.text
             assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+async def test_a_nul_in_any_query_parameter_or_path_is_never_a_server_error(run: RunningPipeline) -> None:
+    """PostgreSQL text cannot hold U+0000: a page's filters and ids must not hand it one."""
+    nul = "%00"
+    query = "&".join(
+        f"{name}={nul}"
+        for name in ("q", "customer", "status", "view", "account", "state", "action", "edit", "next")
+    )
+    async with ConsoleClient(run.base_url) as admin:
+        await admin.login("admin")
+        for method, path in console_routes():
+            if method != "GET" or path.endswith("/events"):
+                continue
+            for target in (f"{path}?{query}", re.sub(r"/(wkNOSUCH|wmNOSUCH|1)(?=/|$)", f"/x{nul}", path)):
+                response = await admin.get(target)
+                assert response.status_code < 500, (target, response.status_code)

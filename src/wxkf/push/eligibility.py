@@ -92,6 +92,30 @@ _EXPLAIN = {
 }
 _FINAL = frozenset({Reason.DISABLED, Reason.BELOW_MIN_SCORE, Reason.ALREADY_PUSHED, Reason.INTENT_INACTIVE})
 
+# The reasons a match carries that are not delivery decisions: set by matching (the LLM re-check)
+# and by a change to its intent or profile (the match is retired; a new version is scored anew).
+MATCH_REASONS = {
+    "llm_rejected": "大模型复核认为不匹配 / the LLM re-check said it does not match",
+    "llm_lowered": "大模型复核后匹配度低于阈值 / below the threshold after the LLM re-check",
+    "llm_unparseable": "大模型的复核答复无法读取，按不匹配处理 / the LLM's answer could not be read: no match",
+    "intent_changed": "意图已修改，按新版本重新匹配 / the intent changed: matched again as its new version",
+    "intent_cancelled": "意图已取消 / the intent was cancelled",
+    "intent_paused": "意图已暂停 / the intent is paused",
+    "intent_draft": "意图尚未确认 / the intent is not confirmed yet",
+    "profile_changed": "资料已修改，按新版本重新匹配 / the profile changed: matched again as its new version",
+    "profile_deleted": "资料已删除 / the profile was deleted",
+}
+
+
+def explain(reason: str | None) -> str:
+    """A stored reason (a match's or a history row's) in words, Chinese first; an unknown one as stored."""
+    if reason is None:
+        return ""
+    known = {r.value: r for r in Reason}
+    if reason in known:
+        return known[reason].explain
+    return MATCH_REASONS.get(reason, reason)
+
 
 @dataclass(frozen=True)
 class Situation:

@@ -60,6 +60,7 @@ from wxkf.push.scoring import Weights
 from wxkf.push.templates import DEFAULT_TEMPLATE, MiniProgramTemplate, Template, TextTemplate, check
 from wxkf.push.vectors import Vectors
 from wxkf.wecom.errors import RateLimitedError, TransportError
+from wxkf.wecom.models import MEDIA_MAX_BYTES
 
 if TYPE_CHECKING:
     from wxkf.kf.runtime import Pipeline
@@ -453,6 +454,9 @@ class PushService:
             raise InvalidInput(
                 ["thumb: 封面须是 JPG 或 PNG 图片 / the cover must be a JPG or PNG (wecom-api §8)"]
             )
+        if len(data) > MEDIA_MAX_BYTES["image"]:  # wecom-api §8: media/upload refuses it when sent
+            limit = MEDIA_MAX_BYTES["image"] >> 20
+            raise InvalidInput([f"thumb: 封面超过 {limit} MB / the cover is over {limit} MB (wecom-api §8)"])
         return await self.pipeline.media_store.put(data)
 
     async def save_template(self, name: str, template: Template) -> Template:

@@ -271,12 +271,14 @@ async def list_intents(
     *,
     status: str | None = None,
     include_cancelled: bool = False,
+    external_userid: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[Intent]:
+    """Intents, newest first; `external_userid` alone filters by the customer on any kf account."""
     params = {
         "k": owner.open_kfid if owner else None,
-        "u": owner.external_userid if owner else None,
+        "u": owner.external_userid if owner else external_userid,
         "status": status,
         "all": include_cancelled or status == "cancelled",
         "limit": limit,
@@ -454,14 +456,16 @@ async def list_matches(
     intent_id: int | None = None,
     profile_id: int | None = None,
     status: str | None = None,
+    external_userid: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[Match]:
+    """Matches, newest first; `external_userid` alone filters by the customer on any kf account."""
     params = {
         "intent": intent_id,
         "profile": profile_id,
         "k": owner.open_kfid if owner else None,
-        "u": owner.external_userid if owner else None,
+        "u": owner.external_userid if owner else external_userid,
         "status": status,
         "limit": limit,
         "offset": offset,
@@ -507,14 +511,16 @@ async def list_history(
     owner: Owner | None = None,
     intent_id: int | None = None,
     status: str | None = None,
+    external_userid: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[HistoryEntry]:
-    from wxkf.push.eligibility import Reason
+    """Push decisions, newest first; `external_userid` alone filters by the customer on any kf account."""
+    from wxkf.push.eligibility import explain
 
     params = {
         "k": owner.open_kfid if owner else None,
-        "u": owner.external_userid if owner else None,
+        "u": owner.external_userid if owner else external_userid,
         "intent": intent_id,
         "status": status,
         "limit": limit,
@@ -523,10 +529,4 @@ async def list_history(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_LIST_HISTORY, params)
         rows = await cur.fetchall()
-    known = {r.value: r for r in Reason}
-    return [
-        HistoryEntry.model_validate(
-            {**r, "explanation": known[r["reason"]].explain if r["reason"] in known else r["reason"]}
-        )
-        for r in rows
-    ]
+    return [HistoryEntry.model_validate({**r, "explanation": explain(r["reason"]) or None}) for r in rows]

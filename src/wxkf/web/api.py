@@ -37,8 +37,6 @@ from wxkf.push.service import PushService
 from wxkf.push.templates import MiniProgramTemplate, TextTemplate
 from wxkf.wecom.errors import WeComError
 
-MAX_IMPORT_BYTES = 50 << 20
-
 
 def _push(request: Request) -> PushService:
     push: PushService = request.app.state.push
@@ -171,7 +169,7 @@ class ImportOut(BaseModel):
 @router.post("/profiles/import", tags=["profiles"])
 async def import_profiles(push: Push, file: Annotated[UploadFile, File()]) -> ImportOut:
     """A .csv or .jsonl file (docs/push.md): all rows or none; bad rows are listed by line."""
-    from wxkf.push.importing import parse_profiles
+    from wxkf.push.importing import MAX_IMPORT_BYTES, parse_profiles
 
     data = await file.read(MAX_IMPORT_BYTES + 1)
     if len(data) > MAX_IMPORT_BYTES:

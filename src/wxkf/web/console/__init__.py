@@ -1,10 +1,15 @@
-"""The staff console at `/console`: conversations live, takeover, the knowledge base, what the bot could not answer.
+"""The staff console at `/console`: live conversations, takeover, push, knowledge, unanswered questions.
 
 Server-rendered (Jinja2, one small script in `static/`, no build step, nothing from a CDN), Chinese
 first with English beside it. Pages:
 
     /console/conversations   every conversation, live (SSE from PostgreSQL LISTEN/NOTIFY), filters, search
     /console/c/<kf>/<user>   the transcript; take over, reply, hand back, transfer in WeCom, end the session
+    /console/push            customers' push intents: filter, create by hand, cancel
+    /console/push/intents/<id>   one intent: conditions, matches with scores, pushes and refusals
+    /console/push/matches, /history   matches waiting / sent / refused, and every push decision
+    /console/push/profiles   import (CSV, JSON Lines) and add profiles                          (admin)
+    /console/push/templates  text and mini-program card templates, a card's cover uploaded    (admin)
     /console/kb              upload (with progress), list, delete, re-index, search preview    (admin)
     /console/unanswered      questions the bot could not answer, grouped, one click to an entry  (admin)
     /console/overview        today's figures, errors with their fix, LLM latency                 (admin)

@@ -27,9 +27,16 @@ from wxkf.agent.kb.embedders import EmbeddingError
 from wxkf.agent.kb.store import KnowledgeBaseError
 from wxkf.kf.policy import SENDABLE_STATES, STATE_NAMES
 from wxkf.kf.responder import Conversation
+from wxkf.media.errors import MediaError
+from wxkf.push.eligibility import explain
+from wxkf.push.errors import InvalidInput, NotFound, PushError
+from wxkf.push.importing import MAX_IMPORT_BYTES, parse_profiles
+from wxkf.push.service import PushService
+from wxkf.wecom.models import MEDIA_MAX_BYTES
 
 from . import audit, knowledge, overview, unanswered
 from . import conversations as conv
+from . import push as cpush
 from .auth import (
     FLASH_COOKIE,
     LOGIN_COOKIE,
@@ -82,13 +89,17 @@ class Refused(Exception):
 
 
 class ConsoleRoute(APIRoute):
-    """Adds the console's security headers to every response of its routes."""
+    """Adds the console's security headers to every response of its routes, and closes the form's
+    uploaded files whatever happened (a form refused for its CSRF token was read all the same)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def with_headers(request: Request) -> Response:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            finally:
+                await request.close()
             response.headers.update(SECURITY_HEADERS)
             return response
 
@@ -111,7 +122,17 @@ def _local_time(settings_timezone: str) -> Callable[[datetime | None], str]:
 
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
-_env.globals.update(ROLE_NAMES=ROLE_NAMES, STATE_NAMES=STATE_NAMES, ACTIONS=audit.ACTIONS)
+_env.globals.update(
+    ROLE_NAMES=ROLE_NAMES,
+    STATE_NAMES=STATE_NAMES,
+    ACTIONS=audit.ACTIONS,
+    INTENT_STATUS=cpush.INTENT_STATUS,
+    MATCH_STATUS=cpush.MATCH_STATUS,
+    MATCH_VIEWS=cpush.MATCH_VIEWS,
+    HISTORY_STATUS=cpush.HISTORY_STATUS,
+    DELIVERY_STATUS=cpush.DELIVERY_STATUS,
+    explain=explain,
+)
 _env.filters["plainjson"] = lambda value: json.dumps(value, ensure_ascii=False)  # escaped by autoescape
 
 
@@ -157,6 +178,12 @@ async def _redirect(request: Request, to: str, flash: tuple[str, str] | None = N
     return response
 
 
+def _search(value: str, limit: int = 64) -> str | None:
+    """A filter's text from the query string, None when empty; a NUL (which PostgreSQL text cannot
+    hold) is dropped: a filter changes nothing, so it is read rather than refused."""
+    return value.replace("\x00", "").strip()[:limit] or None
+
+
 def _ip(request: Request) -> str:
     return request.client.host if request.client is not None else ""
 
@@ -174,6 +201,9 @@ async def current_staff(request: Request) -> Staff:
         staff = await staff_for_session(conn, session)
     if staff is None:
         raise NotLoggedIn()
+    if any("\x00" in str(value) for value in request.path_params.values()):
+        # No id or name holds U+0000 (PostgreSQL text cannot): nothing to look up.
+        raise Refused("没有这个页面或对象 / no such page or item", 404)
     request.state.flash = signer.read_flash(request.cookies.get(FLASH_COOKIE))
     return staff
 
@@ -334,8 +364,8 @@ def list_filters(
         needs_human=needs_human == "1",
         paused=paused == "1",
         state=int(state) if state.isdigit() and int(state) in STATE_NAMES else None,
-        account=account.strip()[:64],
-        query=q.strip()[:100],
+        account=_search(account) or "",
+        query=_search(q, 100) or "",
     )
 
 
@@ -438,6 +468,8 @@ async def conversation_panel(
     request: Request, open_kfid: str, external_userid: str, staff: StaffDep
 ) -> Response:
     context = await _panel_context(request, Conversation(open_kfid, external_userid), staff)
+    if context["row"] is None:
+        return PlainTextResponse("没有这个会话 / no such conversation", status_code=404)
     return render(request, "_panel.html", staff, **context)
 
 
@@ -833,3 +865,324 @@ async def audit_page(request: Request, staff: AdminDep, action: str = "") -> Res
     async with _state(request).pipeline.pool.connection() as conn:
         entries = await audit.recent(conn, action=action if action in audit.ACTIONS else None)
     return render(request, "audit.html", staff, entries=entries, action=action)
+
+
+# --- push: intents, matches, history (staff); profiles, templates (admin) -------------------------
+
+_PUSH_REFUSALS = (PushError, MediaError)
+
+
+def _push(request: Request) -> PushService:
+    return _state(request).push
+
+
+async def _fields(request: Request) -> dict[str, str]:
+    """A form's text fields (its files are read apart), without the CSRF token."""
+    form = await request.form()
+    return {k: v for k, v in form.multi_items() if isinstance(v, str) and k != "csrf_token"}
+
+
+async def _file(request: Request, name: str, limit: int) -> tuple[bytes, str] | None:
+    """An uploaded file's bytes (at most `limit` + 1 are read) and name; None when none was chosen."""
+    form = await request.form()
+    try:
+        item = form.get(name)
+        if item is None or isinstance(item, str) or not item.filename:
+            return None
+        return await item.read(limit + 1), item.filename
+    finally:
+        await form.close()  # the spooled temporary files
+
+
+def _problems(exc: Exception) -> list[str]:
+    """What a refusal says, line by line: its headline, then one line per bad field or row."""
+    headline, *_ = str(exc).split("\n")
+    problems = getattr(exc, "problems", None)
+    return [headline.rstrip(":"), *problems] if problems else [str(exc)]
+
+
+def _id(value: str) -> int | None:
+    """A path id: digits that fit a bigint, else None (the page says there is no such thing)."""
+    return int(value) if value.isdigit() and len(value) <= 18 else None
+
+
+def _intent_filters(status: str, customer: str) -> dict[str, Any]:
+    return {
+        "status": status if status in cpush.INTENT_STATUS else None,
+        "include_cancelled": status == "all",
+        "external_userid": _search(customer),
+    }
+
+
+async def _push_page(
+    request: Request,
+    staff: Staff,
+    *,
+    status: str = "",
+    customer: str = "",
+    form: dict[str, str] | None = None,
+    problems: list[str] | None = None,
+    code: int = 200,
+) -> Response:
+    push = _push(request)
+    intents = await push.list_intents(limit=cpush.PAGE_ROWS, **_intent_filters(status, customer))
+    async with _state(request).pipeline.pool.connection() as conn:
+        accounts = await conv.accounts_seen(conn)
+    templates = [name for name, _ in await push.list_templates()]
+    return render(
+        request, "push.html", staff, status=code, intents=intents, filter_status=status,
+        customer=customer, accounts=accounts, account_names=await _state(request).account_names(),
+        templates=templates, form=form or {}, problems=problems or [],
+    )  # fmt: skip
+
+
+@router.get("/push", response_class=HTMLResponse)
+async def push_page(
+    request: Request, staff: StaffDep, status: str = "", customer: str = "", account: str = ""
+) -> Response:
+    """Intents, filtered; `account` and `customer` also fill the form (a link from a conversation)."""
+    form = {"open_kfid": account[:64], "external_userid": customer[:64]}
+    return await _push_page(request, staff, status=status, customer=customer, form=form)
+
+
+@router.post("/push/intents")
+async def push_intent_add(request: Request, staff: PostingDep) -> Response:
+    fields = await _fields(request)
+    try:
+        intent = await _push(request).create_intent(
+            cpush.intent_from_form(fields), created_by=f"console:{staff.username}"
+        )
+    except _PUSH_REFUSALS as exc:
+        return await _push_page(request, staff, form=fields, problems=_problems(exc), code=422)
+    async with _state(request).pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn,
+            staff,
+            "push_intent_add",
+            target=f"intent:{intent.id}",
+            detail={"customer": intent.external_userid, "name": intent.name},
+            ip=_ip(request),
+        )
+    return await _redirect(
+        request,
+        f"{PREFIX}/push/intents/{intent.id}",
+        ("ok", f"意图 {intent.id} 已创建，正在匹配 / intent {intent.id} created, matching started"),
+    )
+
+
+@router.post("/push/intents/{intent_id}/cancel")
+async def push_intent_cancel(request: Request, intent_id: str, staff: PostingDep) -> Response:
+    number = _id(intent_id)
+    try:
+        if number is None:
+            raise NotFound(f"没有编号为 {intent_id[:20]} 的意图 / no intent {intent_id[:20]}")
+        intent = await _push(request).set_intent_status(number, "cancelled")
+    except NotFound as exc:
+        return render(request, "refused.html", staff, status=404, message=str(exc))
+    async with _state(request).pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn,
+            staff,
+            "push_intent_cancel",
+            target=f"intent:{intent.id}",
+            detail={"customer": intent.external_userid, "name": intent.name},
+            ip=_ip(request),
+        )
+    return await _redirect(
+        request,
+        f"{PREFIX}/push/intents/{intent.id}",
+        ("ok", f"意图 {intent.id} 已取消，未推送的匹配已撤回 / cancelled; undelivered matches retired"),
+    )
+
+
+@router.get("/push/intents/{intent_id}", response_class=HTMLResponse)
+async def push_intent_page(request: Request, intent_id: str, staff: StaffDep) -> Response:
+    number = _id(intent_id)
+    try:
+        if number is None:
+            raise NotFound(f"没有编号为 {intent_id[:20]} 的意图 / no intent {intent_id[:20]}")
+        page = await cpush.intent_page(_push(request), number)
+    except NotFound as exc:
+        return render(request, "refused.html", staff, status=404, message=str(exc))
+    return render(request, "push_intent.html", staff, page=page, intent=page.intent)
+
+
+@router.get("/push/matches", response_class=HTMLResponse)
+async def push_matches_page(
+    request: Request, staff: StaffDep, view: str = "", customer: str = ""
+) -> Response:
+    matches = await cpush.matches_in_view(_push(request), view, _search(customer))
+    return render(
+        request, "push_matches.html", staff, matches=matches, view=view if view in cpush.MATCH_VIEWS else "",
+        customer=customer,
+    )  # fmt: skip
+
+
+@router.get("/push/history", response_class=HTMLResponse)
+async def push_history_page(
+    request: Request, staff: StaffDep, status: str = "", customer: str = ""
+) -> Response:
+    entries = await _push(request).history(
+        status=status if status in cpush.HISTORY_STATUS else None,
+        external_userid=_search(customer),
+        limit=cpush.PAGE_ROWS,
+    )
+    return render(
+        request, "push_history.html", staff, entries=entries, filter_status=status, customer=customer
+    )
+
+
+async def _profiles_page(
+    request: Request,
+    staff: Staff,
+    *,
+    q: str = "",
+    form: dict[str, str] | None = None,
+    problems: list[str] | None = None,
+    problems_for: str = "",
+    code: int = 200,
+) -> Response:
+    profiles = await _push(request).list_profiles(query=_search(q, 100), limit=cpush.PAGE_ROWS)
+    return render(
+        request, "push_profiles.html", staff, status=code, profiles=profiles, query=q, form=form or {},
+        problems=problems or [], problems_for=problems_for, max_mb=MAX_IMPORT_BYTES >> 20,
+    )  # fmt: skip
+
+
+@router.get("/push/profiles", response_class=HTMLResponse)
+async def push_profiles_page(request: Request, staff: AdminDep, q: str = "") -> Response:
+    return await _profiles_page(request, staff, q=q)
+
+
+@router.post("/push/profiles")
+async def push_profile_add(request: Request, staff: PostingAdminDep) -> Response:
+    fields = await _fields(request)
+    try:
+        profile = await _push(request).create_profile(
+            cpush.profile_from_form(fields), created_by=f"console:{staff.username}"
+        )
+    except _PUSH_REFUSALS as exc:
+        return await _profiles_page(
+            request, staff, form=fields, problems=_problems(exc), problems_for="add", code=422
+        )
+    async with _state(request).pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn,
+            staff,
+            "push_profile_add",
+            target=f"profile:{profile.id}",
+            detail={"name": profile.name},
+            ip=_ip(request),
+        )
+    return await _redirect(
+        request,
+        f"{PREFIX}/push/profiles",
+        ("ok", f"资料 {profile.id} 已添加，正在匹配 / profile {profile.id} added, matching started"),
+    )
+
+
+@router.post("/push/profiles/import")
+async def push_profiles_import(request: Request, staff: PostingAdminDep) -> Response:
+    """All rows or none (push.importing): a bad file is listed by line and nothing is written."""
+    upload = await _file(request, "file", MAX_IMPORT_BYTES)
+    try:
+        if upload is None:
+            raise InvalidInput(["file: 没有选择文件 / no file chosen"])
+        data, filename = upload
+        if len(data) > MAX_IMPORT_BYTES:
+            limit = MAX_IMPORT_BYTES >> 20
+            raise InvalidInput([f"{filename}: 文件超过 {limit} MB / the file is over {limit} MB"])
+        profiles = parse_profiles(data, filename)
+        ids = await _push(request).import_profiles(profiles, created_by=f"console:{staff.username}")
+    except _PUSH_REFUSALS as exc:
+        return await _profiles_page(request, staff, problems=_problems(exc), problems_for="import", code=422)
+    async with _state(request).pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn,
+            staff,
+            "push_profile_import",
+            target="profiles",
+            detail={"file": filename, "rows": len(profiles), "written": len(ids)},
+            ip=_ip(request),
+        )
+    return await _redirect(
+        request,
+        f"{PREFIX}/push/profiles",
+        (
+            "ok",
+            f"已导入 {len(profiles)} 行，{len(ids)} 份资料新增或更新，正在匹配 / imported {len(profiles)} "
+            f"rows, {len(ids)} profiles added or changed; matching started",
+        ),
+    )
+
+
+async def _templates_page(
+    request: Request,
+    staff: Staff,
+    *,
+    edit: str = "",
+    form: dict[str, str] | None = None,
+    problems: list[str] | None = None,
+    code: int = 200,
+) -> Response:
+    templates = await _push(request).list_templates()
+    editing = dict(templates).get(edit) if edit else None
+    if form is None:
+        form = {"name": edit, **editing.model_dump(mode="json")} if editing is not None else {}
+    return render(
+        request, "push_templates.html", staff, status=code, templates=templates, form=form,
+        problems=problems or [], placeholders=cpush.PLACEHOLDERS, editing=editing is not None,
+    )  # fmt: skip
+
+
+@router.get("/push/templates", response_class=HTMLResponse)
+async def push_templates_page(request: Request, staff: AdminDep, edit: str = "") -> Response:
+    return await _templates_page(request, staff, edit=edit[:64])
+
+
+@router.post("/push/templates")
+async def push_template_save(request: Request, staff: PostingAdminDep) -> Response:
+    """Create or change a template (by name); a card's cover goes to the media store."""
+    fields = await _fields(request)
+    push = _push(request)
+    name = fields.get("name", "").strip()
+    try:
+        cover = await _file(request, "cover", MEDIA_MAX_BYTES["image"])
+        template = await cpush.template_from_form(
+            push, fields, cover[0] if cover else None, cover[1] if cover else ""
+        )
+        await push.save_template(name, template)
+    except _PUSH_REFUSALS as exc:
+        return await _templates_page(request, staff, form=fields, problems=_problems(exc), code=422)
+    async with _state(request).pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn,
+            staff,
+            "push_template_save",
+            target=f"template:{name}",
+            detail={"kind": template.kind},
+            ip=_ip(request),
+        )
+    return await _redirect(
+        request, f"{PREFIX}/push/templates", ("ok", f"模板 {name} 已保存 / template {name} saved")
+    )
+
+
+@router.post("/push/templates/delete")
+async def push_template_delete(
+    request: Request, staff: PostingAdminDep, name: Annotated[str, Form()] = ""
+) -> Response:
+    try:
+        cpush.refuse_nul({"name": name})
+        await _push(request).delete_template(name)
+    except NotFound as exc:
+        return render(request, "refused.html", staff, status=404, message=str(exc))
+    except InvalidInput as exc:
+        return await _templates_page(request, staff, problems=_problems(exc), code=422)
+    async with _state(request).pipeline.pool.connection() as conn:
+        await audit.staff_action(
+            conn, staff, "push_template_delete", target=f"template:{name}", ip=_ip(request)
+        )
+    return await _redirect(
+        request, f"{PREFIX}/push/templates", ("ok", f"模板 {name} 已删除 / template {name} deleted")
+    )

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from wxkf.config import Settings
     from wxkf.db.engine import Database
     from wxkf.kf.runtime import Pipeline
+    from wxkf.push.service import PushService
 
 ACCOUNT_NAMES_SECONDS = 300.0
 NICKNAME_RETRY_SECONDS = 60.0  # after WeCom could not give nicknames, the list does not ask at every refresh
@@ -45,6 +46,12 @@ class ConsoleState:
     def pipeline(self) -> Pipeline:
         pipeline: Pipeline = self.app.state.pipeline
         return pipeline
+
+    @property
+    def push(self) -> PushService:
+        """The app's push service: the console's push pages call it as the REST API does."""
+        push: PushService = self.app.state.push
+        return push
 
     @property
     def database(self) -> Database:

@@ -1,4 +1,4 @@
-// wxkf console: live updates (Server-Sent Events), upload progress, confirmations. No framework.
+// wxkf console: live updates (Server-Sent Events), upload progress, confirmations, the template form. No framework.
 "use strict";
 
 (function () {
@@ -129,10 +129,22 @@
     });
   }
 
+  // The template form shows the fields of the kind chosen (both show without the script).
+  function templateKind() {
+    const select = document.getElementById("template-kind");
+    if (!select) return;
+    const show = () => document.querySelectorAll("fieldset[data-kind]").forEach((set) => {
+      set.hidden = set.dataset.kind !== select.value;
+    });
+    select.addEventListener("change", show);
+    show();
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     live();
     followBudget();
     upload();
     confirmations();
+    templateKind();
   });
 })();
