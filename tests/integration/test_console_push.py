@@ -67,7 +67,7 @@ async def test_bad_files_templates_intents_and_ids_are_a_clear_4xx_and_change_no
         _refused(
             await admin.post("/console/push/profiles/import", **upload("nul.csv", with_nul)),
             422,
-            "第 3 行 / line 3: name 含有 NUL 字符",
+            "第 3 行 / line 3: name: 含有 NUL 字符",
         )
         _refused(
             await admin.post("/console/push/profiles/import", **upload("people.xlsx", b"PK\x03\x04")),

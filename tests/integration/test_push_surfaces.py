@@ -250,3 +250,39 @@ async def test_a_profile_is_read_from_free_text_and_an_unreadable_answer_is_refu
             await extract_profile(llm, "某人的介绍")
         await llm.aclose()
     assert (profile.name, profile.city, profile.age, profile.tags) == ("张三", "北京", 35, ["AI"])
+
+
+async def test_a_nul_character_anywhere_in_the_api_is_refused_by_name_and_changes_nothing(
+    settings_factory: Any,
+) -> None:
+    """PostgreSQL text cannot hold U+0000: the API refuses it as input (422, the field named), not as a 500."""
+    async with push_pipeline(settings_factory, wxkf_api_key=KEY) as run:
+        owner = {"open_kfid": run.sim.open_kfid, "external_userid": run.sim.customers[0]}
+        auth = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=run.run.base_url, headers=auth) as http:
+            attempts = [
+                http.post("/api/intents", json={**owner, "name": "找\x00投资人"}),
+                http.post(
+                    "/api/intents",
+                    json={
+                        **owner,
+                        "name": "找投资人",
+                        "conditions": {"required": [{"field": "city", "op": "eq", "value": "北\x00京"}]},
+                    },
+                ),
+                http.post("/api/profiles", json={"name": "张三", "city": "北京", "tags": ["创\x00业"]}),
+                http.patch(
+                    f"/api/customers/{owner['open_kfid']}/{owner['external_userid']}/preferences",
+                    json={"timezone": "Asia/Shang\x00hai"},
+                ),
+                http.put("/api/templates/short", json={"kind": "text", "content": "【{name}】\x00"}),
+                http.post("/api/profiles/extract", json={"text": "张三\x00，北京"}),
+            ]
+            for attempt in attempts:
+                refused = await attempt
+                assert refused.status_code == 422, refused.text
+                assert any("NUL" in p for p in refused.json()["problems"]), refused.text
+            assert (await http.get("/api/intents")).json() == []
+            assert (await http.get("/api/profiles")).json() == []
+            assert "short" not in {t["name"] for t in (await http.get("/api/templates")).json()}
+            assert (await http.get("/api/templates/a%00b")).status_code in (404, 422)

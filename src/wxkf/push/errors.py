@@ -46,6 +46,26 @@ class ExtractionError(PushError):
     pass
 
 
+def nul_problems(value: Any, where: str = "") -> list[str]:
+    """One line per field of `value` (a form, a JSON body, a row: dicts, lists, strings) holding a NUL
+    character, named as a path (conditions.required.0.value). PostgreSQL text cannot hold U+0000, so
+    it is refused as input rather than by the database halfway through a write."""
+    if isinstance(value, str):
+        if "\x00" not in value:
+            return []
+        return [f"{where or '输入 / input'}: 含有 NUL 字符（\\x00），请删除后重试 / contains a NUL character"]
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    found: list[str] = []
+    for key, item in items:
+        path = (f"{where}.{key}" if where else str(key)).replace("\x00", "\\x00")
+        found += nul_problems(item, path) if "\x00" not in str(key) else nul_problems("\x00", path)
+    return found
+
+
 def problems_of(error: ValidationError) -> list[str]:
     """pydantic's errors as `field: message` lines, with our own (Chinese-first) messages as written."""
     lines = []
@@ -64,3 +84,10 @@ def validated(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(problems_of(exc)) from None
+
+
+def refuse_nul(value: Any) -> None:
+    """Raise `InvalidInput` naming every field of `value` that holds a NUL character."""
+    problems = nul_problems(value)
+    if problems:
+        raise InvalidInput(problems)

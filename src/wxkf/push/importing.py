@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from wxkf.push.errors import ImportRefused, InvalidInput, problems_of
+from wxkf.push.errors import ImportRefused, InvalidInput, nul_problems, problems_of
 from wxkf.push.models import ProfileIn
 
 Progress = Callable[[int, int], None]  # (rows read, rows in all)
@@ -161,19 +161,6 @@ def parse_profiles(data: bytes, filename: str, *, progress: Progress | None = No
     return validate_rows(list(rows), progress=progress)
 
 
-def _with_nul(row: dict[str, Any], prefix: str = "") -> list[str]:
-    """The fields of `row` (nested ones as a.b) holding a NUL character, in a key or a value."""
-    found: list[str] = []
-    for key, value in row.items():
-        where = f"{prefix}{key}"
-        values = value if isinstance(value, list) else [value]
-        if "\x00" in str(key) or any(isinstance(v, str) and "\x00" in v for v in values):
-            found.append(where.replace("\x00", "\\x00"))
-        elif isinstance(value, dict):
-            found += _with_nul(value, f"{where}.")
-    return found
-
-
 def validate_rows(
     rows: list[tuple[int, dict[str, Any] | InvalidInput]], *, progress: Progress | None = None
 ) -> list[ProfileIn]:
@@ -186,12 +173,9 @@ def validate_rows(
         if isinstance(row, InvalidInput):
             problems += [f"第 {line} 行 / line {line}: {p}" for p in row.problems]
             continue
-        with_nul = _with_nul(row)
+        with_nul = nul_problems(row)
         if with_nul:
-            # PostgreSQL text cannot hold U+0000: refused here, by line, not by the database mid-import.
-            problems.append(
-                f"第 {line} 行 / line {line}: {', '.join(with_nul)} 含有 NUL 字符（\\x00）/ contains a NUL character"
-            )
+            problems += [f"第 {line} 行 / line {line}: {p}" for p in with_nul]
             continue
         try:
             profile = ProfileIn.model_validate(row)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
@@ -19,7 +20,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from wxkf.media.errors import MediaError, MediaNotFound, MediaStoreError
-from wxkf.push.errors import ExtractionError, ImportRefused, InvalidInput, NotFound, PushError, validated
+from wxkf.push.errors import (
+    ExtractionError,
+    ImportRefused,
+    InvalidInput,
+    NotFound,
+    PushError,
+    refuse_nul,
+    validated,
+)
 from wxkf.push.models import (
     HistoryEntry,
     Intent,
@@ -61,8 +70,22 @@ def require_key(
         )
 
 
+async def refuse_nul_input(request: Request) -> None:
+    """A NUL character in the path, the query or a JSON body is refused (422, the field named) before
+    any route runs: PostgreSQL text cannot hold it. Uploaded files are checked by their importer."""
+    body: Any = None
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None  # FastAPI refuses a body that is not JSON, in its own words
+    refuse_nul(
+        {**request.path_params, **request.query_params, **({"body": body} if body is not None else {})}
+    )
+
+
 Push = Annotated[PushService, Depends(_push)]
-router = APIRouter(prefix="/api", dependencies=[Depends(require_key)])
+router = APIRouter(prefix="/api", dependencies=[Depends(require_key), Depends(refuse_nul_input)])
 Limit = Annotated[int, Query(ge=1, le=500)]
 Offset = Annotated[int, Query(ge=0)]
 

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from wxkf.push.conditions import Condition, parse_condition
-from wxkf.push.errors import InvalidInput, problems_of, validated
+from wxkf.push.errors import InvalidInput, problems_of, refuse_nul, validated
 from wxkf.push.models import HistoryEntry, Intent, IntentIn, Match, Owner, Preferences, ProfileIn
 from wxkf.push.service import PushService
 from wxkf.push.templates import MERGED_FIELDS, SINGLE_FIELDS, MiniProgramTemplate, Template, TextTemplate
@@ -68,15 +68,6 @@ class IntentPage:
     matches: list[Match]
     history: list[HistoryEntry]
     preferences: Preferences
-
-
-def refuse_nul(fields: Mapping[str, Any]) -> None:
-    """Refuse a form whose text holds a NUL character, naming the fields."""
-    bad = [name for name, value in fields.items() if isinstance(value, str) and "\x00" in value]
-    if bad:
-        raise InvalidInput(
-            [f"{name}: 含有 NUL 字符（\\x00），请删除后重试 / contains a NUL character" for name in bad]
-        )
 
 
 def split_list(value: str) -> list[str]:

@@ -29,7 +29,7 @@ from wxkf.kf.policy import SENDABLE_STATES, STATE_NAMES
 from wxkf.kf.responder import Conversation
 from wxkf.media.errors import MediaError
 from wxkf.push.eligibility import explain
-from wxkf.push.errors import InvalidInput, NotFound, PushError
+from wxkf.push.errors import InvalidInput, NotFound, PushError, refuse_nul
 from wxkf.push.importing import MAX_IMPORT_BYTES, parse_profiles
 from wxkf.push.service import PushService
 from wxkf.wecom.models import MEDIA_MAX_BYTES
@@ -1173,7 +1173,7 @@ async def push_template_delete(
     request: Request, staff: PostingAdminDep, name: Annotated[str, Form()] = ""
 ) -> Response:
     try:
-        cpush.refuse_nul({"name": name})
+        refuse_nul({"name": name})
         await _push(request).delete_template(name)
     except NotFound as exc:
         return render(request, "refused.html", staff, status=404, message=str(exc))
