@@ -63,7 +63,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from sqlalchemy import text
 
 from wxkf.agent.kb import HashingEmbedder, KnowledgeBase, SourceDocument
 from wxkf.agent.kb.bundled import SAMPLE_DIR
@@ -494,19 +493,17 @@ async def latency(server: Any, n_chunks: int) -> dict[str, Any]:
         baseline: list[float] = []
         searches: list[float] = []
         embeds: list[float] = []
-        async with database.engine.connect() as conn:
+        async with database.pool.connection() as conn:
             for _ in range(3):
                 for vector in vectors:
                     t0 = time.perf_counter()
-                    await conn.execute(
-                        text(
-                            f"SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} "
-                            f"ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT 5"
-                        ),
-                        {"q": vector},
+                    cur = await conn.execute(
+                        f"SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} "
+                        f"ORDER BY embedding::vector({dim}) <=> CAST(%s AS vector({dim})) LIMIT 5",
+                        (vector,),
                     )
+                    await cur.fetchall()
                     baseline.append((time.perf_counter() - t0) * 1000)
-                await conn.commit()
         for _ in range(3):
             for question in questions:
                 t0 = time.perf_counter()

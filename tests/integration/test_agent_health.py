@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
 from tests.integration.kf_harness import ScriptedResponder, running_pipeline
 from wxkf.agent.kb import HashingEmbedder, KnowledgeBase
@@ -43,12 +42,10 @@ async def test_ready_shows_the_knowledge_base_and_recent_llm_failures(
         assert components["llm"] == {"state": "ok", "model": "deepseek-chat"}
 
         await add_faq(database, tmp_path)
-        async with database.engine.begin() as conn:
+        async with database.pool.connection() as conn:
             await conn.execute(
-                text(
-                    "INSERT INTO agent_llm_failures (kind, status_code, model, detail) "
-                    "VALUES ('auth', 401, 'deepseek-chat', 'key refused')"
-                )
+                "INSERT INTO agent_llm_failures (kind, status_code, model, detail) "
+                "VALUES ('auth', 401, 'deepseek-chat', 'key refused')"
             )
         ready = await http.get("/ready")
         components = ready.json()["components"]

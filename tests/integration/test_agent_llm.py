@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from psycopg.rows import dict_row
 from pydantic import SecretStr
-from sqlalchemy import text
 
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.agent.llm import LLMAuthError, LLMClient
@@ -145,8 +145,9 @@ async def responder(fake: FakeOpenAI, database: Database, kf: RecordingKf) -> As
 
 
 async def rows(database: Database, sql: str) -> list[Any]:
-    async with database.engine.connect() as conn:
-        return list((await conn.execute(text(sql))).mappings().all())
+    async with database.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql)
+        return await cur.fetchall()
 
 
 async def test_a_scripted_reply_is_grounded_in_the_passage_and_told_the_budget(

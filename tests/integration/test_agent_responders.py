@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.agent.kb.bundled import load_sample
@@ -109,9 +108,9 @@ async def test_with_a_key_the_factory_builds_the_llm_responder_on_the_knowledge_
 
 async def insert(database: Database, table: str, **row: Any) -> None:
     columns = ", ".join(row)
-    values = ", ".join(f":{c}" for c in row)
-    async with database.engine.begin() as conn:
-        await conn.execute(text(f"INSERT INTO {table} ({columns}) VALUES ({values})"), row)
+    values = ", ".join(f"%({c})s" for c in row)
+    async with database.pool.connection() as conn:
+        await conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({values})", row)
 
 
 async def test_pipeline_memory_reads_customer_servicer_and_bot_turns_in_order(database: Database) -> None:

@@ -6,7 +6,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
 
 from wxkf.config import Settings
 from wxkf.db.engine import Database, DatabaseError, ensure_pgvector
@@ -14,13 +13,13 @@ from wxkf.db.migrate import JOBS_LOCK_INDEX, alembic_config, current_heads, upgr
 
 
 async def test_migrated_database_has_pgvector_and_procrastinate(database: Database) -> None:
-    async with database.engine.connect() as conn:
-        version = (
-            await conn.execute(text("SELECT extversion FROM pg_extension WHERE extname='vector'"))
-        ).scalar()
-        jobs = (await conn.execute(text("SELECT count(*) FROM procrastinate_jobs"))).scalar()
+    async with database.pool.connection() as conn:
+        version = await (
+            await conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'")
+        ).fetchone()
+        jobs = await (await conn.execute("SELECT count(*) FROM procrastinate_jobs")).fetchone()
     assert version is not None
-    assert jobs == 0
+    assert jobs == (0,)
     # Every area's branch of migrations is applied: each of the scripts' heads is a recorded revision or
     # one of their ancestors (a branch that another depends on, like kf for console, is not recorded).
     script = ScriptDirectory.from_config(alembic_config())
@@ -97,13 +96,13 @@ def test_unreachable_database_is_a_clear_error() -> None:
 async def test_embedded_default_starts_and_keeps_data(embedded_data_dir: Path) -> None:
     settings = Settings(_env_file=None, wxkf_data_dir=embedded_data_dir)
     first = await Database.open(settings)
-    async with first.engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE kept (v int)"))
-        await conn.execute(text("INSERT INTO kept VALUES (42)"))
+    async with first.pool.connection() as pooled, pooled.transaction():
+        await pooled.execute("CREATE TABLE kept (v int)")
+        await pooled.execute("INSERT INTO kept VALUES (42)")
     await first.close()
     second = await Database.open(settings)
-    async with second.engine.connect() as conn:
-        assert (await conn.execute(text("SELECT v FROM kept"))).scalar() == 42
+    async with second.pool.connection() as pooled:
+        assert await (await pooled.execute("SELECT v FROM kept")).fetchone() == (42,)
     await second.close()
     with psycopg.connect(second.conninfo) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)

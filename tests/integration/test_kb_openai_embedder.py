@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from wxkf.agent.fake_openai import EMBEDDING_DIMENSIONS, FakeOpenAI
 from wxkf.agent.kb import EmbeddingError, HashingEmbedder, KnowledgeBase, OpenAIEmbedder, make_embedder
@@ -74,10 +73,7 @@ async def test_switching_to_the_endpoint_re_embeds_and_searches(database: Databa
         await kb.aclose()
     assert passages
     assert passages[0].heading == "店 > 发票"
-    async with database.engine.connect() as conn:
-        dims: list[int] = list(
-            (await conn.execute(text("SELECT DISTINCT vector_dims(embedding) FROM kb_chunks")))
-            .scalars()
-            .all()
-        )
+    async with database.pool.connection() as conn:
+        cur = await conn.execute("SELECT DISTINCT vector_dims(embedding) FROM kb_chunks")
+        dims = [dim for (dim,) in await cur.fetchall()]
     assert dims == [EMBEDDING_DIMENSIONS]

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from wxkf.agent.kb import Embedder, HashingEmbedder, KnowledgeBase, UnsupportedDocument, load_sample, store
 from wxkf.agent.kb.text import TERMS_VERSION
@@ -29,8 +28,9 @@ def kb(database: Database) -> KnowledgeBase:
 
 
 async def scalar(database: Database, sql: str) -> object:
-    async with database.engine.connect() as conn:
-        return (await conn.execute(text(sql))).scalar()
+    async with database.pool.connection() as conn:
+        row = await (await conn.execute(sql)).fetchone()
+    return None if row is None else row[0]
 
 
 async def test_markdown_is_chunked_by_heading_and_searchable(kb: KnowledgeBase, tmp_path: Path) -> None:
@@ -172,18 +172,14 @@ async def test_a_new_embedder_version_re_embeds_every_chunk(database: Database, 
 
 async def test_vector_search_uses_the_hnsw_index(kb: KnowledgeBase) -> None:
     await load_sample(kb)
-    async with kb.database.engine.connect() as conn:
-        await conn.execute(text("SET LOCAL enable_seqscan = off"))
-        plan = "\n".join(
-            row[0]
-            for row in await conn.execute(
-                text(
-                    "EXPLAIN SELECT id FROM kb_chunks WHERE vector_dims(embedding) = 1024 "
-                    "ORDER BY embedding::vector(1024) <=> CAST(:q AS vector(1024)) LIMIT 5"
-                ),
-                {"q": "[" + ",".join(["0.03125"] * 1024) + "]"},
-            )
+    async with kb.database.pool.connection() as conn, conn.transaction():
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        cur = await conn.execute(
+            "EXPLAIN SELECT id FROM kb_chunks WHERE vector_dims(embedding) = 1024 "
+            "ORDER BY embedding::vector(1024) <=> CAST(%s AS vector(1024)) LIMIT 5",
+            ("[" + ",".join(["0.03125"] * 1024) + "]",),
         )
+        plan = "\n".join(row[0] for row in await cur.fetchall())
     assert "ix_kb_chunks_hnsw_1024" in plan
 
 
@@ -194,11 +190,9 @@ async def test_chunks_termed_by_an_older_version_are_re_termed_before_searching(
     path.write_text(FAQ + "## 门店\n### 有线下门店吗？\n杭州有一家体验店。\n", encoding="utf-8")
     await kb.add_documents([path])
     # As a knowledge base written before synonym concepts existed would look.
-    async with kb.database.engine.begin() as conn:
+    async with kb.database.pool.connection() as conn:
         await conn.execute(
-            text(
-                "UPDATE kb_chunks SET terms = array_remove(terms, '≈门店'); UPDATE kb_state SET terms_version = NULL"
-            )
+            "UPDATE kb_chunks SET terms = array_remove(terms, '≈门店'); UPDATE kb_state SET terms_version = NULL"
         )
     assert await scalar(kb.database, "SELECT count(*) FROM kb_chunks WHERE '≈门店' = ANY(terms)") == 0
     passages = await kb.search("有实体店吗", k=1)

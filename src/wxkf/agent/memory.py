@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import text
+from psycopg.rows import dict_row
 
 from wxkf.db.engine import Database
 from wxkf.kf.inbound import render_text
@@ -116,22 +116,20 @@ def _body_text(msgtype: str, body: Any) -> str:
 
 
 # wecom-api §3: origin 3 = the customer, 5 = a servicer on the WeCom client; 4 (events) are no turns.
-_RECENT_TURNS = text(
-    """
-    SELECT * FROM (
-        SELECT CASE WHEN origin = 5 THEN 'servicer' ELSE 'customer' END AS speaker,
-               msgtype, body, send_time AS at, msgid, servicer_userid
-          FROM kf_inbound
-         WHERE open_kfid = :open_kfid AND external_userid = :external_userid AND origin IN (3, 5)
-        UNION ALL
-        SELECT 'bot', msgtype, body, coalesce(sent_at, created_at), msgid, NULL
-          FROM kf_outbox
-         WHERE open_kfid = :open_kfid AND external_userid = :external_userid AND status = 'sent'
-         ORDER BY at DESC
-         LIMIT :limit
-    ) recent ORDER BY at
-    """
-)
+_RECENT_TURNS = """
+SELECT * FROM (
+    SELECT CASE WHEN origin = 5 THEN 'servicer' ELSE 'customer' END AS speaker,
+           msgtype, body, send_time AS at, msgid, servicer_userid
+      FROM kf_inbound
+     WHERE open_kfid = %(open_kfid)s AND external_userid = %(external_userid)s AND origin IN (3, 5)
+    UNION ALL
+    SELECT 'bot', msgtype, body, coalesce(sent_at, created_at), msgid, NULL
+      FROM kf_outbox
+     WHERE open_kfid = %(open_kfid)s AND external_userid = %(external_userid)s AND status = 'sent'
+     ORDER BY at DESC
+     LIMIT %(limit)s
+) recent ORDER BY at
+"""
 
 
 class PipelineMemory:
@@ -141,24 +139,23 @@ class PipelineMemory:
         self.database = database
 
     async def recent_turns(self, conversation: Conversation, *, limit: int) -> list[Turn]:
-        async with self.database.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    _RECENT_TURNS,
-                    {
-                        "open_kfid": conversation.open_kfid,
-                        "external_userid": conversation.external_userid,
-                        "limit": limit,
-                    },
-                )
-            ).all()
+        async with self.database.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                _RECENT_TURNS,
+                {
+                    "open_kfid": conversation.open_kfid,
+                    "external_userid": conversation.external_userid,
+                    "limit": limit,
+                },
+            )
+            rows = await cur.fetchall()
         return [
             Turn(
-                speaker=Speaker(row.speaker),
-                text=_body_text(row.msgtype, row.body),
-                at=row.at,
-                msgid=row.msgid,
-                servicer_userid=row.servicer_userid,
+                speaker=Speaker(row["speaker"]),
+                text=_body_text(row["msgtype"], row["body"]),
+                at=row["at"],
+                msgid=row["msgid"],
+                servicer_userid=row["servicer_userid"],
             )
             for row in rows
         ]

@@ -28,7 +28,6 @@ from dataclasses import replace
 from typing import Any, Literal, Protocol
 
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
-from sqlalchemy import text
 
 from wxkf.agent.content import ContentReader, ReadContent, Transcriber, image_part
 from wxkf.agent.kb.embedders import EmbeddingError, make_embedder
@@ -54,6 +53,7 @@ from wxkf.agent.tools_kf import KfSessionApi, kf_tools
 from wxkf.agent.tools_upgrade import UpgradeApi, upgrade_tools
 from wxkf.config import Settings
 from wxkf.db.engine import Database
+from wxkf.kf import ledger
 from wxkf.kf.accounts import AccountSettings, EffectiveAccount, resolve
 from wxkf.kf.responder import Conversation, OutboxMessage, Reply, ReplyRequest
 from wxkf.ops.metrics import llm_latency_counters
@@ -159,6 +159,17 @@ async def _search(
         return []
 
 
+_RECORD_FAILURE = """
+INSERT INTO agent_llm_failures (kind, status_code, open_kfid, external_userid, model, detail)
+VALUES (%(kind)s, %(status_code)s, %(open_kfid)s, %(external_userid)s, %(model)s, %(detail)s)
+"""
+# Several counters in one statement (names are distinct: ON CONFLICT meets each row once).
+_ADD_TO_COUNTERS = """
+INSERT INTO kf_counters (name, value) SELECT * FROM unnest(%s::text[], %s::bigint[])
+ON CONFLICT (name) DO UPDATE SET value = kf_counters.value + EXCLUDED.value
+"""
+
+
 class FailureLog:
     """Records that a customer got the fallback instead of an answer: table, counter and log."""
 
@@ -172,15 +183,9 @@ class FailureLog:
         log.log(level, "LLM failed (%s): %s", error.kind, error.message)
         if self.database is None:
             return
-        async with self.database.engine.begin() as conn:
+        async with self.database.pool.connection() as conn, conn.transaction():
             await conn.execute(
-                text(
-                    """
-                    INSERT INTO agent_llm_failures
-                        (kind, status_code, open_kfid, external_userid, model, detail)
-                    VALUES (:kind, :status_code, :open_kfid, :external_userid, :model, :detail)
-                    """
-                ),
+                _RECORD_FAILURE,
                 {
                     "kind": error.kind,
                     "status_code": error.status_code,
@@ -191,13 +196,7 @@ class FailureLog:
                 },
             )
             # The pipeline's counters table is what the metrics export reads.
-            await conn.execute(
-                text(
-                    "INSERT INTO kf_counters (name, value) VALUES (:name, 1) "
-                    "ON CONFLICT (name) DO UPDATE SET value = kf_counters.value + 1"
-                ),
-                {"name": f"agent.llm_failure.{error.kind}"},
-            )
+            await ledger.count(conn, f"agent.llm_failure.{error.kind}")
 
 
 class LatencyLog:
@@ -212,19 +211,9 @@ class LatencyLog:
         if self.database is None:
             return
         increments = llm_latency_counters(seconds)
-        rows = ", ".join(f"(:name{i}, :value{i})" for i in range(len(increments)))
-        params: dict[str, object] = {}
-        for i, (name, value) in enumerate(increments.items()):
-            params[f"name{i}"], params[f"value{i}"] = name, value
         try:
-            async with self.database.engine.begin() as conn:
-                await conn.execute(
-                    text(
-                        f"INSERT INTO kf_counters (name, value) VALUES {rows} "
-                        "ON CONFLICT (name) DO UPDATE SET value = kf_counters.value + EXCLUDED.value"
-                    ),
-                    params,
-                )
+            async with self.database.pool.connection() as conn:
+                await conn.execute(_ADD_TO_COUNTERS, (list(increments), list(increments.values())))
         except Exception as exc:  # a lost sample must not cost the customer their answer
             log.warning("LLM latency not recorded: %s", type(exc).__name__)
 

@@ -29,7 +29,6 @@ from typing import Any, Generic, TypeVar
 
 from openai.types.chat import ChatCompletionToolParam
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import text
 
 from wxkf.db.engine import Database
 from wxkf.kf.responder import Conversation
@@ -111,6 +110,14 @@ class ToolOutcome:
         return json.dumps(self.result, ensure_ascii=False, default=str)
 
 
+_RECORD_CALL = """
+INSERT INTO agent_tool_calls
+    (tool, audience, open_kfid, external_userid, actor, arguments, result, status, error, duration_ms)
+VALUES (%(tool)s, %(audience)s, %(open_kfid)s, %(external_userid)s, %(actor)s,
+        CAST(%(arguments)s AS jsonb), CAST(%(result)s AS jsonb), %(status)s, %(error)s, %(duration_ms)s)
+"""
+
+
 class ToolAudit:
     """Writes each call to `agent_tool_calls`."""
 
@@ -128,17 +135,9 @@ class ToolAudit:
         duration_ms: int,
     ) -> None:
         conversation = context.conversation
-        async with self.database.engine.begin() as conn:
+        async with self.database.pool.connection() as conn:
             await conn.execute(
-                text(
-                    """
-                    INSERT INTO agent_tool_calls
-                        (tool, audience, open_kfid, external_userid, actor, arguments, result, status,
-                         error, duration_ms)
-                    VALUES (:tool, :audience, :open_kfid, :external_userid, :actor,
-                            CAST(:arguments AS jsonb), CAST(:result AS jsonb), :status, :error, :duration_ms)
-                    """
-                ),
+                _RECORD_CALL,
                 {
                     "tool": tool,
                     "audience": context.audience.value,

@@ -25,7 +25,7 @@ import os
 import re
 import socket
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -33,7 +33,6 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from wxkf.config import Settings
 
@@ -57,15 +56,14 @@ class DatabaseError(Exception):
 
 
 def connection_lost(exc: BaseException | None) -> psycopg.OperationalError | None:
-    """The lost database connection behind `exc` (itself, or its cause, e.g. inside an SQLAlchemy
-    error), if any: an outage, not a bug of the code that met it."""
+    """The lost database connection behind `exc` (itself, or its cause or context), if any: an
+    outage, not a bug of the code that met it."""
     for _ in range(10):  # a chain is short; a cycle must not hang the caller
         if exc is None:
             return None
         if isinstance(exc, psycopg.OperationalError):
             return exc
-        wrapped = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError keeps the driver's error there
-        exc = wrapped if isinstance(wrapped, BaseException) else exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or exc.__context__
     return None
 
 
@@ -80,10 +78,6 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 def to_conninfo(url: str) -> str:
     """A libpq URI for psycopg/procrastinate from any `postgresql[+driver]://` URL."""
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)
-
-
-def to_sqlalchemy_url(url: str) -> str:
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", url)
 
 
 def describe(url: str) -> str:
@@ -232,7 +226,6 @@ class Database:
 
     conninfo: str
     pool: Pool
-    _engine: AsyncEngine | None = field(default=None, init=False, repr=False)
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Database:
@@ -252,19 +245,8 @@ class Database:
             ) from exc
         return cls(conninfo=conninfo, pool=pool)
 
-    @property
-    def engine(self) -> AsyncEngine:
-        """SQLAlchemy's engine, for the agent's queries until they move to the pool."""
-        if self._engine is None:
-            self._engine = create_async_engine(
-                to_sqlalchemy_url(self.conninfo), pool_size=10, max_overflow=10, pool_pre_ping=True
-            )
-        return self._engine
-
     async def close(self) -> None:
         await self.pool.close()
-        if self._engine is not None:
-            await self._engine.dispose()
 
     def __repr__(self) -> str:
         return f"Database({describe(self.conninfo)})"

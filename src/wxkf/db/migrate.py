@@ -13,6 +13,7 @@ connection Alembic runs on (a synchronous psycopg one, made and dropped here), n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -20,10 +21,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, pool
 
-from wxkf.db.engine import to_sqlalchemy_url
-
 MIGRATIONS = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x77786B66  # "wxkf": one migrator at a time across processes
+
+
+def to_sqlalchemy_url(conninfo: str) -> str:
+    """The SQLAlchemy URL (psycopg driver) of a libpq URI, for Alembic's connection."""
+    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+psycopg://", conninfo)
 
 
 def alembic_config() -> Config:

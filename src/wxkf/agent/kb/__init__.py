@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     )
 
 # Names load on first use (PEP 562): `import wxkf.agent.kb.cli` for `wxkf --help` must not pull in
-# the store's SQLAlchemy and pgvector.
+# the store's psycopg and its pool.
 _SOURCES = {
     "SAMPLE_DIR": "bundled",
     "load_sample": "bundled",

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from wxkf.agent.kb.loaders import FORMATS, UnsupportedDocument, check_size, detect_format
 
-# The store (SQLAlchemy, pgvector) loads when a command opens the database: `wxkf --help` and the
+# The store (psycopg and its pool) loads when a command opens the database: `wxkf --help` and the
 # other commands start without it.
 if TYPE_CHECKING:
     from wxkf.agent.kb.store import KnowledgeBase

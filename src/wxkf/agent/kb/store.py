@@ -18,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection
+from psycopg import AsyncCursor
+from psycopg.rows import dict_row
 
 from wxkf.agent.kb.attachments import AttachmentFile
 from wxkf.agent.kb.attachments import extract as extract_attachments
@@ -55,9 +56,122 @@ MIN_RELEVANCE = 0.65
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
+Cursor = AsyncCursor[dict[str, Any]]  # the knowledge base reads rows by column name
+
 # What `KnowledgeBaseStatus.from_row` reads: documents, chunks, the stored embedder version, the generation.
 STATUS_SQL = (
     "SELECT (SELECT count(*) FROM kb_documents), n_chunks, embedder_version, generation FROM kb_state"
+)
+
+# Writing: every statement runs in the writer's transaction, under `_LOCK`.
+_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+_SAME_DOCUMENT = (
+    "SELECT id, source, content_hash, collection FROM kb_documents "
+    "WHERE source = %(source)s OR content_hash = %(hash)s"
+)
+_DELETE_DOCUMENT = "DELETE FROM kb_documents WHERE id = %s RETURNING id"
+_INSERT_DOCUMENT = (
+    "INSERT INTO kb_documents (source, format, content_hash, collection) "
+    "VALUES (%(source)s, %(format)s, %(hash)s, %(collection)s) RETURNING id"
+)
+_INSERT_CHUNK = (
+    "INSERT INTO kb_chunks (document_id, ordinal, heading, text, terms, n_terms) "
+    "VALUES (%(document_id)s, %(ordinal)s, %(heading)s, %(text)s, %(terms)s, %(n_terms)s)"
+)
+_INSERT_ATTACHMENT = (
+    "INSERT INTO kb_attachments (document_id, ordinal, ref, kind, filename, content_type, sha256, size) "
+    "VALUES (%(document_id)s, %(ordinal)s, %(ref)s, %(kind)s, %(filename)s, %(content_type)s, %(sha256)s, "
+    "%(size)s) ON CONFLICT DO NOTHING"
+)
+_COUNT_CHUNKS = "SELECT count(*) AS n FROM kb_chunks WHERE document_id = %s"
+_TERMS_VERSION = "SELECT terms_version FROM kb_state"
+_ALL_CHUNKS = "SELECT id, heading, text FROM kb_chunks ORDER BY id"
+_STORE_TERMS = (
+    "UPDATE kb_chunks AS c SET terms = CAST(u.terms AS text[]), n_terms = u.n "
+    "FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(terms)s AS text[]), CAST(%(ns)s AS int[])) "
+    "AS u(id, terms, n) WHERE c.id = u.id"
+)
+_SET_TERMS_VERSION = "UPDATE kb_state SET terms_version = %s"
+_CLEAR_TERMS = "DELETE FROM kb_terms"
+_COUNT_TERMS = (
+    "INSERT INTO kb_terms (term, df) SELECT t, count(*) FROM kb_chunks, unnest(terms) AS t GROUP BY t"
+)
+_NEXT_GENERATION = (
+    "UPDATE kb_state SET generation = generation + 1, "
+    "n_chunks = (SELECT count(*) FROM kb_chunks), "
+    "avg_terms = (SELECT coalesce(avg(n_terms), 0) FROM kb_chunks)"
+)
+_STATE = "SELECT * FROM kb_state"
+_TERMS = "SELECT term, df FROM kb_terms"
+_STALE_CHUNKS = (
+    "SELECT id, heading, text FROM kb_chunks WHERE embedder_version IS DISTINCT FROM %s ORDER BY id"
+)
+_STORE_VECTORS = (
+    "UPDATE kb_chunks AS c SET embedding = u.e::vector, embedder_version = %(version)s "
+    "FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(vectors)s AS text[])) AS u(id, e) WHERE c.id = u.id"
+)
+_SET_EMBEDDER_VERSION = "UPDATE kb_state SET embedder_version = %s"
+# {dim}: the vectors' dimension. HNSW needs a fixed one: one partial index per dimension in use.
+_ENSURE_HNSW = (
+    "CREATE INDEX IF NOT EXISTS ix_kb_chunks_hnsw_{dim} ON kb_chunks USING hnsw "
+    "((embedding::vector({dim})) vector_cosine_ops) WHERE vector_dims(embedding) = {dim}"
+)
+
+# Reading.
+_DOCUMENTS = (
+    "SELECT d.id, d.source, d.format, d.added_at, d.collection, "
+    "(SELECT count(*) FROM kb_chunks c WHERE c.document_id = d.id) AS chunks "
+    "FROM kb_documents d ORDER BY d.id"
+)
+# A search's bookkeeping in one round trip: the state, the question's term frequencies, the HNSW width.
+_SEARCH_STATE = (
+    "SELECT s.*, f.df_terms, f.df_counts, set_config('hnsw.ef_search', %(ef)s, false) "
+    "FROM kb_state s, (SELECT coalesce(array_agg(term), '{}') AS df_terms, "
+    "coalesce(array_agg(df), '{}') AS df_counts FROM kb_terms WHERE term = ANY(%(terms)s)) AS f"
+)
+# Only chunks of documents in the wanted collections (cols NULL: every collection).
+_IN_COLLECTIONS = (
+    "(CAST(%(cols)s AS text[]) IS NULL OR document_id IN "
+    "(SELECT id FROM kb_documents WHERE collection = ANY(CAST(%(cols)s AS text[]))))"
+)
+# The weight of the question's terms a chunk holds (binary term frequency): {terms} and {weights}
+# are the question's, {chunk_terms} the chunk's.
+_MATCHED = (
+    "SELECT sum(q.w) FROM unnest(CAST({terms} AS text[]), CAST({weights} AS float8[])) AS q(t, w) "
+    "WHERE q.t = ANY({chunk_terms})"
+)
+# The lexical half: candidates (GIN), capped, scored as they are read; then BM25, the matched weight
+# over the length normalisation. {holds}: `@>` (all of the filter's terms) or `&&` (any of them).
+_LEXICAL = (
+    "WITH candidates AS (SELECT id, n_terms, %(known)s + coalesce(("
+    + _MATCHED.format(chunk_terms="terms", terms="%(checked)s", weights="%(cws)s")
+    + "), 0) AS matched FROM kb_chunks"
+    " WHERE terms {holds} CAST(%(filter)s AS text[])"
+    " AND " + _IN_COLLECTIONS + " LIMIT %(budget)s) "
+    "SELECT c.id FROM candidates c ORDER BY c.matched"
+    " / (1 + %(k1)s * (1 - %(b)s + %(b)s * c.n_terms / greatest(%(avg)s, 1))) DESC, c.id LIMIT %(n)s"
+)
+# One statement: the HNSW top candidates (in the order found) and the lexical ones, each with both
+# kinds of evidence (vector similarity, matched term weight). {dim}: the question's dimension.
+_SEARCH = (
+    "WITH v AS (SELECT id, rank FROM unnest(ARRAY("
+    " SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} AND " + _IN_COLLECTIONS + ""
+    " ORDER BY embedding::vector({dim}) <=> CAST(%(q)s AS vector({dim})) LIMIT %(vn)s"
+    ")) WITH ORDINALITY AS u(id, rank)), "
+    "ranked AS (SELECT id, min(rank) AS rank FROM (SELECT id, rank FROM v UNION ALL"
+    " SELECT id, NULL FROM unnest(CAST(%(lex)s AS bigint[])) AS l(id)) AS x GROUP BY id) "
+    "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
+    " CASE WHEN vector_dims(c.embedding) = {dim} "
+    "  THEN 1 - (c.embedding::vector({dim}) <=> CAST(%(q)s AS vector({dim}))) ELSE 0 END AS similarity, "
+    " coalesce(("
+    + _MATCHED.format(chunk_terms="c.terms", terms="%(terms)s", weights="%(ws)s")
+    + "), 0) AS matched "
+    "FROM ranked r JOIN kb_chunks c ON c.id = r.id JOIN kb_documents d ON d.id = c.document_id"
+)
+_ATTACHMENTS = (
+    "SELECT c.id AS chunk_id, a.kind, a.filename, a.sha256 FROM kb_attachments a "
+    "JOIN kb_chunks c ON c.document_id = a.document_id AND c.ordinal = a.ordinal "
+    "WHERE c.id = ANY(%s) ORDER BY a.id"
 )
 
 
@@ -198,6 +312,26 @@ class KnowledgeBase:
     async def aclose(self) -> None:
         await self.embedder.aclose()
 
+    # Connections ----------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[Cursor]:
+        """A cursor in a transaction holding the writers' advisory lock."""
+        async with (
+            self.database.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            await cur.execute(_LOCK, (_WRITE_LOCK,))
+            yield cur
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[Cursor]:
+        """A cursor on a pooled connection (autocommit: each statement is its own snapshot, as under
+        READ COMMITTED, without the round trips of BEGIN and ROLLBACK around a read)."""
+        async with self.database.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            yield cur
+
     # Writing --------------------------------------------------------------------------------
 
     async def add_documents(
@@ -219,128 +353,114 @@ class KnowledgeBase:
             raise KnowledgeBaseError(
                 "文档引用了图片或文件，但没有媒体存储 / the documents reference files but no media store is set"
             )
+        # The files go to the media store (by content, idempotent) before the transaction: the store
+        # may take a connection of the same pool, which a writer holding one must not wait for.
+        stored: dict[AttachmentFile, str] = {}  # each file → its key in the media store
+        for doc in docs:
+            for attachment in doc.attachments:
+                if self.media_store is not None and attachment not in stored:
+                    stored[attachment] = await self.media_store.put(attachment.data)
         results: list[AddResult] = []
-        async with self.database.engine.begin() as conn:
-            await self._lock(conn)
+        async with self._writing() as cur:
             for done, (doc, chunks) in enumerate(prepared):
-                results.append(await self._add_one(conn, doc, chunks, collection))
+                results.append(await self._add_one(cur, doc, chunks, collection, stored))
                 if progress:
                     progress("add", done + 1, len(prepared))
-            retermed = await self._reterm_stale(conn)
+            retermed = await self._reterm_stale(cur)
             if retermed or any(r.status in ("added", "updated") for r in results):
-                await self._refresh_corpus(conn)
-            await self._reembed_stale(conn, progress)
+                await self._refresh_corpus(cur)
+            await self._reembed_stale(cur, progress)
         return results
 
     async def _add_one(
-        self, conn: AsyncConnection, doc: SourceDocument, chunks: Sequence[Any], collection: str = ""
+        self,
+        cur: Cursor,
+        doc: SourceDocument,
+        chunks: Sequence[Any],
+        collection: str,
+        stored: dict[AttachmentFile, str],
     ) -> AddResult:
         digest = hashlib.sha256(doc.data).hexdigest()
-        existing = (
-            await conn.execute(
-                text(
-                    "SELECT id, source, content_hash, collection FROM kb_documents "
-                    "WHERE source = :s OR content_hash = :h"
-                ),
-                {"s": doc.source, "h": digest},
-            )
-        ).all()
-        same_source = next((row for row in existing if row.source == doc.source), None)
+        await cur.execute(_SAME_DOCUMENT, {"source": doc.source, "hash": digest})
+        existing = await cur.fetchall()
+        same_source = next((row for row in existing if row["source"] == doc.source), None)
         if (
             same_source is not None
-            and same_source.content_hash == digest
-            and same_source.collection == collection
+            and same_source["content_hash"] == digest
+            and same_source["collection"] == collection
         ):
             return AddResult(
-                doc.source, "unchanged", same_source.id, await self._count_chunks(conn, same_source.id)
+                doc.source, "unchanged", same_source["id"], await self._count_chunks(cur, same_source["id"])
             )
-        if same_source is None and any(row.collection == collection for row in existing):
+        if same_source is None and any(row["collection"] == collection for row in existing):
             # The same bytes under another name: adding them twice would only duplicate answers.
-            return AddResult(doc.source, "duplicate", existing[0].id, 0)
+            return AddResult(doc.source, "duplicate", existing[0]["id"], 0)
         if not chunks:
             return AddResult(doc.source, "empty", None, 0)
         if same_source is not None:
-            await conn.execute(text("DELETE FROM kb_documents WHERE id = :id"), {"id": same_source.id})
-        document_id: int = (
-            await conn.execute(
-                text(
-                    "INSERT INTO kb_documents (source, format, content_hash, collection) "
-                    "VALUES (:s, :f, :h, :c) RETURNING id"
-                ),
-                {"s": doc.source, "f": doc.format, "h": digest, "c": collection},
-            )
-        ).scalar_one()
+            await cur.execute(_DELETE_DOCUMENT, (same_source["id"],))
+        await cur.execute(
+            _INSERT_DOCUMENT,
+            {"source": doc.source, "format": doc.format, "hash": digest, "collection": collection},
+        )
+        document_id: int = _one(await cur.fetchone())["id"]
         rows = []
         for ordinal, chunk in enumerate(chunks):
             terms = sorted(term_counts(chunk.indexed_text))
             rows.append(
                 {
-                    "d": document_id,
-                    "o": ordinal,
-                    "h": chunk.heading,
-                    "t": chunk.text,
+                    "document_id": document_id,
+                    "ordinal": ordinal,
+                    "heading": chunk.heading,
+                    "text": chunk.text,
                     "terms": terms,
-                    "n": len(terms),
+                    "n_terms": len(terms),
                 }
             )
-        await conn.execute(
-            text(
-                "INSERT INTO kb_chunks (document_id, ordinal, heading, text, terms, n_terms) "
-                "VALUES (:d, :o, :h, :t, :terms, :n)"
-            ),
-            rows,
-        )
-        await self._add_attachments(conn, document_id, doc, chunks)
+        await cur.executemany(_INSERT_CHUNK, rows)
+        await self._add_attachments(cur, document_id, doc, chunks, stored)
         return AddResult(doc.source, "updated" if same_source else "added", document_id, len(chunks))
 
     async def _add_attachments(
-        self, conn: AsyncConnection, document_id: int, doc: SourceDocument, chunks: Sequence[Any]
+        self,
+        cur: Cursor,
+        document_id: int,
+        doc: SourceDocument,
+        chunks: Sequence[Any],
+        stored: dict[AttachmentFile, str],
     ) -> None:
-        """Keep each referenced file in the media store, linked to the chunks whose text names it."""
-        if not doc.attachments or self.media_store is None:
-            return
-        rows = []
-        for attachment in doc.attachments:
-            key = await self.media_store.put(attachment.data)
-            for ordinal, chunk in enumerate(chunks):
-                if attachment.label in chunk.text:
-                    rows.append(
-                        {
-                            "d": document_id,
-                            "o": ordinal,
-                            "r": attachment.ref,
-                            "k": attachment.kind,
-                            "f": attachment.filename,
-                            "t": attachment.content_type,
-                            "h": key,
-                            "n": len(attachment.data),
-                        }
-                    )
+        """Link each referenced file (already in the media store, under `stored`'s key) to the chunks
+        whose text names it."""
+        rows = [
+            {
+                "document_id": document_id,
+                "ordinal": ordinal,
+                "ref": attachment.ref,
+                "kind": attachment.kind,
+                "filename": attachment.filename,
+                "content_type": attachment.content_type,
+                "sha256": stored[attachment],
+                "size": len(attachment.data),
+            }
+            for attachment in doc.attachments
+            for ordinal, chunk in enumerate(chunks)
+            if attachment.label in chunk.text
+        ]
         if rows:
-            await conn.execute(
-                text(
-                    "INSERT INTO kb_attachments (document_id, ordinal, ref, kind, filename, content_type, sha256, size) "
-                    "VALUES (:d, :o, :r, :k, :f, :t, :h, :n) ON CONFLICT DO NOTHING"
-                ),
-                rows,
-            )
+            await cur.executemany(_INSERT_ATTACHMENT, rows)
 
     async def remove(self, id_or_source: int | str) -> DocumentInfo | None:
         """Remove a document by id or by source (as listed, or a path to the file); None if absent."""
         found = await self._find(id_or_source)
         if found is None:
             return None
-        async with self.database.engine.begin() as conn:
-            await self._lock(conn)
-            deleted = (
-                await conn.execute(
-                    text("DELETE FROM kb_documents WHERE id = :id RETURNING id"), {"id": found.id}
-                )
-            ).first()
+        async with self._writing() as cur:
+            await cur.execute(_DELETE_DOCUMENT, (found.id,))
+            deleted = await cur.fetchone()
             if deleted is not None:
-                await self._reterm_stale(conn)
-                await self._refresh_corpus(conn)
-                await self._reembed_stale(conn, None)
+                await self._reterm_stale(cur)
+                await self._refresh_corpus(cur)
+                await self._reembed_stale(cur, None)
         return found if deleted is not None else None
 
     async def _find(self, id_or_source: int | str) -> DocumentInfo | None:
@@ -351,128 +471,92 @@ class KnowledgeBase:
         candidates = [id_or_source, resolved]
         return next((d for d in await self.list_documents() if d.source in candidates), None)
 
-    async def _lock(self, conn: AsyncConnection) -> None:
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITE_LOCK})
+    async def _count_chunks(self, cur: Cursor, document_id: int) -> int:
+        await cur.execute(_COUNT_CHUNKS, (document_id,))
+        return int(_one(await cur.fetchone())["n"])
 
-    async def _count_chunks(self, conn: AsyncConnection, document_id: int) -> int:
-        result = await conn.execute(
-            text("SELECT count(*) FROM kb_chunks WHERE document_id = :d"), {"d": document_id}
-        )
-        return int(result.scalar_one())
-
-    async def _reterm_stale(self, conn: AsyncConnection) -> bool:
+    async def _reterm_stale(self, cur: Cursor) -> bool:
         """Recompute every chunk's terms when they came from another version of the term extraction.
 
         True when terms changed (the caller then refreshes the corpus statistics, which re-embeds).
         """
-        version = (await conn.execute(text("SELECT terms_version FROM kb_state"))).scalar()
-        if version == TERMS_VERSION:
+        await cur.execute(_TERMS_VERSION)
+        state = await cur.fetchone()
+        if state is not None and state["terms_version"] == TERMS_VERSION:
             return False
-        rows = (await conn.execute(text("SELECT id, heading, text FROM kb_chunks ORDER BY id"))).all()
+        await cur.execute(_ALL_CHUNKS)
+        rows = await cur.fetchall()
         for start in range(0, len(rows), _EMBED_BATCH):
             batch = rows[start : start + _EMBED_BATCH]
-            term_lists = [sorted(term_counts(Chunk(r.heading, r.text).indexed_text)) for r in batch]
-            await conn.execute(
-                text(
-                    "UPDATE kb_chunks AS c SET terms = CAST(u.terms AS text[]), n_terms = u.n "
-                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:terms AS text[]), CAST(:ns AS int[])) "
-                    "AS u(id, terms, n) WHERE c.id = u.id"
-                ),
+            term_lists = [sorted(term_counts(Chunk(r["heading"], r["text"]).indexed_text)) for r in batch]
+            await cur.execute(
+                _STORE_TERMS,
                 {
-                    "ids": [r.id for r in batch],
+                    "ids": [r["id"] for r in batch],
                     "terms": [_array_literal(t) for t in term_lists],
                     "ns": [len(t) for t in term_lists],
                 },
             )
-        await conn.execute(text("UPDATE kb_state SET terms_version = :v"), {"v": TERMS_VERSION})
+        await cur.execute(_SET_TERMS_VERSION, (TERMS_VERSION,))
         return True
 
-    async def _refresh_corpus(self, conn: AsyncConnection) -> None:
+    async def _refresh_corpus(self, cur: Cursor) -> None:
         """Recount document frequencies and move to a new generation (the IDF has changed)."""
-        await conn.execute(text("DELETE FROM kb_terms"))
-        await conn.execute(
-            text(
-                "INSERT INTO kb_terms (term, df) SELECT t, count(*) FROM kb_chunks, unnest(terms) AS t GROUP BY t"
-            )
-        )
-        await conn.execute(
-            text(
-                "UPDATE kb_state SET generation = generation + 1, "
-                "n_chunks = (SELECT count(*) FROM kb_chunks), "
-                "avg_terms = (SELECT coalesce(avg(n_terms), 0) FROM kb_chunks)"
-            )
-        )
+        await cur.execute(_CLEAR_TERMS)
+        await cur.execute(_COUNT_TERMS)
+        await cur.execute(_NEXT_GENERATION)
 
-    async def _corpus_stats(self, conn: AsyncConnection) -> tuple[CorpusStats, Any]:
+    async def _corpus_stats(self, cur: Cursor) -> tuple[CorpusStats, dict[str, Any]]:
         """The corpus statistics for every term (a search reads its question's only: `_search_state`)."""
-        state = (await conn.execute(text("SELECT * FROM kb_state"))).one()
-        rows = await conn.execute(text("SELECT term, df FROM kb_terms"))
-        stats = CorpusStats(
-            n_chunks=state.n_chunks, df={str(r.term): int(r.df) for r in rows}, generation=state.generation
-        )
-        return stats, state
+        await cur.execute(_STATE)
+        state = _one(await cur.fetchone())
+        await cur.execute(_TERMS)
+        df = {str(r["term"]): int(r["df"]) for r in await cur.fetchall()}
+        return CorpusStats(n_chunks=state["n_chunks"], df=df, generation=state["generation"]), state
 
-    async def _search_state(self, conn: AsyncConnection, terms: Sequence[str]) -> tuple[CorpusStats, Any]:
+    async def _search_state(self, cur: Cursor, terms: Sequence[str]) -> tuple[CorpusStats, dict[str, Any]]:
         """A search's first and only bookkeeping round trip: the state, the question's term frequencies,
         and the HNSW search width (`hnsw.ef_search`, pgvector's candidate list; at least the
         candidates wanted, or the index returns fewer).
 
         The search runs in autocommit, so the setting is the session's: it stays on the pooled
-        connection, where only HNSW scans read it, and every search sets it again.
+        connection, where only HNSW scans read it, and every search (and push's matching) sets it again.
         """
-        state = (
-            await conn.execute(
-                text(
-                    "SELECT s.*, f.df_terms, f.df_counts, set_config('hnsw.ef_search', :ef, false) "
-                    "FROM kb_state s, (SELECT coalesce(array_agg(term), '{}') AS df_terms, "
-                    "coalesce(array_agg(df), '{}') AS df_counts FROM kb_terms WHERE term = ANY(:t)) AS f"
-                ),
-                {"t": list(terms), "ef": str(EF_SEARCH)},
-            )
-        ).one()
-        df = {str(t): int(d) for t, d in zip(state.df_terms, state.df_counts, strict=True)}
-        return CorpusStats(n_chunks=state.n_chunks, df=df, generation=state.generation), state
+        await cur.execute(_SEARCH_STATE, {"terms": list(terms), "ef": str(EF_SEARCH)})
+        state = _one(await cur.fetchone())
+        df = {str(t): int(d) for t, d in zip(state["df_terms"], state["df_counts"], strict=True)}
+        return CorpusStats(n_chunks=state["n_chunks"], df=df, generation=state["generation"]), state
 
     def _embedder_for(self, stats: CorpusStats) -> Embedder:
         if isinstance(self.embedder, CorpusWeighted):
             return self.embedder.with_stats(stats)
         return self.embedder
 
-    async def _reembed_stale(self, conn: AsyncConnection, progress: Progress | None) -> int:
+    async def _reembed_stale(self, cur: Cursor, progress: Progress | None) -> int:
         """Embed every chunk not embedded with the current embedder and statistics; how many were."""
-        stats, _state = await self._corpus_stats(conn)
+        stats, _state = await self._corpus_stats(cur)
         embedder = self._embedder_for(stats)
         # Chunks added since the last embedding carry no version, whether or not the model changed.
-        stale = (
-            await conn.execute(
-                text(
-                    "SELECT id, heading, text FROM kb_chunks "
-                    "WHERE embedder_version IS DISTINCT FROM :v ORDER BY id"
-                ),
-                {"v": embedder.version},
-            )
-        ).all()
+        await cur.execute(_STALE_CHUNKS, (embedder.version,))
+        stale = await cur.fetchall()
         dims: set[int] = set()
         for start in range(0, len(stale), _EMBED_BATCH):
             batch = stale[start : start + _EMBED_BATCH]
-            vectors = await embedder.embed([Chunk(r.heading, r.text).indexed_text for r in batch])
+            vectors = await embedder.embed([Chunk(r["heading"], r["text"]).indexed_text for r in batch])
             dims.update(len(v) for v in vectors)
-            await conn.execute(
-                text(
-                    "UPDATE kb_chunks AS c SET embedding = u.e::vector, embedder_version = :v "
-                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:es AS text[])) AS u(id, e) WHERE c.id = u.id"
-                ),
+            await cur.execute(
+                _STORE_VECTORS,
                 {
-                    "v": embedder.version,
-                    "ids": [r.id for r in batch],
-                    "es": [_vector_literal(v) for v in vectors],
+                    "version": embedder.version,
+                    "ids": [r["id"] for r in batch],
+                    "vectors": [_vector_literal(v) for v in vectors],
                 },
             )
             if progress:
                 progress("embed", start + len(batch), len(stale))
         for dim in dims:
-            await _ensure_hnsw(conn, dim)
-        await conn.execute(text("UPDATE kb_state SET embedder_version = :v"), {"v": embedder.version})
+            await _ensure_hnsw(cur, dim)
+        await cur.execute(_SET_EMBEDDER_VERSION, (embedder.version,))
         return len(stale)
 
     async def reindex(self, progress: Progress | None = None) -> int:
@@ -481,29 +565,27 @@ class KnowledgeBase:
         One transaction: searches meanwhile read the old vectors with the old model's state, then
         the new ones; never a mix.
         """
-        async with self._reembed_lock, self.database.engine.begin() as conn:
-            await self._lock(conn)
-            if await self._reterm_stale(conn):
-                await self._refresh_corpus(conn)
-            return await self._reembed_stale(conn, progress)
+        async with self._reembed_lock, self._writing() as cur:
+            if await self._reterm_stale(cur):
+                await self._refresh_corpus(cur)
+            return await self._reembed_stale(cur, progress)
 
     async def status(self) -> KnowledgeBaseStatus:
-        async with self.database.engine.connect() as conn:
-            row = (await conn.execute(text(STATUS_SQL))).one()
-        return KnowledgeBaseStatus.from_row(tuple(row), self.embedder)
+        async with self._reading() as cur:
+            await cur.execute(STATUS_SQL)
+            row = _one(await cur.fetchone())
+        return KnowledgeBaseStatus.from_row(tuple(row.values()), self.embedder)
 
     # Reading --------------------------------------------------------------------------------
 
     async def list_documents(self) -> list[DocumentInfo]:
-        async with self.database.engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT d.id, d.source, d.format, d.added_at, d.collection, "
-                    "(SELECT count(*) FROM kb_chunks c WHERE c.document_id = d.id) AS chunks "
-                    "FROM kb_documents d ORDER BY d.id"
-                )
-            )
-            return [DocumentInfo(r.id, r.source, r.format, r.chunks, r.added_at, r.collection) for r in rows]
+        async with self._reading() as cur:
+            await cur.execute(_DOCUMENTS)
+            rows = await cur.fetchall()
+        return [
+            DocumentInfo(r["id"], r["source"], r["format"], r["chunks"], r["added_at"], r["collection"])
+            for r in rows
+        ]
 
     async def search(
         self, query: str, k: int = 5, *, collections: Sequence[str] | None = None
@@ -546,95 +628,59 @@ class KnowledgeBase:
         collections: Sequence[str] | None = None,
     ) -> tuple[list[Passage], dict[str, Any]]:
         use_vector, use_lexical = halves
-        # Autocommit: each statement is its own snapshot, as under READ COMMITTED, without the round
-        # trips of BEGIN and ROLLBACK around a read-only search.
-        async with self.database.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            stats, state = await self._search_state(conn, sorted(set(query_terms) | set(term_counts(query))))
+        async with self._reading() as cur:
+            stats, state = await self._search_state(cur, sorted(set(query_terms) | set(term_counts(query))))
             embedder = self._embedder_for(stats)
-            if state.n_chunks == 0:
+            if state["n_chunks"] == 0:
                 return [], {}
-            if state.embedder_version != embedder.version or state.terms_version != TERMS_VERSION:
-                if state.embedder_version != embedder.version and not isinstance(
-                    self.embedder, CorpusWeighted
-                ):
-                    # A model re-embeds at a few dozen chunks a second: not inside a customer's search.
-                    raise KnowledgeBaseStale(
-                        f"知识库的向量来自另一个模型（{state.embedder_version}），当前配置为 {embedder.version}："
-                        "运行 wxkf kb reindex 重新向量化 / the knowledge base was embedded by another model: "
-                        "run `wxkf kb reindex`"
-                    )
-                if caught_up:
-                    raise KnowledgeBaseError(
-                        "知识库正被另一种向量模型重新向量化，请稍后重试 / the knowledge base is being "
-                        "re-embedded with another embedder (another process?); try again"
-                    )
-                await self.reindex()
-                return await self._search(query, query_terms, k, halves, threshold, True, collections)
-            cols = None if collections is None else list(collections)
-            weights = [stats.idf(t) for t in query_terms]
-            total_weight = sum(weights)
-            matchable = [(t, w) for t, w in zip(query_terms, weights, strict=True) if t in stats.df]
-            # The question's embedding (a model's runs in its thread) goes on while PostgreSQL runs the
-            # lexical half.
-            embedding = asyncio.ensure_future(embedder.embed_query(query))
-            try:
-                lexical_ranked: list[int] = []
-                if use_lexical and matchable:
-                    lexical_ranked = await self._lexical(conn, matchable, stats, state.avg_terms, cols)
-                vector = await embedding
-            finally:
-                embedding.cancel()  # when the lexical half failed; a failed embedding's error is read
-                if embedding.done() and not embedding.cancelled():
-                    embedding.exception()
-            dim = len(vector)
-            # One statement: the HNSW top candidates and the lexical ones, each with both kinds of
-            # evidence (vector similarity, matched term weight).
-            result = await conn.execute(
-                text(
-                    "WITH v AS (SELECT id, rank FROM unnest(ARRAY("
-                    f" SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} AND {_IN_COLLECTIONS}"
-                    f" ORDER BY embedding::vector({dim}) <=> CAST(:q AS vector({dim})) LIMIT :vn"
-                    ")) WITH ORDINALITY AS u(id, rank)), "
-                    "ranked AS (SELECT id, min(rank) AS rank FROM (SELECT id, rank FROM v UNION ALL"
-                    " SELECT id, NULL FROM unnest(CAST(:lex AS bigint[])) AS l(id)) AS x GROUP BY id) "
-                    "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
-                    f" CASE WHEN vector_dims(c.embedding) = {dim} "
-                    f"  THEN 1 - (c.embedding::vector({dim}) <=> CAST(:q AS vector({dim}))) ELSE 0 END AS similarity, "
-                    f" coalesce(({_MATCHED.format(chunk_terms='c.terms', terms=':terms', weights=':ws')}), 0) AS matched "
-                    "FROM ranked r JOIN kb_chunks c ON c.id = r.id JOIN kb_documents d ON d.id = c.document_id"
-                ),
-                {
-                    "q": _vector_literal(vector),
-                    "vn": CANDIDATES if use_vector else 0,
-                    "cols": cols,
-                    "lex": lexical_ranked,
-                    "terms": [t for t, _ in matchable] or [""],
-                    "ws": [w for _, w in matchable] or [0.0],
-                },
-            )
-            found = {r.id: r for r in result}
-        vector_ranked = [r.id for r in sorted((r for r in found.values() if r.rank), key=lambda r: r.rank)]
+            stale = state["embedder_version"] != embedder.version or state["terms_version"] != TERMS_VERSION
+            ranked = None
+            if not stale:
+                ranked = await self._rank(
+                    cur, query, query_terms, embedder, stats, state["avg_terms"], halves, collections
+                )
+        if ranked is None:
+            # Caught up outside the search's connection: the reindex takes one of the same pool.
+            if state["embedder_version"] != embedder.version and not isinstance(
+                self.embedder, CorpusWeighted
+            ):
+                # A model re-embeds at a few dozen chunks a second: not inside a customer's search.
+                raise KnowledgeBaseStale(
+                    f"知识库的向量来自另一个模型（{state['embedder_version']}），当前配置为 {embedder.version}："
+                    "运行 wxkf kb reindex 重新向量化 / the knowledge base was embedded by another model: "
+                    "run `wxkf kb reindex`"
+                )
+            if caught_up:
+                raise KnowledgeBaseError(
+                    "知识库正被另一种向量模型重新向量化，请稍后重试 / the knowledge base is being "
+                    "re-embedded with another embedder (another process?); try again"
+                )
+            await self.reindex()
+            return await self._search(query, query_terms, k, halves, threshold, True, collections)
+        found, lexical_ranked, total_weight = ranked
+        vector_ranked = [
+            r["id"] for r in sorted((r for r in found.values() if r["rank"]), key=lambda r: r["rank"])
+        ]
         rows = [found[i] for i in dict.fromkeys([*vector_ranked, *lexical_ranked]) if i in found]
         passages: list[Passage] = []
         for r in rows:
-            coverage = min(1.0, r.matched / total_weight) if total_weight else 0.0
-            semantic = mapped_similarity(r.similarity, embedder.similarity_range)
+            coverage = min(1.0, r["matched"] / total_weight) if total_weight else 0.0
+            semantic = mapped_similarity(r["similarity"], embedder.similarity_range)
             if use_vector and use_lexical:
                 score = semantic + LEXICAL_WEIGHT * coverage
             else:
                 score = semantic if use_vector else coverage
             passages.append(
                 Passage(
-                    text=r.text,
-                    source=r.source,
-                    heading=r.heading,
+                    text=r["text"],
+                    source=r["source"],
+                    heading=r["heading"],
                     score=round(score, 4),
                     relevant=score >= self.min_relevance,
-                    similarity=round(float(r.similarity), 4),
+                    similarity=round(float(r["similarity"]), 4),
                     coverage=round(coverage, 4),
-                    chunk_id=r.id,
-                    document_id=r.document_id,
+                    chunk_id=r["id"],
+                    document_id=r["document_id"],
                 )
             )
         passages.sort(key=lambda p: (-p.score, p.chunk_id))
@@ -643,32 +689,68 @@ class KnowledgeBase:
             return [], details
         return await self._with_attachments(passages[:k]), details
 
+    async def _rank(
+        self,
+        cur: Cursor,
+        query: str,
+        query_terms: list[str],
+        embedder: Embedder,
+        stats: CorpusStats,
+        avg_terms: float,
+        halves: tuple[bool, bool],
+        collections: Sequence[str] | None,
+    ) -> tuple[dict[int, dict[str, Any]], list[int], float]:
+        """Both halves' candidates with their evidence (chunk id → row), the lexical ranking, and the
+        question's total term weight."""
+        use_vector, use_lexical = halves
+        cols = None if collections is None else list(collections)
+        weights = [stats.idf(t) for t in query_terms]
+        total_weight = sum(weights)
+        matchable = [(t, w) for t, w in zip(query_terms, weights, strict=True) if t in stats.df]
+        # The question's embedding (a model's runs in its thread) goes on while PostgreSQL runs the
+        # lexical half.
+        embedding = asyncio.ensure_future(embedder.embed_query(query))
+        try:
+            lexical_ranked: list[int] = []
+            if use_lexical and matchable:
+                lexical_ranked = await self._lexical(cur, matchable, stats, avg_terms, cols)
+            vector = await embedding
+        finally:
+            embedding.cancel()  # when the lexical half failed; a failed embedding's error is read
+            if embedding.done() and not embedding.cancelled():
+                embedding.exception()
+        await cur.execute(
+            _SEARCH.format(dim=len(vector)),
+            {
+                "q": _vector_literal(vector),
+                "vn": CANDIDATES if use_vector else 0,
+                "cols": cols,
+                "lex": lexical_ranked,
+                "terms": [t for t, _ in matchable] or [""],
+                "ws": [w for _, w in matchable] or [0.0],
+            },
+        )
+        found = {r["id"]: r for r in await cur.fetchall()}
+        return found, lexical_ranked, total_weight
+
     async def _with_attachments(self, passages: list[Passage]) -> list[Passage]:
         if not passages:
             return passages
-        async with self.database.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        "SELECT c.id AS chunk_id, a.kind, a.filename, a.sha256 FROM kb_attachments a "
-                        "JOIN kb_chunks c ON c.document_id = a.document_id AND c.ordinal = a.ordinal "
-                        "WHERE c.id = ANY(:ids) ORDER BY a.id"
-                    ),
-                    {"ids": [p.chunk_id for p in passages]},
-                )
-            ).all()
+        async with self._reading() as cur:
+            await cur.execute(_ATTACHMENTS, ([p.chunk_id for p in passages],))
+            rows = await cur.fetchall()
         if not rows:
             return passages
         found: dict[int, list[OutboxMessage]] = {}
         for r in rows:
-            found.setdefault(r.chunk_id, []).append(
-                (r.kind, {"media": {"kind": r.kind, "sha256": r.sha256, "filename": r.filename}})
+            found.setdefault(r["chunk_id"], []).append(
+                (r["kind"], {"media": {"kind": r["kind"], "sha256": r["sha256"], "filename": r["filename"]}})
             )
         return [replace(p, attachments=tuple(found.get(p.chunk_id, ()))) for p in passages]
 
     async def _lexical(
         self,
-        conn: AsyncConnection,
+        cur: Cursor,
         matchable: list[tuple[str, float]],
         stats: CorpusStats,
         avg_terms: float,
@@ -678,19 +760,8 @@ class KnowledgeBase:
         any_of, all_of = _candidate_terms(matchable, stats)
         # Every candidate holds all of `all_of`: their weight is a constant, not checked per chunk.
         checked = [(t, w) for t, w in matchable if t not in all_of]
-        # Candidates (GIN), capped, scored as they are read; then BM25: the matched weight over the
-        # length normalisation.
-        result = await conn.execute(
-            text(
-                "WITH candidates AS (SELECT id, n_terms, :known + coalesce(("
-                f"{_MATCHED.format(chunk_terms='terms', terms=':checked', weights=':cws')}), 0) AS matched"
-                " FROM kb_chunks"
-                f" WHERE {'terms @> CAST(:filter AS text[])' if all_of else 'terms && CAST(:filter AS text[])'}"
-                f" AND {_IN_COLLECTIONS}"
-                " LIMIT :budget) "
-                "SELECT c.id FROM candidates c ORDER BY c.matched"
-                " / (1 + :k1 * (1 - :b + :b * c.n_terms / greatest(:avg, 1))) DESC, c.id LIMIT :n"
-            ),
+        await cur.execute(
+            _LEXICAL.format(holds="@>" if all_of else "&&"),
             {
                 "filter": all_of or any_of,
                 "known": math.fsum(w for t, w in matchable if t in all_of),
@@ -704,21 +775,16 @@ class KnowledgeBase:
                 "cols": cols,
             },
         )
-        return [int(r.id) for r in result]
+        return [int(r["id"]) for r in await cur.fetchall()]
 
 
-# Only chunks of documents in the wanted collections (:cols NULL: every collection).
-_IN_COLLECTIONS = (
-    "(CAST(:cols AS text[]) IS NULL OR document_id IN "
-    "(SELECT id FROM kb_documents WHERE collection = ANY(CAST(:cols AS text[]))))"
-)
-
-# The weight of the question's terms a chunk holds (binary term frequency): {terms} and {weights}
-# are the question's, {chunk_terms} the chunk's.
-_MATCHED = (
-    "SELECT sum(q.w) FROM unnest(CAST({terms} AS text[]), CAST({weights} AS float8[])) AS q(t, w) "
-    "WHERE q.t = ANY({chunk_terms})"
-)
+def _one(row: dict[str, Any] | None) -> dict[str, Any]:
+    """The row a statement always returns (kb_state has exactly one)."""
+    if row is None:
+        raise KnowledgeBaseError(
+            "知识库的状态行缺失：运行 wxkf db upgrade / the knowledge base's state row is missing"
+        )
+    return row
 
 
 def _candidate_terms(terms: Sequence[tuple[str, float]], stats: CorpusStats) -> tuple[list[str], list[str]]:
@@ -752,13 +818,8 @@ def _vector_literal(vector: Sequence[float]) -> str:
     return "[" + ",".join(f"{v:.6g}" for v in vector) + "]"
 
 
-async def _ensure_hnsw(conn: AsyncConnection, dim: int) -> None:
-    # HNSW needs a fixed dimension; one partial index per dimension in use (the 1024 one ships in
-    # the migration). pgvector's HNSW supports at most 2000 dimensions; beyond that search scans.
+async def _ensure_hnsw(cur: Cursor, dim: int) -> None:
+    # One partial index per dimension in use (the 1024 one ships in the migration). pgvector's HNSW
+    # supports at most 2000 dimensions; beyond that search scans.
     if dim <= 2000:
-        await conn.execute(
-            text(
-                f"CREATE INDEX IF NOT EXISTS ix_kb_chunks_hnsw_{dim} ON kb_chunks USING hnsw "
-                f"((embedding::vector({dim})) vector_cosine_ops) WHERE vector_dims(embedding) = {dim}"
-            )
-        )
+        await cur.execute(_ENSURE_HNSW.format(dim=dim))
