@@ -42,13 +42,14 @@ from wxkf.agent.kb.embedders import Embedder, make_embedder
 from wxkf.config import Settings
 from wxkf.db.engine import Database, ensure_pgvector
 from wxkf.db.migrate import upgrade
+from wxkf.db.vectors import vector_literal
 from wxkf.kf.runtime import Pipeline
 from wxkf.push.conditions import Conditions
 from wxkf.push.matching import _INTENT_FOR_MATCHING
 from wxkf.push.models import ProfileIn
 from wxkf.push.service import PushService
 from wxkf.push.store import derived, embedding_text
-from wxkf.push.vectors import ensure_index, intent_text, literal
+from wxkf.push.vectors import ensure_index, intent_text
 
 CITIES = (
     ["北京"] * 4
@@ -212,7 +213,7 @@ async def load(
                         Jsonb(profile.attributes),
                         search_text,
                         terms,
-                        literal(vector),
+                        vector_literal(vector),
                         embedder.version,
                     )
                 )
@@ -228,7 +229,7 @@ async def load(
                         intent["description"],
                         Jsonb(intent["conditions"]),
                         0.5,
-                        literal(vector),
+                        vector_literal(vector),
                         embedder.version,
                     )
                 )

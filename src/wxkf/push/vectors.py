@@ -18,6 +18,7 @@ from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
 from wxkf.agent.kb.embedders import Embedder
+from wxkf.db.vectors import vector_literal
 from wxkf.push.conditions import Conditions
 from wxkf.push.store import embedding_text
 
@@ -43,11 +44,6 @@ _STORE = sql.SQL(
     "UPDATE {table} AS t SET embedding = u.e::vector, embedder = %s "
     "FROM unnest(%s::bigint[], %s::text[]) AS u(id, e) WHERE t.id = u.id"
 )
-
-
-def literal(vector: Sequence[float]) -> str:
-    """A pgvector text literal (psycopg sends it as text; `::vector` parses it in C)."""
-    return "[" + ",".join(f"{v:.7g}" for v in vector) + "]"
 
 
 class Vectors:
@@ -158,7 +154,8 @@ class Vectors:
             await ensure_index(conn, dim)
             self._dims.add(dim)
         await conn.execute(
-            _STORE.format(table=sql.Identifier(table)), (self.version, ids, [literal(v) for v in vectors])
+            _STORE.format(table=sql.Identifier(table)),
+            (self.version, ids, [vector_literal(v) for v in vectors]),
         )
 
 

@@ -35,6 +35,7 @@ from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder, mappe
 from wxkf.agent.kb.loaders import UnsupportedDocument, check_size, decode_text, detect_format, read_sections
 from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
+from wxkf.db.vectors import vector_literal
 from wxkf.kf.responder import OutboxMessage
 from wxkf.media.storage import MediaStore
 
@@ -813,9 +814,10 @@ def _array_literal(items: Sequence[str]) -> str:
 
 
 def _vector_literal(vector: Sequence[float]) -> str:
-    if any(math.isnan(v) for v in vector):
-        raise KnowledgeBaseError("向量含 NaN / the embedder returned NaN")
-    return "[" + ",".join(f"{v:.6g}" for v in vector) + "]"
+    try:
+        return vector_literal(vector)
+    except ValueError as exc:
+        raise KnowledgeBaseError(str(exc)) from exc
 
 
 async def _ensure_hnsw(cur: Cursor, dim: int) -> None:
