@@ -494,8 +494,20 @@ async def load_synthetic(database: Database, n_chunks: int, embedder: Embedder) 
         )
         conn.execute("VACUUM ANALYZE kb_chunks")
         indexed = time.perf_counter() - started
+        sizes = conn.execute(
+            f"SELECT pg_relation_size('ix_kb_chunks_hnsw_{dim}'), pg_total_relation_size('kb_chunks'), "
+            "current_setting('shared_buffers')"
+        ).fetchone()
+        assert sizes is not None
     print(f"loaded {n_chunks} chunks in {loaded:.0f} s, HNSW built in {indexed:.0f} s", file=sys.stderr)
-    return {"chunks": n_chunks, "load_s": round(loaded, 1), "hnsw_build_s": round(indexed, 1)}
+    return {
+        "chunks": n_chunks,
+        "load_s": round(loaded, 1),
+        "hnsw_build_s": round(indexed, 1),
+        "hnsw_mb": round(sizes[0] / 2**20),
+        "kb_chunks_total_mb": round(sizes[1] / 2**20),
+        "shared_buffers": sizes[2],
+    }
 
 
 async def latency(server: Any, n_chunks: int) -> dict[str, Any]:
