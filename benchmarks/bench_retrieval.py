@@ -8,7 +8,10 @@ Quality. Two sets, every ranker on both, in one run:
   uncovered in-domain), written and committed before any tuning, reported at the end of the first round;
   a development set since.
 - `frozen2`: data/frozen2 (a mobile operator and an online-course platform, 84 questions, 24 off-topic),
-  written after the first was reported and before any look at its misses.
+  written after the first was reported and before any look at its misses; a development set since the sixth
+  round.
+- `frozen3`: data/frozen3 (a hospital appointment service and a property management company, 96 questions,
+  24 off-topic, 10 uncovered), written before the sixth round's tuning.
 A frozen set is reported only with `--frozen NAME`: once, at the end of a round of work, never while tuning.
 Each FAQ is a knowledge base of its own, asked its own questions and every off-topic question.
 
@@ -18,7 +21,8 @@ Rankers:
   fused by reciprocal rank, its three-way gate), re-implemented here over the same chunks;
 - `<embedder>_alone`: the knowledge base's vector half only, scored by the mapped similarity;
 - `<embedder>_fused`: `KnowledgeBase.search` as shipped (both halves, score fusion, the relevance decision);
-for the embedders e5 (the default), use and hashing.
+for the embedders e5 (the default), use, e5+use (both in one vector, `FusedEmbedder`) and hashing.
+`--embedders` runs only some of them and `--fused-weight` sets e5's share in e5+use (tuning, on dev).
 
 For each ranker and set: hit@1 / hit@3 of the ranking (no abstention), and with its relevance decision
 the share of on-topic questions answered with the right entry in the top 3 (`recall@3`) and the share
@@ -27,15 +31,18 @@ threshold that maximises recall@3 + abstain on the shop dev half. `--curve` prin
 trade-off of the fused rankers over thresholds.
 
 Latency: 100,000 synthetic chunks (headings and sentences of the sample FAQ recombined), written with
-COPY, HNSW built; `KnowledgeBase.search` with the e5 embedder (the question's embedding included)
-against the bare `SELECT id … ORDER BY embedding <=> $1 LIMIT 5` with the vector already computed, in
-the same run. A synthetic chunk's vector is the normalised mean of the e5 vectors of its heading and
-sentences plus a little noise (embedding 100,000 chunks with e5 would take hours on 2 cores); every
-question is embedded by e5 at search time.
+COPY, HNSW built, once per latency embedder (e5, and e5+use at 896 dimensions, each in its own database
+of the same server); `KnowledgeBase.search` (the question's embedding included) against the bare
+`SELECT id … ORDER BY embedding <=> $1 LIMIT 5` with the vector already computed, in the same run, the
+two embedders' searches interleaved question by question (alternating which goes first). A synthetic
+chunk's vector is the normalised sum of its embedder's vectors of its heading and sentences plus a little
+noise of the same total size in both (embedding 100,000 chunks with e5 would take hours on 2 cores); every
+question is embedded by the embedder at search time.
 
     .venv/bin/python benchmarks/bench_retrieval.py [--chunks 100000] [--skip-latency] [--skip-quality]
         [--dev-only]   # tuning: the shop dev half only; BENCH_VERBOSE=1 prints the fused ranker's misses
-        [--frozen frozen2]   # also a frozen set (once, at the end of a round)
+        [--frozen frozen3]   # also a frozen set (once, at the end of a round)
+        [--embedders e5,e5+use] [--fused-weight 0.8]   # tuning: some embedders, e5's share in e5+use
         [--curve] [--markdown]
 """
 
@@ -67,7 +74,7 @@ import psycopg
 from wxkf.agent.kb import HashingEmbedder, KnowledgeBase, SourceDocument
 from wxkf.agent.kb.bundled import SAMPLE_DIR
 from wxkf.agent.kb.chunking import Chunk, chunk_sections, split_sentences
-from wxkf.agent.kb.embedders import CorpusStats, Embedder, local_embedder
+from wxkf.agent.kb.embedders import FUSED_E5_WEIGHT, CorpusStats, Embedder, local_embedder
 from wxkf.agent.kb.loaders import markdown_sections
 from wxkf.agent.kb.store import MIN_RELEVANCE, _vector_literal
 from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
@@ -76,8 +83,9 @@ from wxkf.db.engine import Database, ensure_pgvector
 from wxkf.db.migrate import upgrade
 
 DATA = Path(__file__).parent / "data"
-FROZEN_SETS = {"frozen": DATA / "frozen", "frozen2": DATA / "frozen2"}
-EMBEDDERS = ("e5", "use", "hashing")
+FROZEN_SETS = {"frozen": DATA / "frozen", "frozen2": DATA / "frozen2", "frozen3": DATA / "frozen3"}
+EMBEDDERS = ("e5", "use", "e5+use", "hashing")
+LATENCY_EMBEDDERS = ("e5", "e5+use")
 
 
 def read_tsv(path: Path | str) -> list[list[str]]:
@@ -88,6 +96,11 @@ def read_tsv(path: Path | str) -> list[list[str]]:
 def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def db_name(embedder_name: str) -> str:
+    """A database name for an embedder's name (e5+use → e5_use)."""
+    return re.sub(r"\W", "_", embedder_name)
 
 
 def is_held_out(question: str) -> bool:
@@ -326,13 +339,13 @@ async def quality(server: Any, args: argparse.Namespace) -> dict[str, Any]:
         chunks = chunks_of(case)
         outcomes.setdefault("tfidf", {})[case.name] = ask_outside(case, TfIdf(chunks).search)
         outcomes.setdefault("hybrid_v1", {})[case.name] = ask_outside(case, HybridV1(chunks).search)
-    for embedder_name in EMBEDDERS:
-        embedder: Embedder = local_embedder(embedder_name)
+    for embedder_name in args.embedders:
+        embedder: Embedder = local_embedder(embedder_name, fused_weight=args.fused_weight)
         await embedder.embed_query("预热 warm-up")  # the model's load is not part of a search
         added = 0
         seconds = 0.0
         for case in cases:
-            database = await open_database(server, f"q_{embedder_name}_{case.name}")
+            database = await open_database(server, f"q_{db_name(embedder_name)}_{case.name}")
             try:
                 kb = KnowledgeBase(database, embedder)
                 started = time.perf_counter()
@@ -358,7 +371,11 @@ async def quality(server: Any, args: argparse.Namespace) -> dict[str, Any]:
     for tfidf_rows in outcomes["tfidf"].values():
         for o in tfidf_rows:
             o.answered = o.score >= tfidf_threshold
-    report: dict[str, Any] = {"tfidf_threshold": round(tfidf_threshold, 4), "min_relevance": MIN_RELEVANCE}
+    report: dict[str, Any] = {
+        "tfidf_threshold": round(tfidf_threshold, 4),
+        "min_relevance": MIN_RELEVANCE,
+        "fused_weight": args.fused_weight,
+    }
     report["kb_add_throughput"] = throughput
     for ranker, per_case in outcomes.items():
         shop = per_case["shop"]
@@ -380,7 +397,7 @@ async def quality(server: Any, args: argparse.Namespace) -> dict[str, Any]:
         report["curve"] = {
             ranker: curve(outcomes[ranker], args.frozen) for ranker in outcomes if ranker.endswith("_fused")
         }
-    if os.environ.get("BENCH_VERBOSE"):
+    if os.environ.get("BENCH_VERBOSE") and "e5_fused" in outcomes:
         for o in outcomes["e5_fused"]["shop"]:
             if o.split == "dev" and o.entry not in o.top[:3]:
                 print(
@@ -432,6 +449,7 @@ async def load_synthetic(database: Database, n_chunks: int, embedder: Embedder) 
     term_lists = [sorted(term_counts(f"{h}\n{t}")) for h, t in texts]
     df: Counter[str] = Counter(t for terms in term_lists for t in terms)
     dim = embedder.dim
+    noise = 0.02 * math.sqrt(384 / dim)  # the same total noise at any dimension (0.02 a coordinate at 384)
     with psycopg.connect(database.conninfo, autocommit=True) as conn:
         doc_id = conn.execute(
             "INSERT INTO kb_documents (source, format, content_hash) VALUES ('synthetic', 'text', 'x') RETURNING id"
@@ -444,7 +462,7 @@ async def load_synthetic(database: Database, n_chunks: int, embedder: Embedder) 
             for ordinal, ((h, s, _), (heading, body), terms) in enumerate(
                 zip(chunks, texts, term_lists, strict=True)
             ):
-                vector = heading_vectors[h] + sentence_vectors[s].sum(axis=0) + rng.normal(0, 0.02, dim)
+                vector = heading_vectors[h] + sentence_vectors[s].sum(axis=0) + rng.normal(0, noise, dim)
                 vector /= np.linalg.norm(vector)
                 copy.write_row(
                     (
@@ -475,56 +493,92 @@ async def load_synthetic(database: Database, n_chunks: int, embedder: Embedder) 
         )
         conn.execute("VACUUM ANALYZE kb_chunks")
         indexed = time.perf_counter() - started
+        sizes = conn.execute(
+            f"SELECT pg_relation_size('ix_kb_chunks_hnsw_{dim}'), pg_total_relation_size('kb_chunks'), "
+            "current_setting('shared_buffers')"
+        ).fetchone()
+        assert sizes is not None
     print(f"loaded {n_chunks} chunks in {loaded:.0f} s, HNSW built in {indexed:.0f} s", file=sys.stderr)
-    return {"chunks": n_chunks, "load_s": round(loaded, 1), "hnsw_build_s": round(indexed, 1)}
+    return {
+        "chunks": n_chunks,
+        "load_s": round(loaded, 1),
+        "hnsw_build_s": round(indexed, 1),
+        "hnsw_mb": round(sizes[0] / 2**20),
+        "kb_chunks_total_mb": round(sizes[1] / 2**20),
+        "shared_buffers": sizes[2],
+    }
 
 
 async def latency(server: Any, n_chunks: int) -> dict[str, Any]:
-    database = await open_database(server, "scale")
+    """Search latency at `n_chunks` for each of `LATENCY_EMBEDDERS`, their searches interleaved."""
+    embedders = {name: local_embedder(name) for name in LATENCY_EMBEDDERS}
+    databases: dict[str, Database] = {}
     try:
-        embedder = local_embedder("e5")
-        loaded = await load_synthetic(database, n_chunks, embedder)
-        kb = KnowledgeBase(database, embedder)
+        loaded: dict[str, dict[str, float]] = {}
+        for name, embedder in embedders.items():
+            databases[name] = await open_database(server, f"scale_{db_name(name)}")
+            loaded[name] = await load_synthetic(databases[name], n_chunks, embedder)
+        kbs = {name: KnowledgeBase(databases[name], embedder) for name, embedder in embedders.items()}
         questions = [q for _, q in read_tsv("kb_questions.tsv")]
-        vectors = [_vector_literal(await embedder.embed_query(q)) for q in questions]
-        dim = embedder.dim
-        for question in questions[:10]:  # warm the caches, both paths
-            await kb.search(question)
-        baseline: list[float] = []
-        searches: list[float] = []
-        embeds: list[float] = []
-        async with database.pool.connection() as conn:
-            for _ in range(3):
-                for vector in vectors:
-                    t0 = time.perf_counter()
-                    cur = await conn.execute(
-                        f"SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} "
-                        f"ORDER BY embedding::vector({dim}) <=> CAST(%s AS vector({dim})) LIMIT 5",
-                        (vector,),
-                    )
-                    await cur.fetchall()
-                    baseline.append((time.perf_counter() - t0) * 1000)
-        for _ in range(3):
-            for question in questions:
-                t0 = time.perf_counter()
-                await embedder.embed_query(question)
-                embeds.append((time.perf_counter() - t0) * 1000)
-                t0 = time.perf_counter()
-                await kb.search(question)
-                searches.append((time.perf_counter() - t0) * 1000)
-        return {
-            **loaded,
-            "embedder": embedder.version,
-            "baseline_p50_ms": round(statistics.median(baseline), 2),
-            "baseline_p95_ms": round(percentile(baseline, 95), 2),
-            "query_embedding_p50_ms": round(statistics.median(embeds), 2),
-            "query_embedding_p95_ms": round(percentile(embeds, 95), 2),
-            "search_p50_ms": round(statistics.median(searches), 2),
-            "search_p95_ms": round(percentile(searches, 95), 2),
-            "p95_ratio_to_baseline": round(percentile(searches, 95) / percentile(baseline, 95), 2),
+        timings: dict[str, dict[str, list[float]]] = {
+            name: {"baseline": [], "embedding": [], "search": []} for name in embedders
         }
+        for name, embedder in embedders.items():
+            vectors = [_vector_literal(await embedder.embed_query(q)) for q in questions]
+            for question in questions[:10]:  # warm the caches, both paths
+                await kbs[name].search(question)
+            dim = embedder.dim
+            async with databases[name].pool.connection() as conn:
+                for _ in range(3):
+                    for vector in vectors:
+                        t0 = time.perf_counter()
+                        cur = await conn.execute(
+                            f"SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} "
+                            f"ORDER BY embedding::vector({dim}) <=> CAST(%s AS vector({dim})) LIMIT 5",
+                            (vector,),
+                        )
+                        await cur.fetchall()
+                        timings[name]["baseline"].append((time.perf_counter() - t0) * 1000)
+        # Interleaved question by question, the first embedder alternating, so both meet the same load.
+        names = list(embedders)
+        for round_ in range(3):
+            for i, question in enumerate(questions):
+                for name in names if (i + round_) % 2 == 0 else names[::-1]:
+                    t0 = time.perf_counter()
+                    await embedders[name].embed_query(question)
+                    timings[name]["embedding"].append((time.perf_counter() - t0) * 1000)
+                    t0 = time.perf_counter()
+                    await kbs[name].search(question)
+                    timings[name]["search"].append((time.perf_counter() - t0) * 1000)
+        results: dict[str, Any] = {}
+        for name, embedder in embedders.items():
+            t = timings[name]
+            results[name] = {
+                **loaded[name],
+                "embedder": embedder.version,
+                "dim": embedder.dim,
+                "baseline_p50_ms": round(statistics.median(t["baseline"]), 2),
+                "baseline_p95_ms": round(percentile(t["baseline"], 95), 2),
+                "query_embedding_p50_ms": round(statistics.median(t["embedding"]), 2),
+                "query_embedding_p95_ms": round(percentile(t["embedding"], 95), 2),
+                "search_p50_ms": round(statistics.median(t["search"]), 2),
+                "search_p95_ms": round(percentile(t["search"], 95), 2),
+                "p95_ratio_to_baseline": round(
+                    percentile(t["search"], 95) / percentile(t["baseline"], 95), 2
+                ),
+            }
+        first, *others = names
+        for name in others:
+            results[f"{name}_to_{first}_search_p95"] = round(
+                percentile(timings[name]["search"], 95) / percentile(timings[first]["search"], 95), 2
+            )
+            results[f"{name}_to_{first}_search_p50"] = round(
+                statistics.median(timings[name]["search"]) / statistics.median(timings[first]["search"]), 2
+            )
+        return results
     finally:
-        await database.close()
+        for database in databases.values():
+            await database.close()
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -557,6 +611,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["quality"] = await quality(server, args)
         if not args.skip_latency:
             results["latency"] = await latency(server, args.chunks)
+            results["load_after"] = f"{os.getloadavg()[0]:.1f}"
         return results
     finally:
         server.cleanup()
@@ -575,9 +630,20 @@ def main() -> None:
         choices=sorted(FROZEN_SETS),
         help="also a frozen set (repeatable): once, at the end of a round",
     )
+    parser.add_argument(
+        "--embedders",
+        type=lambda value: [name for name in value.split(",") if name],
+        default=list(EMBEDDERS),
+        help=f"comma-separated, of {','.join(EMBEDDERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--fused-weight", type=float, default=FUSED_E5_WEIGHT, help="e5's share of the e5+use cosine"
+    )
     parser.add_argument("--curve", action="store_true", help="recall / abstain over thresholds")
     parser.add_argument("--markdown", action="store_true", help="print the quality table as Markdown")
     args = parser.parse_args()
+    if unknown := set(args.embedders) - set(EMBEDDERS):
+        parser.error(f"unknown embedders {sorted(unknown)}: choose among {', '.join(EMBEDDERS)}")
     results = asyncio.run(run(args))
     print(json.dumps(results, ensure_ascii=False))
     if args.markdown and "quality" in results:

@@ -8,7 +8,7 @@ import pytest
 
 from wxkf.agent.fake_openai import EMBEDDING_DIMENSIONS, FakeOpenAI
 from wxkf.agent.kb import EmbeddingError, HashingEmbedder, KnowledgeBase, OpenAIEmbedder, make_embedder
-from wxkf.agent.kb.embedders import E5Embedder, USEEmbedder
+from wxkf.agent.kb.embedders import FUSED_E5_WEIGHT, E5Embedder, FusedEmbedder, USEEmbedder
 from wxkf.agent.kb.store import KnowledgeBaseStale
 from wxkf.config import Settings
 from wxkf.db.engine import Database
@@ -45,6 +45,10 @@ def test_settings_choose_the_embedder() -> None:
     assert isinstance(make_embedder(Settings(_env_file=None)), E5Embedder)
     assert isinstance(make_embedder(Settings(_env_file=None, kb_embedder="use")), USEEmbedder)
     assert isinstance(make_embedder(Settings(_env_file=None, kb_embedder="hashing")), HashingEmbedder)
+    fused = make_embedder(Settings(_env_file=None, kb_embedder="e5+use", kb_embedder_threads=2))
+    assert isinstance(fused, FusedEmbedder)
+    assert (type(fused.first), type(fused.second), fused.weight) == (E5Embedder, USEEmbedder, FUSED_E5_WEIGHT)
+    assert fused.first._threads == fused.second._threads == 2  # type: ignore[attr-defined]
     configured = make_embedder(
         Settings(
             _env_file=None,

