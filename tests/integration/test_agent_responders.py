@@ -82,6 +82,18 @@ async def test_without_a_key_the_factory_builds_the_offline_responder(
     assert "48 小时内发货" in reply.text
 
 
+async def test_the_factory_s_knowledge_base_answers_at_kb_min_relevance(
+    settings_factory: Callable[..., Settings], database: Database, kb: KnowledgeBase
+) -> None:
+    """KB_MIN_RELEVANCE reaches the knowledge base the service answers from: above every passage's
+    score, a question the FAQ answers goes to a person."""
+    responder = build_responder(settings_factory(kb_embedder="hashing", kb_min_relevance=2), database)
+    reply = await responder.respond(request("一般多久发货？"))
+    await responder.aclose()
+    assert reply.text == HANDOFF_TEXT
+    assert reply.handoff
+
+
 async def test_with_a_key_the_factory_builds_the_llm_responder_on_the_knowledge_base(
     settings_factory: Callable[..., Settings], database: Database, kb: KnowledgeBase, fake: FakeOpenAI
 ) -> None:

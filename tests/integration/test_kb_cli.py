@@ -74,3 +74,26 @@ def test_add_shows_progress_and_reindex_re_embeds_after_a_model_change(
     found = runner.invoke(app, ["kb", "search", "电子票据什么时候给我"], env=env)
     assert "小店 > 发票" in found.output
     assert "already embedded" in runner.invoke(app, ["kb", "reindex"], env=env).output
+
+
+def test_search_honours_kb_min_relevance(database_url: str, tmp_path: Path) -> None:
+    """KB_MIN_RELEVANCE moves the threshold `wxkf kb search` answers at, as it does for the service."""
+    runner = CliRunner()
+    env = {
+        "DATABASE_URL": database_url,
+        "WXKF_DATA_DIR": str(tmp_path / "var"),
+        "COLUMNS": "200",
+        "KB_EMBEDDER": "hashing",
+    }
+    (tmp_path / "faq.md").write_text(FAQ, encoding="utf-8")
+    assert runner.invoke(app, ["kb", "add", str(tmp_path / "faq.md")], env=env).exit_code == 0
+
+    assert "小店 > 发票" in runner.invoke(app, ["kb", "search", "发票多久能收到"], env=env).output
+    strict = runner.invoke(app, ["kb", "search", "发票多久能收到"], env={**env, "KB_MIN_RELEVANCE": "2"})
+    assert strict.exit_code == 0, strict.output
+    assert "nothing relevant" in strict.output
+
+    assert "nothing relevant" in runner.invoke(app, ["kb", "search", "今天天气怎么样"], env=env).output
+    lenient = runner.invoke(app, ["kb", "search", "今天天气怎么样"], env={**env, "KB_MIN_RELEVANCE": "0"})
+    assert lenient.exit_code == 0, lenient.output
+    assert "1. 小店 >" in lenient.output

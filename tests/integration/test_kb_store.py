@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from wxkf.agent.kb import Embedder, HashingEmbedder, KnowledgeBase, UnsupportedDocument, load_sample, store
 from wxkf.agent.kb.text import TERMS_VERSION
+from wxkf.config import Settings
 from wxkf.db.engine import Database
 
 from ..unit.kb_pdf import minimal_pdf
@@ -294,3 +296,23 @@ async def test_changing_the_model_needs_a_reindex_and_never_mixes_vectors(
     assert await scalar(database, "SELECT DISTINCT vector_dims(embedding) FROM kb_chunks") == 384
     assert (await kb.search("银行卡找不到了"))[0].heading.endswith("卡丢了怎么办？")
     assert await kb.reindex() == 0
+
+
+async def test_from_settings_takes_the_embedder_and_kb_min_relevance(
+    database: Database, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """The one constructor every surface uses: KB_MIN_RELEVANCE set moves the threshold, unset keeps
+    the calibrated default."""
+    default = KnowledgeBase.from_settings(database, settings_factory(kb_embedder="hashing"))
+    assert default.embedder.name == HashingEmbedder().name
+    assert default.min_relevance == store.MIN_RELEVANCE
+    path = tmp_path / "faq.md"
+    path.write_text(FAQ, encoding="utf-8")
+    await default.add_documents([path])
+    assert await default.search("能开发票吗？")
+    assert await default.search("今天天气怎么样") == []
+    lenient = KnowledgeBase.from_settings(
+        database, settings_factory(kb_embedder="hashing", kb_min_relevance=0)
+    )
+    assert lenient.min_relevance == 0
+    assert await lenient.search("今天天气怎么样")

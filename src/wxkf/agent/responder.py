@@ -30,7 +30,7 @@ from typing import Any, Literal, Protocol
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from wxkf.agent.content import ContentReader, ReadContent, Transcriber, image_part
-from wxkf.agent.kb.embedders import EmbeddingError, make_embedder
+from wxkf.agent.kb.embedders import EmbeddingError
 from wxkf.agent.kb.store import KnowledgeBase, KnowledgeBaseError
 from wxkf.agent.llm import Completion, LLMAuthError, LLMClient, LLMError
 from wxkf.agent.memory import ConversationMemory, MemorySource, PipelineMemory, Speaker, Turn
@@ -464,7 +464,7 @@ def build_responder(
     both responders; vision (LLM_VISION_MODEL) the LLM one.
     """
     if retriever is None:
-        retriever = KnowledgeBase(database, make_embedder(settings))
+        retriever = KnowledgeBase.from_settings(database, settings)
     accounts = accounts or GlobalAccounts(settings)
     llm = LLMClient.from_settings(settings)
     vision = LLMClient.vision_from_settings(settings) if llm is not None else None

@@ -1,8 +1,8 @@
 """The knowledge base: ingest documents, embed and index their chunks, and search them.
 
-    from wxkf.agent.kb import KnowledgeBase, make_embedder
+    from wxkf.agent.kb import KnowledgeBase
 
-    kb = KnowledgeBase(database, make_embedder(settings))
+    kb = KnowledgeBase.from_settings(database, settings)
     passages = await kb.search("买错尺码了能换吗", k=3)   # [] when nothing relevant is known
 
 Public surface: `KnowledgeBase` (`add_documents`, `search`, `list_documents`, `remove`, `reindex`,

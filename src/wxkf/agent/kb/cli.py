@@ -43,7 +43,7 @@ _STATUS = {
 
 def _run(action: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
     """Open the database and the configured embedder, run `action`, and turn failures into exit 1."""
-    from wxkf.agent.kb.embedders import EmbeddingError, make_embedder
+    from wxkf.agent.kb.embedders import EmbeddingError
     from wxkf.agent.kb.store import KnowledgeBase, KnowledgeBaseError
     from wxkf.cli import settings_or_exit  # the surface's settings loader; imported late (it imports us)
     from wxkf.db.engine import Database, DatabaseError
@@ -62,7 +62,7 @@ def _run(action: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
         )
         await pool.open()
         store = media_store(settings, pool)
-        kb = KnowledgeBase(database, make_embedder(settings), media_store=store)
+        kb = KnowledgeBase.from_settings(database, settings, media_store=store)
         try:
             return await action(kb)
         finally:

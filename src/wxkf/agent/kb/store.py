@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncCursor
 from psycopg.rows import dict_row
@@ -31,13 +31,16 @@ from psycopg.rows import dict_row
 from wxkf.agent.kb.attachments import AttachmentFile
 from wxkf.agent.kb.attachments import extract as extract_attachments
 from wxkf.agent.kb.chunking import Chunk, chunk_sections
-from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder, mapped_similarity
+from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder, make_embedder, mapped_similarity
 from wxkf.agent.kb.loaders import UnsupportedDocument, check_size, decode_text, detect_format, read_sections
 from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
 from wxkf.db.vectors import vector_literal
 from wxkf.kf.responder import OutboxMessage
 from wxkf.media.storage import MediaStore
+
+if TYPE_CHECKING:
+    from wxkf.config import Settings
 
 _WRITE_LOCK = 0x6B625F77  # "kb_w": one writer at a time across processes
 _EMBED_BATCH = 32  # chunks per embedding call: a progress step of a few seconds with a local model
@@ -309,6 +312,20 @@ class KnowledgeBase:
         self.media_store = media_store  # where documents' attachments are kept (`add_documents`)
         self.min_relevance = MIN_RELEVANCE if min_relevance is None else min_relevance
         self._reembed_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, database: Database, settings: Settings, *, media_store: MediaStore | None = None
+    ) -> KnowledgeBase:
+        """The knowledge base as configured: `make_embedder`'s embedder and `KB_MIN_RELEVANCE` (unset:
+        the calibrated `MIN_RELEVANCE`). Every surface (service, worker, console, CLI, demo) builds its
+        knowledge base here, so a setting reaches all of them or none."""
+        return cls(
+            database,
+            make_embedder(settings),
+            min_relevance=settings.kb_min_relevance,
+            media_store=media_store,
+        )
 
     async def aclose(self) -> None:
         await self.embedder.aclose()

@@ -73,9 +73,9 @@ class ConsoleState:
     @property
     def knowledge(self) -> KnowledgeBase:
         if self._knowledge is None:
-            from wxkf.agent.kb import KnowledgeBase, make_embedder
+            from wxkf.agent.kb import KnowledgeBase
 
-            self._knowledge = KnowledgeBase(self.database, make_embedder(self.settings))
+            self._knowledge = KnowledgeBase.from_settings(self.database, self.settings)
         return self._knowledge
 
     @property
