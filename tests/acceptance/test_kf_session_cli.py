@@ -1,4 +1,4 @@
-"""`wxkf session get|end|transfer` against the simulator, as an operator runs it (brief 001's force_end_session)."""
+"""`wxkf session get|end|transfer` against the simulator, as an operator runs it (force-ending a session)."""
 
 from __future__ import annotations
 

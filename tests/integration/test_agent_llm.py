@@ -350,7 +350,7 @@ async def test_an_empty_answer_becomes_an_honest_handoff(fake: FakeOpenAI, respo
     assert reply.handoff
 
 
-async def test_401_gives_brief_002s_advice_without_the_key(fake: FakeOpenAI) -> None:
+async def test_401_gives_the_troubleshooting_advice_without_the_key(fake: FakeOpenAI) -> None:
     llm = make_llm(fake, key="sk-wrong-key-42")
     with pytest.raises(LLMAuthError) as caught:
         await llm.complete([{"role": "user", "content": "hi"}])

@@ -15,7 +15,7 @@ OPERATOR_CODES = [
     42001, 41001, 48002, 60020, 40096, 84061, 41048, 41064, 41094, 95000, 95004, -1,
 ]  # fmt: skip
 
-# Every situation of the troubleshooting brief (brief 002) that has no errcode of its own.
+# Every situation of the troubleshooting guide that has no errcode of its own.
 SITUATION_KEYS = [
     "network-403-404",
     "connection-timeout",
@@ -69,7 +69,7 @@ def test_operator_codes_have_hand_written_cause_and_fix_in_both_languages(code: 
 
 
 @pytest.mark.parametrize("key", SITUATION_KEYS)
-def test_every_brief_situation_has_a_stable_key(key: str) -> None:
+def test_every_guide_situation_has_a_stable_key(key: str) -> None:
     entry = entry_for(key)
     assert entry is not None
     assert entry.errcode is None

@@ -60,8 +60,8 @@ def test_retention_zero_keeps_a_table_and_the_minimums_are_allowed() -> None:
     assert (settings.retention_inbound_days, settings.retention_outbox_days) == (0, 4)
 
 
-def test_debug_true_from_the_brief_means_log_level_debug(monkeypatch: pytest.MonkeyPatch) -> None:
-    """brief 002 tells operators to set DEBUG=true; it was silently ignored."""
+def test_debug_true_means_log_level_debug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The troubleshooting guide tells operators to set DEBUG=true; it was silently ignored."""
     monkeypatch.setenv("DEBUG", "true")
     assert load_settings(_env_file=None).log_level == "DEBUG"
     monkeypatch.setenv("LOG_LEVEL", "WARNING")  # an explicit level wins

@@ -109,7 +109,7 @@ def test_no_customer_message_means_no_budget() -> None:
     assert BudgetState(None, 0).remaining(T0) == 0
 
 
-# --- session-state policy (wecom-api §6, briefs 000/001) -----------------------------------------
+# --- session-state policy (wecom-api §6) -----------------------------------------
 
 
 @pytest.mark.parametrize(

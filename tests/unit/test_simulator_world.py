@@ -111,7 +111,7 @@ def test_customer_message_moves_state_4_to_0_and_send_moves_0_to_1(world: World)
 def test_routing_mode_decides_the_first_state(
     world: World, mode: RoutingMode, servicer_active: bool, expected: int
 ) -> None:
-    """brief 000 + wecom-api §6: 仅智能助手/智能助手优先 → 1, 人工接待优先 → 3 (or 2 with nobody on duty)."""
+    """The admin console's 接待方式 + wecom-api §6: 仅智能助手/智能助手优先 → 1, 人工接待优先 → 3 (or 2 with nobody on duty)."""
     world.accounts[kfid(world)].routing = mode
     if not servicer_active:
         for userid in ("zhangsan", "lisi"):

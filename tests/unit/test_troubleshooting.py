@@ -50,7 +50,7 @@ def test_guide_lists_every_official_errcode() -> None:
     assert "[95018](#errcode-95018)" in table
 
 
-def test_guide_covers_the_brief_debugging_tips() -> None:
+def test_guide_covers_the_debugging_tips() -> None:
     guide = render_guide()
     for needle in ("LOG_LEVEL=DEBUG", "debug=1", "/health", "curl ifconfig.me", "lsof -i :8000"):
         assert needle in guide, needle

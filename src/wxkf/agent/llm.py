@@ -59,7 +59,7 @@ class LLMResponseError(LLMError):
     kind = "malformed"
 
 
-# brief 002 §4 "DeepSeek API 认证失败": the three steps, in its order.
+# docs/troubleshooting.md#llm-auth-401: the three steps, in its order.
 AUTH_ERROR_MESSAGE = (
     "大模型认证失败（HTTP {status}）：请检查 .env 中的 LLM_API_KEY 或 DEEPSEEK_API_KEY，"
     "确认 API Key 有效且未过期，并登录 DeepSeek（或所用服务商）官网确认账户状态（余额、是否停用）/ "

@@ -1,6 +1,6 @@
 """`wxkf session get|end|transfer`: a customer's kf session by hand.
 
-`wxkf session end` is brief 001's `force_end_session`: read the state, end the session with the
+`wxkf session end` force-ends a session: read the state, end the session with the
 current servicer (state 3 → 4), read the state again — printing each step.
 """
 

@@ -322,7 +322,7 @@ async def _answer(
     action, reason = decide(state.state, account.session_policy)
     if action is Action.END_SESSION:
         try:
-            # brief 001: end the human session with its servicer; the next customer message opens a new one.
+            # Auto-end: end the human session with its servicer; the next customer message opens a new one.
             code = await pipeline.states.trans(conversation, 4, state.servicer_userid)
             remember = None  # trans cached the state it reached
             await handoff.queue_end_notice(pipeline, conversation, code, source=batch[-1].msgid)

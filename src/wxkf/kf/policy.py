@@ -1,4 +1,4 @@
-"""Session-state policy (wecom-api §6, briefs 000 and 001): may the bot answer this customer now?
+"""Session-state policy (wecom-api §6): may the bot answer this customer now?
 
 send_msg only works while the session is 0 (未处理) or 1 (由智能助手接待) (wecom-api §4); anything
 else answers 95018. So the pipeline reads service_state first and decides:
@@ -6,7 +6,7 @@ else answers 95018. So the pipeline reads service_state first and decides:
     0 / 1  → send
     2      → don't send: the customer is queued for a human
     3      → `respect` (default): a human is serving, record it and stay quiet
-             `end`: trans → 4 with the current servicer (brief 001's auto-end), then wait for the
+             `end`: trans → 4 with the current servicer (auto-end), then wait for the
                     customer's next message, which opens a new session in state 0
     4      → don't send: the session is over until the customer writes again
 """

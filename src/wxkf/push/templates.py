@@ -5,7 +5,7 @@ A single match fills `content` (text) or `title` / `pagepath` (mini-program card
 `MERGED_FIELDS` with one `item` line per match. Saving a template that names an unknown placeholder
 fails with the name (「{score_pct}」不是可用的占位符); so does one that would not render.
 
-Without a saved template named "default", brief 004's text is used.
+Without a saved template named "default", the standard text below is used.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MAX_TEXT_BYTES = 2048  # wecom-api §4: one text message
 MINIPROGRAM_TITLE_BYTES = 64  # wecom-api §4: miniprogram.title, cut by WeCom beyond
 DEFAULT_TEMPLATE = "default"
 
-# Brief 004's default text, with the reply numbers this service understands.
+# The standard text, with the reply numbers this service understands.
 DEFAULT_CONTENT = (
     "🎯 找到匹配的联系人\n\n"
     "【{profile_name}】符合您的意图【{intent_name}】\n"

@@ -15,7 +15,7 @@ class RoutingMode(StrEnum):
     """接待方式 of a kf account: decides a new session's first state when the customer writes.
 
     wecom-api §6 says a customer message moves state 4 to 0 (未处理); the admin console's 接待方式
-    (brief 000) decides what happens next. `api` is the account "通过API管理" with no automatic
+    decides what happens next. `api` is the account "通过API管理" with no automatic
     assignment — the spec's own model (§11.1).
     """
 
@@ -27,7 +27,7 @@ class RoutingMode(StrEnum):
 
 
 def first_state(mode: RoutingMode, has_active_servicer: bool) -> int:
-    """The state a session in state 4 enters when the customer writes (brief 000's table)."""
+    """The state a session in state 4 enters when the customer writes (the admin console's table)."""
     if mode is RoutingMode.API:
         return 0
     if mode in (RoutingMode.AI_ONLY, RoutingMode.AI_FIRST):

@@ -435,7 +435,7 @@ class World:
         session = self.session(open_kfid, external_userid)
         now = self.clock.now()
         if session.state == 4:
-            # §6: "客户发消息咨询后会话状态变为未处理"; the 接待方式 then routes it (brief 000).
+            # §6: "客户发消息咨询后会话状态变为未处理"; the 接待方式 then routes it.
             servicer = self._pick_servicer(account)
             session.state = first_state(account.routing, servicer is not None)
             session.servicer_userid = servicer if session.state == 3 and servicer else ""
