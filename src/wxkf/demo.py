@@ -583,4 +583,7 @@ def _load_sample_kb(settings: Settings, console: Console) -> None:
         return len(results)
 
     count = asyncio.run(load())
-    console.print(f"📚 示例知识库已加载 / sample knowledge base loaded ({count} documents)", highlight=False)
+    console.print(
+        f"📚 示例知识库已加载：{count} 个文档 / sample knowledge base loaded: {count} document(s)",
+        highlight=False,
+    )
