@@ -67,6 +67,7 @@ def test_serve_with_nothing_configured_is_healthy_on_the_embedded_database(
         output, _ = process.communicate(timeout=60)
     assert process.returncode == 0
     assert "the knowledge base is empty" in output.decode()
+    assert "the WeCom callback is not configured" in output.decode()
     assert (embedded_data_dir / "pg").is_dir()  # the embedded PostgreSQL lives in the data dir
     # ... and stops with the last process that used it (issue 12, defect 10).
     assert not (embedded_data_dir / "pg" / "postmaster.pid").exists()

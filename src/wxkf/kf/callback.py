@@ -314,6 +314,12 @@ class CallbackReceiver:
                 settings.wecom_aes_key.get_secret_value(),
                 settings.wecom_corp_id,
             )
+        else:
+            log.warning(
+                "⚠️ 未配置企业微信回调（WECOM_CORP_ID、WECOM_TOKEN、WECOM_AES_KEY）：收不到客户消息，"
+                "运行 wxkf doctor 查看缺什么 / the WeCom callback is not configured (WECOM_CORP_ID, "
+                "WECOM_TOKEN, WECOM_AES_KEY): no customer message can arrive; `wxkf doctor` says what is missing"
+            )
         self.accounts = frozenset(a.strip() for a in settings.kf_accounts.split(",") if a.strip())
         self._pool: AsyncConnectionPool[Any] = pipeline.pool
         self._pipeline = pipeline
