@@ -2,8 +2,10 @@
 
 - Passwords are argon2id hashes (`argon2-cffi`); verifying runs off the event loop.
 - After `MAX_FAILED_LOGINS` wrong passwords in a row an account is locked for `LOCKOUT`; a correct
-  password during the lockout is refused too, so guessing gains nothing. Unknown names cost the same
-  hash verification as known ones, so timing does not tell which names exist.
+  password during the lockout is refused too, so guessing gains nothing. Every refusal (unknown name,
+  wrong password, locked, disabled) reads the same and unknown names cost the same hash
+  verification, so neither the words nor the timing tell which names exist. A locked-out admin is
+  unlocked by another admin or by `wxkf console set-password`.
 - A session is a signed cookie (itsdangerous) holding the user id, the account's `session_epoch`
   and the session's CSRF token. Logging out, disabling or a new password bumps the epoch, which
   ends every session of that account on every replica. The signing key is made once and kept in
@@ -33,6 +35,12 @@ ROLES: tuple[Role, ...] = ("admin", "agent")
 ROLE_NAMES = {"admin": "管理员 / admin", "agent": "接待人员 / agent"}
 MAX_FAILED_LOGINS = 5
 LOCKOUT = timedelta(minutes=15)
+# One answer for every refused login, so it never tells whether a name exists or is locked.
+REFUSED = (
+    f"用户名或密码错误。连续输错 {MAX_FAILED_LOGINS} 次，账号锁定 {LOCKOUT.seconds // 60} 分钟，管理员可解锁"
+    f" / wrong username or password. After {MAX_FAILED_LOGINS} wrong passwords in a row an account is locked"
+    f" for {LOCKOUT.seconds // 60} minutes; an admin can unlock it"
+)
 SESSION_SECONDS = 12 * 3600
 MIN_PASSWORD_LENGTH = 8
 USERNAME_MAX = 64
@@ -213,29 +221,25 @@ async def authenticate(conn: AsyncConnection[Any], username: str, password: str)
         user = await cur.fetchone()
     if user is None:
         await _verify(_dummy_hash(), password)
-        raise ConsoleAuthError("用户名或密码错误 / wrong username or password")
-    now = datetime.now(UTC)
-    if user["locked_until"] is not None and user["locked_until"] > now:
+        raise ConsoleAuthError(REFUSED)
+    if user["locked_until"] is not None and user["locked_until"] > datetime.now(UTC):
         await _verify(_dummy_hash(), password)
-        raise _locked(user["locked_until"])
+        raise ConsoleAuthError(REFUSED)
     if not await _verify(user["password_hash"], password) or user["disabled"]:
-        failed = await (
-            await conn.execute(_LOGIN_FAILED, (MAX_FAILED_LOGINS, LOCKOUT, user["id"]))
-        ).fetchone()
-        locked_until = failed[1] if failed is not None else None
-        if locked_until is not None and locked_until > now:
-            raise _locked(locked_until)
-        raise ConsoleAuthError("用户名或密码错误 / wrong username or password")
+        await conn.execute(_LOGIN_FAILED, (MAX_FAILED_LOGINS, LOCKOUT, user["id"]))
+        raise ConsoleAuthError(REFUSED)
     await conn.execute(_LOGIN_OK, (user["id"],))
     return LoginResult(int(user["id"]), str(user["username"]), int(user["session_epoch"]), user["role"])
 
 
-def _locked(until: datetime) -> ConsoleAuthError:
-    minutes = max(1, round((until - datetime.now(UTC)).total_seconds() / 60))
-    return ConsoleAuthError(
-        f"密码错误次数过多，账号已锁定，请 {minutes} 分钟后再试或请管理员解锁 / too many wrong passwords: "
-        f"the account is locked for {minutes} more minute(s), or until an admin unlocks it"
-    )
+async def set_password_by_name(conn: AsyncConnection[Any], username: str, password: str) -> str:
+    """`wxkf console set-password`: a new password for the account named, which also unlocks it."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_USER_BY_NAME, (username.strip(),))
+        user = await cur.fetchone()
+    if user is None:
+        raise ConsoleAuthError(f"没有这个账号：{username.strip()} / no such account")
+    return await set_password(conn, int(user["id"]), password)
 
 
 async def end_sessions(conn: AsyncConnection[Any], user_id: int) -> None:
