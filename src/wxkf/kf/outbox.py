@@ -171,7 +171,7 @@ def check_outbound(msgtype: str, body: dict[str, Any]) -> None:
         raise InvalidArgumentError(
             "kf/send_msg",
             field,
-            f"{worded(first, '')}（{msgtype} 消息体不符合 wecom-api §4 / the {msgtype} body does not match）",
+            f"{worded(first, '')}（见 wecom-api §4 的 {msgtype} 消息 / see the {msgtype} message in wecom-api §4）",
         ) from None
     request.check("kf/send_msg")
 
