@@ -4,16 +4,19 @@ Settings, the REST API, the console's forms, profile imports and the CLI all val
 whose messages are English only. `worded` turns one error item into the product's one line, chosen by
 the item's `type` and `ctx`:
 
-    missing                     必填 / Field required
-    int/float/bool_parsing      须为整数 / 数字 / 布尔值
-    less_than(_equal), greater_than(_equal)     须小于（等于）/ 大于（等于）the bound in ctx
-    literal_error, enum         可选值：the allowed values from ctx
-    string_too_short/long, too_short/too_long   长度 / 项数 bounds from ctx
-    json_invalid                不是有效的 JSON, with the parser's position
+    missing                     必填，请补上
+    int/float/bool_parsing      须为整数 / 须为数字 / 须为 true 或 false
+    less_than(_equal), greater_than(_equal)     须小于（或等于）/ 大于（或等于）the bound in ctx
+    literal_error, enum         只能是以下之一：the allowed values from ctx, joined by 、
+    string_too_short/long, too_short/too_long   at least / at most so many characters / items
+    json_invalid                不是有效的 JSON, with the parser's reason
     url_parsing                 不是有效的网址
     extra_forbidden             不认识的字段
-    value_error                 our own validators' messages, as written (they are Chinese first)
-    anything else               a generic Chinese lead before pydantic's own text
+    value_error                 our own validators' messages, as written (they are Chinese first);
+                                a library's English-only one gets the generic lead
+    anything else               输入不符合要求, then pydantic's own text
+
+After the Chinese comes pydantic's English message, so the line reads `字段: 中文 / English`.
 
 The input itself is never repeated: a rejected value may be a secret (a settings key, a token).
 It sits below every package (config.py imports it) and imports nothing of wxkf.
