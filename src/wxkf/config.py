@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wxkf.validation import worded
+
 _AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _DATABASE_URL_RE = re.compile(r"^postgres(ql)?(\+\w+)?://")  # as `wxkf.db.engine.to_conninfo` reads it
@@ -451,9 +453,6 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = "/".join(str(p) for p in err["loc"]).upper()
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(f"{loc}: {msg}" if loc else msg)
+        # Named as the environment variable; a whole-settings check names its variables itself.
+        problems = [worded(err, "/".join(str(p) for p in err["loc"]).upper()) for err in exc.errors()]
         raise SettingsError(problems) from None

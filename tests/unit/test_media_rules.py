@@ -4,6 +4,7 @@ renderings of every inbound type, and what the responders may search."""
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -77,6 +78,7 @@ def test_an_outbound_body_over_wecoms_limits_is_refused_naming_the_field(
     with pytest.raises(InvalidArgumentError) as caught:
         check_outbound(msgtype, body)
     assert caught.value.field == field
+    assert re.match(r"[\u3400-\u9fff「]", caught.value.message), caught.value.message  # Chinese first
 
 
 def test_bodies_within_the_limits_pass_with_files_still_to_upload() -> None:
@@ -141,5 +143,9 @@ def test_account_settings_from_the_command_line_name_what_is_wrong() -> None:
         parse_changes({"colour": "red"})
     with pytest.raises(AccountSettingsError, match="welcome_menu"):
         parse_changes({"welcome_menu": "{not json"})
+    with pytest.raises(
+        AccountSettingsError, match=r"welcome_menu\.options\.0\.id: 必填，请补上 / Field required"
+    ):
+        validated({}, {"welcome_menu": {"options": [{"content": "x", "action": "answer"}]}})
     with pytest.raises(AccountSettingsError, match=r"welcome_menu\.options\.0\.action"):
         validated({}, {"welcome_menu": {"options": [{"id": "a", "content": "x", "action": "teleport"}]}})

@@ -29,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from wxkf.config import Settings
+from wxkf.validation import worded
 from wxkf.wecom.models import MENU_MAX_ITEMS
 
 ACCOUNT_CACHE_SECONDS = 5.0
@@ -181,7 +182,7 @@ def validated(current: dict[str, Any], changes: dict[str, Any]) -> AccountSettin
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error["loc"])
         raise AccountSettingsError(
-            f"设置 {field} 不正确 / invalid setting {field}: {str(error['msg']).removeprefix('Value error, ')}"
+            f"设置 {field} 不正确 / invalid setting {field}: {worded(error, '')}"
         ) from None
 
 

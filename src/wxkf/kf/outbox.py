@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from wxkf.kf.budget import ReplyBudget
 from wxkf.kf.responder import Conversation, OutboxMessage
+from wxkf.validation import worded
 from wxkf.wecom.errors import InvalidArgumentError
 from wxkf.wecom.models import SendMsgRequest
 
@@ -168,7 +169,9 @@ def check_outbound(msgtype: str, body: dict[str, Any]) -> None:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or msgtype
         raise InvalidArgumentError(
-            "kf/send_msg", field, f"{first['msg']} / the {msgtype} body does not match wecom-api §4"
+            "kf/send_msg",
+            field,
+            f"{worded(first, '')}（见 wecom-api §4 的 {msgtype} 消息 / see the {msgtype} message in wecom-api §4）",
         ) from None
     request.check("kf/send_msg")
 

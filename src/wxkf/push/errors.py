@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from wxkf.validation import worded
+
 
 class PushError(Exception):
     """A push operation failed; nothing was changed."""
@@ -67,12 +69,8 @@ def nul_problems(value: Any, where: str = "") -> list[str]:
 
 
 def problems_of(error: ValidationError) -> list[str]:
-    """pydantic's errors as `field: message` lines, with our own (Chinese-first) messages as written."""
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "输入 / input"
-        lines.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
-    return lines
+    """pydantic's errors as `field: 中文 / English` lines, with our own (Chinese-first) messages as written."""
+    return [worded(item) for item in error.errors()]
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hmac
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
@@ -44,6 +45,7 @@ from wxkf.push.models import (
 )
 from wxkf.push.service import PushService
 from wxkf.push.templates import MiniProgramTemplate, TextTemplate
+from wxkf.validation import worded
 from wxkf.wecom.errors import WeComError
 
 
@@ -358,6 +360,16 @@ def _error(status: int, exc: Exception, problems: list[str] | None = None) -> JS
     return JSONResponse({"error": str(exc).split("\n")[0], "problems": problems or []}, status_code=status)
 
 
+def _where(item: Mapping[str, Any]) -> str:
+    """The place of a request's error as its caller knows it: a body's field by name (`open_kfid`), a
+    query parameter as `query.limit`, and the body itself (unreadable JSON: FastAPI's `loc` is then
+    `body` and a character offset, which means nothing to a caller) as the body."""
+    loc = list(item["loc"])
+    if loc[:1] == ["body"]:
+        loc = [] if item["type"] == "json_invalid" else loc[1:]
+    return ".".join(str(p) for p in loc) or "请求体 / body"
+
+
 def install(app: FastAPI) -> None:
     """Add the /api routes and their error handlers to `app` (its state holds `push` and `settings`)."""
     app.include_router(router)
@@ -380,10 +392,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for item in exc.errors():
-            where = ".".join(str(p) for p in item["loc"] if p != "body") or "body"
-            problems.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
+        problems = [worded(item, _where(item)) for item in exc.errors()]
         return JSONResponse(
             {"error": "请求无效，未做任何修改 / invalid request, nothing was changed", "problems": problems},
             status_code=422,

@@ -30,11 +30,12 @@ if TYPE_CHECKING:
 
 
 def install(app: FastAPI) -> ConsoleState:
-    """Add the console's routes, static files and refusal pages; returns its state (close it with the app)."""
+    """Add the console's routes, static files and refusal pages (an unknown /console address too); returns its state (close it with the app)."""
     # Imported here: `wxkf console add-user` and `wxkf --help` load this package without FastAPI.
     from fastapi.staticfiles import StaticFiles
+    from starlette.exceptions import HTTPException
 
-    from .routes import PREFIX, STATIC, NotLoggedIn, Refused, not_logged_in, refused, router
+    from .routes import PREFIX, STATIC, NotLoggedIn, Refused, http_error, not_logged_in, refused, router
     from .state import ConsoleState
 
     state = ConsoleState(app)
@@ -43,4 +44,5 @@ def install(app: FastAPI) -> ConsoleState:
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_exception_handler(NotLoggedIn, not_logged_in)
     app.add_exception_handler(Refused, refused)
+    app.add_exception_handler(HTTPException, http_error)  # /console's 404 and 405 as pages; others unchanged
     return state

@@ -19,10 +19,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from wxkf.push.conditions import Condition, parse_condition
-from wxkf.push.errors import InvalidInput, problems_of, refuse_nul, validated
+from wxkf.push.errors import InvalidInput, refuse_nul, validated
 from wxkf.push.models import HistoryEntry, Intent, IntentIn, Match, Owner, Preferences, ProfileIn
 from wxkf.push.service import PushService
 from wxkf.push.templates import MERGED_FIELDS, SINGLE_FIELDS, MiniProgramTemplate, Template, TextTemplate
+from wxkf.validation import worded
 
 INTENT_STATUS = {
     "draft": "待确认 / draft",
@@ -84,7 +85,7 @@ def _conditions(text: str, field: str, problems: list[str]) -> list[dict[str, An
         try:
             parsed.append(parse_condition(line.strip()).model_dump())
         except ValidationError as exc:  # the condition's own rule, in its words
-            problems += [f"{field}「{line.strip()}」: {p.split(': ', 1)[-1]}" for p in problems_of(exc)]
+            problems += [worded(item, f"{field}「{line.strip()}」") for item in exc.errors()]
         except ValueError as exc:  # not in the shorthand at all
             problems.append(f"{field}: {exc}")
     return parsed

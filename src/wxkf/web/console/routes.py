@@ -19,9 +19,11 @@ from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wxkf.agent.kb.embedders import EmbeddingError
 from wxkf.agent.kb.store import KnowledgeBaseError
@@ -278,6 +280,25 @@ async def refused(request: Request, exc: Exception) -> Response:
         status_code=exc.status,
     )
     response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+HTTP_WORDS = {
+    404: "没有这个页面，请检查地址 / no such page: check the address",
+    405: "这个地址不接受这种请求 / this address does not take this method",
+}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """A console address with no page (or a method it does not take) answers a page in words, as every
+    other refusal does, not FastAPI's English JSON; outside the console FastAPI's answer stays."""
+    assert isinstance(exc, StarletteHTTPException)
+    path = request.url.path
+    if path != PREFIX and not path.startswith(PREFIX + "/"):
+        return await http_exception_handler(request, exc)
+    message = HTTP_WORDS.get(exc.status_code, f"请求无法完成 / the request failed: {exc.detail}")
+    response = await refused(request, Refused(message, exc.status_code))
+    response.headers.update(exc.headers or {})  # 405's Allow
     return response
 
 
