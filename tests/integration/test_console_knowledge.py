@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.integration.console_client import ConsoleClient, create_staff
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from wxkf.agent.kb.loaders import MAX_PDF_BYTES, MAX_TEXT_BYTES
 from wxkf.web.console.live import CHANNEL
 
 FAQ = "# 营业时间\n\n每天 9:00–21:00 在线，节假日照常。\n"
@@ -77,6 +79,30 @@ async def test_upload_reindex_and_delete_keep_the_file_and_the_document_together
         r[0] for r in await run.query("SELECT action FROM console_audit WHERE target = 'kb' ORDER BY id")
     ]
     assert actions == ["kb_upload", "kb_upload", "kb_reindex", "kb_delete"]
+
+
+async def test_an_over_limit_upload_is_refused_at_once_with_the_limit_the_page_states(
+    run: RunningPipeline,
+) -> None:
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("admin")
+        page = html.unescape((await staff.get("/console/kb")).text)
+        stated = re.search(r'<span class="hint" id="kb-limits">(.*?)</span>', page)
+        assert stated is not None
+        assert f"文本、HTML 每个不超过 {MAX_TEXT_BYTES >> 20} MiB" in stated.group(1)
+        assert f"PDF 不超过 {MAX_PDF_BYTES >> 20} MiB" in stated.group(1)
+        big = {"files": ("菜单.txt", "拿铁 22 元。\n".encode() * ((8 << 20) // 17), "text/plain")}
+        refused = html.unescape(await staff.flash(await staff.post("/console/kb/upload", files=big)))
+        assert f"text 文档最多 {MAX_TEXT_BYTES >> 20} MiB" in refused  # the words `wxkf kb add` uses
+        streamed = await staff.http.post(
+            "/console/kb/upload",
+            files=big,
+            headers={"X-CSRF-Token": staff.csrf, "Accept": "application/x-ndjson"},
+        )
+        (line,) = [json.loads(line) for line in streamed.text.splitlines()]
+        assert f"最多 {MAX_TEXT_BYTES >> 20} MiB" in line["error"]
+    assert await run.query("SELECT * FROM console_kb_files") == []
+    assert await run.query("SELECT * FROM kb_documents") == []
 
 
 async def _notifications(run: RunningPipeline, change: str) -> list[str]:

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from wxkf.agent.kb.loaders import UnsupportedDocument, detect_format
+from wxkf.agent.kb.loaders import UnsupportedDocument, check_size_of, detect_format
 
 if TYPE_CHECKING:
     from wxkf.agent.kb.store import AddResult, KnowledgeBase, Passage
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 STATUS = {
     "added": "已添加 / added",
     "updated": "已更新 / updated",
@@ -82,10 +81,9 @@ def check_upload(upload: Upload) -> str:
     name = source_for(upload.filename)
     try:
         fmt = detect_format(Path(name or "?"))
+        check_size_of(name, len(upload.data), fmt)  # the limits `wxkf kb add` enforces
     except UnsupportedDocument as exc:
         raise KnowledgeRefusal(str(exc)) from None
-    if len(upload.data) > MAX_UPLOAD_BYTES:
-        raise KnowledgeRefusal(f"{name} 超过 {MAX_UPLOAD_BYTES // 1024 // 1024} MB / the file is too large")
     if not upload.data:
         raise KnowledgeRefusal(f"{name} 是空文件 / the file is empty")
     return fmt
