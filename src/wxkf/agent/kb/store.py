@@ -239,6 +239,12 @@ class Passage:
     # The entry's images and files (`OutboxMessage`s referencing the media store), sent after the text.
     attachments: tuple[OutboxMessage, ...] = ()
 
+    @property
+    def relevance(self) -> str:
+        """The relevance decision in words, as `wxkf kb search` and the console's preview show it: a
+        relevant passage is one the bot answers from, a weak one only context for the model."""
+        return "相关 / relevant" if self.relevant else "弱相关 / weak"
+
 
 @dataclass(frozen=True)
 class DocumentInfo:
@@ -703,7 +709,7 @@ class KnowledgeBase:
             )
         passages.sort(key=lambda p: (-p.score, p.chunk_id))
         details = {"vector": vector_ranked, "lexical": lexical_ranked}
-        if threshold and not (passages and passages[0].relevant):
+        if threshold and not answers(passages):
             return [], details
         return await self._with_attachments(passages[:k]), details
 
@@ -794,6 +800,11 @@ class KnowledgeBase:
             },
         )
         return [int(r["id"]) for r in await cur.fetchall()]
+
+
+def answers(ranked: Sequence[Passage]) -> bool:
+    """The relevance decision: a question is answered when its best passage is relevant."""
+    return bool(ranked) and ranked[0].relevant
 
 
 TermedChunk = tuple[Chunk, list[str]]  # a chunk and the terms the lexical index stores for it
