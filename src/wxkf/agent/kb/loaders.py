@@ -8,6 +8,7 @@ become the heading path.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -184,6 +185,9 @@ def pdf_sections(data: bytes) -> list[Section]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    # pypdf logs what it works around in a damaged file (`EOF marker not found`) as warnings, in
+    # English, before the error we raise says the same to the user; keep only its errors.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() or "" for page in reader.pages]
