@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -61,6 +64,30 @@ def test_a_huge_document_is_refused_at_once_with_the_limit(database_url: str, tm
     assert "MiB" in output
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM kb_documents").fetchone() == (0,)
+
+
+def test_a_file_named_pdf_that_is_not_one_gets_our_message_alone(database_url: str, tmp_path: Path) -> None:
+    """A process of its own: logging as a terminal shows it, without pytest's capturing handlers."""
+    (tmp_path / "fake.pdf").write_bytes(b"this is not a pdf at all\n")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "WXKF_DATA_DIR": str(tmp_path / "var"),
+        "COLUMNS": "200",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "wxkf.cli", "kb", "add", str(tmp_path / "fake.pdf")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    # Our bilingual message and nothing else: not the parser's `EOF marker not found`, `invalid pdf header`.
+    assert done.stderr.startswith("无法读取 PDF / cannot read the PDF"), done.stderr
+    assert "EOF marker" not in done.stderr + done.stdout
+    assert "invalid pdf header" not in done.stderr + done.stdout
 
 
 def test_two_processes_creating_the_embedded_database_at_once_both_succeed(

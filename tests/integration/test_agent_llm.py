@@ -222,6 +222,9 @@ async def test_the_relevance_decision_reaches_the_prompt(fake: FakeOpenAI, datab
     assert "知识库中有 1 段相关资料" in system
     assert "[1]（相关）来源：shop_faq.md · 退换货" in system
     assert "[2]（弱相关）来源：shop_faq.md · 运费" in system
+    # What the model may cite to the customer is each passage's title, never the file it came from.
+    assert "[1]（相关）来源：shop_faq.md · 退换货；标题：退换货\n" in system
+    assert "注明资料的「标题」，不要写文件名或路径" in system
     assert reply.sources == ["shop_faq.md · 退换货"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,8 +47,31 @@ async def test_offline_answers_a_known_question_from_the_faq_with_its_source(kb:
     assert "满 99 元包邮" in reply.text
     assert not reply.handoff
     assert reply.sources
-    assert reply.sources[0].startswith("sample/shop_faq.md")
-    assert "sample/shop_faq.md" in reply.text
+    assert reply.sources[0].startswith("sample/shop_faq.md")  # staff read the source in the ledger
+    assert reply.text.endswith("（来源：青禾生活馆 常见问题 › 配送与物流 › 运费怎么算？）")
+    assert "shop_faq" not in reply.text
+
+
+async def test_the_customer_reads_the_documents_title_never_the_servers_file_path(
+    database: Database, tmp_path: Path
+) -> None:
+    faq = tmp_path / "stranger" / "faq.md"
+    faq.parent.mkdir()
+    faq.write_text(
+        "# 小鹿咖啡 常见问题\n\n## 营业时间\n\n每天 8:00–22:00 营业，节假日照常。\n", encoding="utf-8"
+    )
+    notes = tmp_path / "价目说明.txt"  # a document without headings is named by its title, not its path
+    notes.write_text("美式咖啡 18 元，拿铁 22 元，燕麦奶加 3 元。", encoding="utf-8")
+    kb = KnowledgeBase(database, HashingEmbedder())
+    await kb.add_documents([faq, notes])
+    hours = await OfflineResponder(kb).respond(request("营业时间"))
+    assert hours.text.endswith("（来源：小鹿咖啡 常见问题 › 营业时间）")
+    prices = await OfflineResponder(kb).respond(request("拿铁多少钱"))
+    assert prices.text.endswith("（来源：价目说明）")
+    for reply in (hours, prices):
+        assert str(tmp_path) not in reply.text
+        assert "source" not in reply.text
+        assert reply.sources[0].startswith(str(tmp_path))  # the ledger keeps the path for staff
 
 
 @pytest.mark.parametrize("greeting", ["你好", "您好！", "在吗？", "hello"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 
 from tests.integration.console_client import ConsoleClient, create_staff
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
+from wxkf.agent.kb.loaders import MAX_PDF_BYTES, MAX_TEXT_BYTES
+from wxkf.agent.kb.store import MIN_RELEVANCE
 from wxkf.web.console.live import CHANNEL
 
 FAQ = "# 营业时间\n\n每天 9:00–21:00 在线，节假日照常。\n"
@@ -77,6 +80,67 @@ async def test_upload_reindex_and_delete_keep_the_file_and_the_document_together
         r[0] for r in await run.query("SELECT action FROM console_audit WHERE target = 'kb' ORDER BY id")
     ]
     assert actions == ["kb_upload", "kb_upload", "kb_reindex", "kb_delete"]
+
+
+async def test_an_over_limit_upload_is_refused_at_once_with_the_limit_the_page_states(
+    run: RunningPipeline,
+) -> None:
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("admin")
+        page = html.unescape((await staff.get("/console/kb")).text)
+        stated = re.search(r'<span class="hint" id="kb-limits">(.*?)</span>', page)
+        assert stated is not None
+        assert f"文本、HTML 每个不超过 {MAX_TEXT_BYTES >> 20} MiB" in stated.group(1)
+        assert f"PDF 不超过 {MAX_PDF_BYTES >> 20} MiB" in stated.group(1)
+        big = {"files": ("菜单.txt", "拿铁 22 元。\n".encode() * ((8 << 20) // 17), "text/plain")}
+        refused = html.unescape(await staff.flash(await staff.post("/console/kb/upload", files=big)))
+        assert f"text 文档最多 {MAX_TEXT_BYTES >> 20} MiB" in refused  # the words `wxkf kb add` uses
+        streamed = await staff.http.post(
+            "/console/kb/upload",
+            files=big,
+            headers={"X-CSRF-Token": staff.csrf, "Accept": "application/x-ndjson"},
+        )
+        (line,) = [json.loads(line) for line in streamed.text.splitlines()]
+        assert f"最多 {MAX_TEXT_BYTES >> 20} MiB" in line["error"]
+    assert await run.query("SELECT * FROM console_kb_files") == []
+    assert await run.query("SELECT * FROM kb_documents") == []
+
+
+CAFE = """# 小鹿咖啡 常见问题
+## 营业时间
+每天早上 8 点开门，晚上 10 点关门，节假日照常营业。
+## 会员
+消费满 100 元可以办会员卡，会员每杯立减 3 元。
+## 外卖
+美团和饿了么都可以点外卖，3 公里内 30 分钟送达。
+## 发票
+可以开电子普通发票，在小程序订单里申请。
+## 停车
+店门口有 5 个免费车位，停车不超过 2 小时。
+## 宠物
+欢迎带宠物进店，请牵好绳子。
+"""
+
+
+async def test_the_preview_marks_used_only_the_passages_the_bot_answers_from(run: RunningPipeline) -> None:
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("admin")
+        await staff.get("/console/kb")
+        added = await staff.post(
+            "/console/kb/upload", files={"files": ("cafe.md", CAFE.encode(), "text/markdown")}
+        )
+        assert "已添加" in html.unescape(await staff.flash(added))
+        page = html.unescape((await staff.get("/console/kb", params={"q": "你们晚上几点关门"})).text)
+    assert "判定：相关" in page
+    rows = re.findall(
+        r'<tr class="(used|)">.*?<code>score=([0-9.]+)</code>.*?<td>([^<]*)</td>\s*</tr>', page, re.S
+    )
+    assert len(rows) == 5
+    for used, score, decision in rows:
+        # The bot's relevance decision, in the words `wxkf kb search` prints for it.
+        assert (used == "used") == (float(score) >= MIN_RELEVANCE), rows
+        assert decision.strip() == ("✔ 相关 / relevant" if used else "弱相关 / weak"), rows
+    assert [used for used, _score, _decision in rows][::4] == ["used", ""]  # the best used, the last not
 
 
 async def _notifications(run: RunningPipeline, change: str) -> list[str]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
@@ -316,3 +317,20 @@ async def test_from_settings_takes_the_embedder_and_kb_min_relevance(
     )
     assert lenient.min_relevance == 0
     assert await lenient.search("今天天气怎么样")
+
+
+async def test_adding_a_large_document_leaves_the_event_loop_free(kb: KnowledgeBase) -> None:
+    """Reading, chunking and terming run off the loop: a server adding a big upload still answers."""
+    line = "会员积分每满一百元可以抵扣一元现金，积分在确认收货后七天到账，退货时按比例扣回。\n"
+    document = store.SourceDocument("积分规则.txt", (line * 24_000).encode(), "text")  # about 2.8 MB
+    gaps: list[float] = []
+    adding = asyncio.create_task(kb.add_documents([document]))
+    clock = asyncio.get_running_loop().time
+    while not adding.done():
+        before = clock()
+        await asyncio.sleep(0.01)
+        gaps.append(clock() - before)
+    [result] = await adding
+    assert result.status == "added"
+    # A blocked loop misses its 10 ms wake-ups by as long as the blocking lasts (over a second before).
+    assert max(gaps) < 0.3, f"the event loop was blocked for {max(gaps):.2f} s"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,9 @@ def test_synonyms_meet_at_a_concept_term_and_scaffolding_makes_no_bigram() -> No
     assert {"≈发票", "≈专用发票"} <= set(lexical_terms("公司报销需要专票"))
     # 可以 is cut out of the run, so no "店可" bigram bridges it.
     assert "店可" not in lexical_terms("实体店可以去吗")
+
+
+def test_a_broken_pdf_leaves_no_parser_warnings_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG), pytest.raises(UnsupportedDocument):
+        read_sections(b"this is not a pdf at all\n", "pdf")
+    assert [r.getMessage() for r in caplog.records] == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import Protocol
 
 DEFAULT_PERSONA = "你是本店的微信客服助手，语气亲切、专业、简洁，用中文回答（客户用其他语言时用客户的语言）。"
@@ -71,8 +72,21 @@ class PassageLike(Protocol):
 
 
 def cite(passage: PassageLike) -> str:
-    """`source · heading`, the way a source is shown to the model and to customers."""
+    """`source · heading`, the way a source is shown to staff (the ledger, the console) and the model."""
     return f"{passage.source} · {passage.heading}" if passage.heading else passage.source
+
+
+def customer_cite(passage: PassageLike) -> str:
+    """What a customer may read as a passage's source: its heading path (`小鹿咖啡 常见问题 › 营业时间`).
+
+    Never the source itself: on the CLI that is the server's absolute file path. A document without
+    headings is named by its file name's stem; a PDF's headings are page numbers, so its name leads.
+    """
+    name = PurePath(passage.source.replace("\\", "/")).stem
+    headings = [h.strip() for h in passage.heading.split(" > ") if h.strip()]
+    if not headings or passage.source.lower().endswith(".pdf"):
+        headings.insert(0, name)
+    return " › ".join(h for h in headings if h)
 
 
 def budget_rule(remaining_messages: int, max_text_bytes: int) -> str:
@@ -107,7 +121,7 @@ def system_prompt(
         f"2. 资料没有覆盖客户的事实性问题时，只回复 {UNKNOWN_MARKER} 这个词，不要加别的内容。"
         "寒暄、感谢等无需资料，礼貌回应即可。",
         f"3. 客户要求人工、投诉或情绪激动时，{handover}。",
-        "4. 引用资料时，可在句末用括号注明来源。",
+        "4. 引用资料时，可在句末用括号注明资料的「标题」，不要写文件名或路径。",
         f"5. {budget_rule(remaining_messages, max_text_bytes)}",
         *([f"6. {instructions.strip()}"] if instructions.strip() else []),
         "",
@@ -120,7 +134,9 @@ def system_prompt(
         lines.append("资料：")
         for index, passage in enumerate(passages, 1):
             label = "相关" if passage.relevant else "弱相关"
-            lines.append(f"[{index}]（{label}）来源：{cite(passage)}\n{passage.text.strip()}")
+            lines.append(
+                f"[{index}]（{label}）来源：{cite(passage)}；标题：{customer_cite(passage)}\n{passage.text.strip()}"
+            )
     else:
         lines.append(
             f"检索结论：知识库中没有与客户问题相关的资料。资料：（无）。事实性问题只回复 {UNKNOWN_MARKER}。"
@@ -129,5 +145,6 @@ def system_prompt(
 
 
 def offline_answer(passage: PassageLike) -> str:
-    """The offline responder's answer: the passage itself, with where it comes from."""
-    return f"{passage.text.strip()}\n（来源 / source：{cite(passage)}）"
+    """The offline responder's answer: the passage itself, with the title it comes from (`customer_cite`)."""
+    title = customer_cite(passage)
+    return f"{passage.text.strip()}\n（来源：{title}）" if title else passage.text.strip()

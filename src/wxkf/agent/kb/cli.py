@@ -205,7 +205,7 @@ def search(
     for rank, passage in enumerate(passages, start=1):
         console.print(
             f"[bold]{rank}. {passage.heading or '（无标题）'}[/bold]  "
-            f"score={passage.score:.3f} {'相关 / relevant' if passage.relevant else '弱相关 / weak'} "
+            f"score={passage.score:.3f} {passage.relevance} "
             f"(similarity={passage.similarity:.3f} coverage={passage.coverage:.2f})",
             highlight=False,
         )

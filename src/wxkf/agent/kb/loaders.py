@@ -8,6 +8,7 @@ become the heading path.
 from __future__ import annotations
 
 import io
+import logging
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -33,24 +34,38 @@ def detect_format(path: Path) -> str:
 
 
 # Above these a file is refused before it is read: a 50 MB text file took minutes to chunk and embed
-# with nothing on the screen. A knowledge base is FAQs and manuals; split a bigger file first.
+# with nothing on the screen. A knowledge base is FAQs and manuals; split a bigger file first. The one
+# limit per kind, for every surface (CLI, console): `check_size_of`, and `LIMITS_TEXT` to state it.
 MAX_TEXT_BYTES = 5 << 20  # Markdown, text, HTML: about 1.7 million Chinese characters
 MAX_PDF_BYTES = 50 << 20  # PDFs carry images and fonts beside their text
+LIMITS_TEXT = (
+    f"Markdown、文本、HTML 每个不超过 {MAX_TEXT_BYTES >> 20} MiB，PDF 不超过 {MAX_PDF_BYTES >> 20} MiB / "
+    f"Markdown, text, HTML up to {MAX_TEXT_BYTES >> 20} MiB each, PDF up to {MAX_PDF_BYTES >> 20} MiB"
+)
+
+
+def max_bytes(fmt: str) -> int:
+    return MAX_PDF_BYTES if fmt == "pdf" else MAX_TEXT_BYTES
+
+
+def check_size_of(name: str, size: int, fmt: str) -> None:
+    """Refuse a document of `size` bytes over its format's limit."""
+    limit = max_bytes(fmt)
+    if size > limit:
+        raise UnsupportedDocument(
+            f"文件过大：{name} 有 {size / (1 << 20):.1f} MiB，{fmt} 文档最多 {limit >> 20} MiB，"
+            f"请拆分后再添加 / the file is too large ({size / (1 << 20):.1f} MiB, at most "
+            f"{limit >> 20} MiB for {fmt}): split it into smaller documents"
+        )
 
 
 def check_size(path: Path, fmt: str) -> None:
-    """Refuse a document over its format's limit, before reading it."""
-    limit = MAX_PDF_BYTES if fmt == "pdf" else MAX_TEXT_BYTES
+    """Refuse a file over its format's limit, before reading it."""
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise UnsupportedDocument(f"无法读取文件 {path} / cannot read the file: {exc.strerror}") from exc
-    if size > limit:
-        raise UnsupportedDocument(
-            f"文件过大：{path.name} 有 {size / (1 << 20):.1f} MiB，{fmt} 文档最多 {limit >> 20} MiB，"
-            f"请拆分后再添加 / the file is too large ({size / (1 << 20):.1f} MiB, at most "
-            f"{limit >> 20} MiB for {fmt}): split it into smaller documents"
-        )
+    check_size_of(path.name, size, fmt)
 
 
 def decode_text(data: bytes) -> str:
@@ -170,6 +185,9 @@ def pdf_sections(data: bytes) -> list[Section]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
+    # pypdf logs what it works around in a damaged file (`EOF marker not found`) as warnings, in
+    # English, before the error we raise says the same to the user; keep only its errors.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() or "" for page in reader.pages]

@@ -239,6 +239,12 @@ class Passage:
     # The entry's images and files (`OutboxMessage`s referencing the media store), sent after the text.
     attachments: tuple[OutboxMessage, ...] = ()
 
+    @property
+    def relevance(self) -> str:
+        """The relevance decision in words, as `wxkf kb search` and the console's preview show it: a
+        relevant passage is one the bot answers from, a weak one only context for the model."""
+        return "相关 / relevant" if self.relevant else "弱相关 / weak"
+
 
 @dataclass(frozen=True)
 class DocumentInfo:
@@ -365,8 +371,10 @@ class KnowledgeBase:
         A source added again with new content replaces its old chunks. Raises `UnsupportedDocument`
         before changing anything when a file cannot be read.
         """
-        docs = [d if isinstance(d, SourceDocument) else SourceDocument.from_path(d) for d in documents]
-        prepared = [(doc, chunk_sections(read_sections(doc.data, doc.format))) for doc in docs]
+        # Reading, parsing, chunking and terming are CPU-bound (seconds for a few MB): in a thread, so
+        # a server adding an upload keeps answering and stops when asked.
+        prepared = await asyncio.to_thread(_prepare, list(documents))
+        docs = [doc for doc, _chunks in prepared]
         if any(doc.attachments for doc in docs) and self.media_store is None:
             raise KnowledgeBaseError(
                 "文档引用了图片或文件，但没有媒体存储 / the documents reference files but no media store is set"
@@ -394,7 +402,7 @@ class KnowledgeBase:
         self,
         cur: Cursor,
         doc: SourceDocument,
-        chunks: Sequence[Any],
+        chunks: Sequence[TermedChunk],
         collection: str,
         stored: dict[AttachmentFile, str],
     ) -> AddResult:
@@ -422,19 +430,17 @@ class KnowledgeBase:
             {"source": doc.source, "format": doc.format, "hash": digest, "collection": collection},
         )
         document_id: int = _one(await cur.fetchone())["id"]
-        rows = []
-        for ordinal, chunk in enumerate(chunks):
-            terms = sorted(term_counts(chunk.indexed_text))
-            rows.append(
-                {
-                    "document_id": document_id,
-                    "ordinal": ordinal,
-                    "heading": chunk.heading,
-                    "text": chunk.text,
-                    "terms": terms,
-                    "n_terms": len(terms),
-                }
-            )
+        rows = [
+            {
+                "document_id": document_id,
+                "ordinal": ordinal,
+                "heading": chunk.heading,
+                "text": chunk.text,
+                "terms": terms,
+                "n_terms": len(terms),
+            }
+            for ordinal, (chunk, terms) in enumerate(chunks)
+        ]
         await cur.executemany(_INSERT_CHUNK, rows)
         await self._add_attachments(cur, document_id, doc, chunks, stored)
         return AddResult(doc.source, "updated" if same_source else "added", document_id, len(chunks))
@@ -444,7 +450,7 @@ class KnowledgeBase:
         cur: Cursor,
         document_id: int,
         doc: SourceDocument,
-        chunks: Sequence[Any],
+        chunks: Sequence[TermedChunk],
         stored: dict[AttachmentFile, str],
     ) -> None:
         """Link each referenced file (already in the media store, under `stored`'s key) to the chunks
@@ -461,7 +467,7 @@ class KnowledgeBase:
                 "size": len(attachment.data),
             }
             for attachment in doc.attachments
-            for ordinal, chunk in enumerate(chunks)
+            for ordinal, (chunk, _terms) in enumerate(chunks)
             if attachment.label in chunk.text
         ]
         if rows:
@@ -703,7 +709,7 @@ class KnowledgeBase:
             )
         passages.sort(key=lambda p: (-p.score, p.chunk_id))
         details = {"vector": vector_ranked, "lexical": lexical_ranked}
-        if threshold and not (passages and passages[0].relevant):
+        if threshold and not answers(passages):
             return [], details
         return await self._with_attachments(passages[:k]), details
 
@@ -794,6 +800,24 @@ class KnowledgeBase:
             },
         )
         return [int(r["id"]) for r in await cur.fetchall()]
+
+
+def answers(ranked: Sequence[Passage]) -> bool:
+    """The relevance decision: a question is answered when its best passage is relevant."""
+    return bool(ranked) and ranked[0].relevant
+
+
+TermedChunk = tuple[Chunk, list[str]]  # a chunk and the terms the lexical index stores for it
+
+
+def _prepare(documents: Sequence[Path | SourceDocument]) -> list[tuple[SourceDocument, list[TermedChunk]]]:
+    """Each document read (a path: from disk, size checked first), chunked, and its chunks termed."""
+    prepared = []
+    for document in documents:
+        doc = document if isinstance(document, SourceDocument) else SourceDocument.from_path(document)
+        chunks = chunk_sections(read_sections(doc.data, doc.format))
+        prepared.append((doc, [(chunk, sorted(term_counts(chunk.indexed_text))) for chunk in chunks]))
+    return prepared
 
 
 def _one(row: dict[str, Any] | None) -> dict[str, Any]:

@@ -4,8 +4,9 @@ Uploaded files are kept in `console_kb_files` beside the document they became, s
 re-indexed from its own bytes (removed and added again with today's chunking and embedder). When the
 adding fails, the file stays, marked as not indexed, and can be tried again.
 
-The search preview asks the store twice: once without its relevance gate, to show every candidate
-with its scores, and once as the bot does, for the decision (answered, or nothing relevant enough).
+The search preview asks the store without its relevance gate, to show every candidate with its
+scores, and shows the store's own decision beside each (`Passage.relevant`, what `wxkf kb search`
+prints and the bot answers from): answered when the best is relevant, and used, only the relevant.
 Scores are shown by field, whatever fields a `Passage` has.
 """
 
@@ -20,12 +21,11 @@ from typing import TYPE_CHECKING, Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from wxkf.agent.kb.loaders import UnsupportedDocument, detect_format
+from wxkf.agent.kb.loaders import UnsupportedDocument, check_size_of, detect_format
 
 if TYPE_CHECKING:
     from wxkf.agent.kb.store import AddResult, KnowledgeBase, Passage
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 STATUS = {
     "added": "已添加 / added",
     "updated": "已更新 / updated",
@@ -82,10 +82,9 @@ def check_upload(upload: Upload) -> str:
     name = source_for(upload.filename)
     try:
         fmt = detect_format(Path(name or "?"))
+        check_size_of(name, len(upload.data), fmt)  # the limits `wxkf kb add` enforces
     except UnsupportedDocument as exc:
         raise KnowledgeRefusal(str(exc)) from None
-    if len(upload.data) > MAX_UPLOAD_BYTES:
-        raise KnowledgeRefusal(f"{name} 超过 {MAX_UPLOAD_BYTES // 1024 // 1024} MB / the file is too large")
     if not upload.data:
         raise KnowledgeRefusal(f"{name} 是空文件 / the file is empty")
     return fmt
@@ -204,7 +203,11 @@ async def file_for_document(conn: AsyncConnection[Any], document_id: int) -> int
 class Candidate:
     passage: Passage
     scores: list[tuple[str, float]]
-    used: bool  # among what the bot would answer with
+
+    @property
+    def used(self) -> bool:
+        """Among what the bot answers from (`Passage.relevant`; the rest is weak context at most)."""
+        return self.passage.relevant
 
 
 @dataclass(frozen=True)
@@ -225,11 +228,8 @@ def _scores(passage: Passage) -> list[tuple[str, float]]:
 
 
 async def preview(kb: KnowledgeBase, query: str, k: int = 5) -> Preview:
+    """What the bot finds for `query`: the search `wxkf kb search` runs, the weak candidates kept."""
+    from wxkf.agent.kb.store import answers
+
     candidates, _ = await kb.search_detailed(query, k, threshold=False)
-    answered = await kb.search(query, k)
-    used = {p.chunk_id for p in answered}
-    return Preview(
-        query,
-        bool(answered),
-        [Candidate(p, _scores(p), p.chunk_id in used) for p in candidates],
-    )
+    return Preview(query, answers(candidates), [Candidate(p, _scores(p)) for p in candidates])

@@ -26,6 +26,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wxkf.agent.kb.embedders import EmbeddingError
+from wxkf.agent.kb.loaders import LIMITS_TEXT
 from wxkf.agent.kb.store import KnowledgeBaseError
 from wxkf.kf.policy import SENDABLE_STATES, STATE_NAMES
 from wxkf.kf.responder import Conversation
@@ -603,7 +604,7 @@ async def kb_page(request: Request, staff: AdminDep, q: str = "") -> Response:
         documents = await knowledge.documents(conn, state.knowledge)
     return render(
         request, "kb.html", staff, documents=documents, preview=preview, query=query, error=error,
-        max_mb=knowledge.MAX_UPLOAD_BYTES // 1024 // 1024,
+        limits=LIMITS_TEXT,
     )  # fmt: skip
 
 
