@@ -3,7 +3,7 @@
     outbox left over?  → send it first (order, and recovery after a crash)
     wait for quiet     → a burst within KF_DEBOUNCE_SECONDS is answered together
     events             → welcome / msg_send_fail / state changes / recalls
-    servicer wrote     → the bot pauses for KF_PAUSE_MINUTES
+    servicer wrote     → the bot pauses for KF_PAUSE_MINUTES, or until that session ends
     customer messages  → pause? state policy? budget? → responder → split → outbox → send
 
 Every decision a person cares about is one log line (Chinese first) with the conversation ids;
@@ -28,7 +28,7 @@ from wxkf.kf.media_jobs import prepare_batch
 from wxkf.kf.outbound import send_row
 from wxkf.kf.policy import Action, Reason, decide, state_name
 from wxkf.kf.responder import Conversation, MediaContent, Reply, ReplyRequest
-from wxkf.kf.service_state import SessionState, record_api_error, store_state
+from wxkf.kf.service_state import SessionState, end_servicer_pause, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
 from wxkf.media.errors import MediaNotFound, MediaStoreError
 from wxkf.ops.logging import log_context
@@ -176,6 +176,13 @@ async def _handle_event(pipeline: Pipeline, conversation: Conversation, row: Inb
             # The state is stamped with the event's time: a customer message after it is newer.
             if change == 3:
                 await store_state(conn, conversation, 4, None, row.send_time)
+                # The servicer's pause belongs to the session that just ended (wecom-api §6).
+                pause = timedelta(minutes=pipeline.settings.kf_pause_minutes)
+                if await end_servicer_pause(conn, conversation, pause, row.send_time):
+                    log.info(
+                        "会话已结束，接待人员的暂停随之结束 / the session ended: so did the servicer's pause",
+                        extra={"decision": "pause_ended"},
+                    )
             elif change in (1, 2, 4):
                 await store_state(conn, conversation, 3, event.get("new_servicer_userid"), row.send_time)
             else:
