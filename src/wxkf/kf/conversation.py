@@ -290,6 +290,30 @@ def _written_since(cached_state: int, as_of: datetime | None, batch: list[Inboun
     return as_of is None or as_of < newest + SEND_TIME_RESOLUTION
 
 
+async def _state_while_paused(
+    pipeline: Pipeline,
+    conversation: Conversation,
+    cached_state: int | None,
+    as_of: datetime | None,
+    batch: list[InboundRow],
+) -> tuple[Conversation, SessionState] | None:
+    """While paused: the state as an answer would read it, to cache (None: the cache still holds).
+
+    The bot stays quiet, but whoever answers instead (the console's takeover) must see what the
+    customer's message did: after an ended session it opened a new one (wecom-api §6), and the
+    sync forgot the cached state. A failed read costs only the refresh: the pause holds either way.
+    """
+    if cached_state is not None and not _written_since(cached_state, as_of, batch):
+        return None
+    try:
+        return conversation, await pipeline.states.fetch(conversation)
+    except APIError as exc:
+        if retry_later(exc):
+            raise
+        await record_api_error(pipeline.pool, exc, conversation, "读取会话状态 / service_state/get")
+        return None
+
+
 async def _answer(
     pipeline: Pipeline,
     conversation: Conversation,
@@ -308,7 +332,13 @@ async def _answer(
             found = await cur.fetchone() or NO_STATE
     paused_until, window, used, cached_state, cached_servicer, state_as_of = found
     if paused_until and paused_until > datetime.now(UTC):
-        await _skip(pipeline, batch, Reason.PAUSED, f" until {paused_until:%H:%M:%S}")
+        await _skip(
+            pipeline,
+            batch,
+            Reason.PAUSED,
+            f" until {paused_until:%H:%M:%S}",
+            remember=await _state_while_paused(pipeline, conversation, cached_state, state_as_of, batch),
+        )
         return None
 
     # A state fetched from WeCom is cached in the transaction that records the outcome, not alone.

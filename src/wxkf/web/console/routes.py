@@ -25,7 +25,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from wxkf.agent.kb.embedders import EmbeddingError
 from wxkf.agent.kb.store import KnowledgeBaseError
-from wxkf.kf.policy import SENDABLE_STATES, STATE_NAMES
+from wxkf.kf.policy import STATE_NAMES
 from wxkf.kf.responder import Conversation
 from wxkf.media.errors import MediaError
 from wxkf.push.eligibility import explain
@@ -112,7 +112,8 @@ router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=Fa
 # --- rendering ------------------------------------------------------------------------------------
 
 
-def _local_time(settings_timezone: str) -> Callable[[datetime | None], str]:
+def _local_time(settings_timezone: str) -> Callable[[datetime | None, str], str]:
+    """The console's one way to show a time: in the display timezone (CONTACT_TIMEZONE), named once per page."""
     zone = ZoneInfo(settings_timezone)
 
     def local(value: datetime | None, fmt: str = "%m-%d %H:%M:%S") -> str:
@@ -150,6 +151,7 @@ def render(
         csrf=staff.csrf if staff is not None else context.pop("login_csrf", ""),
         flash=flash,
         local=_local_time(state.settings.contact_timezone),
+        timezone=state.settings.contact_timezone,
         path=request.url.path,
         **context,
     )
@@ -431,7 +433,7 @@ async def _panel_context(request: Request, conversation: Conversation, staff: St
         "entries": entries,
         "holder": held,
         "mine": held is not None and held.user_id == staff.id,
-        "sendable": row is not None and row.service_state in (*SENDABLE_STATES, None),
+        "blocked": row.reply_blocked if row is not None else "",
         "conversation": conversation,
         "url": _conversation_url(conversation),
     }
