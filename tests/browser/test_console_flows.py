@@ -63,6 +63,29 @@ def test_take_over_reply_and_hand_back(page: Page, console: Console) -> None:
     expect(page.locator("#thread")).to_contain_text("不客气，还有什么可以帮您？")
 
 
+def test_the_reply_box_says_live_why_it_cannot_send(page: Page, console: Console) -> None:
+    customer, servicer = console.sim.customers[7], console.sim.servicers[0]
+    console.llm.reply("您好，请问有什么可以帮您？")
+    console.say(customer, "你们几点关门？")
+    console.until(lambda: len(console.received(customer)) == 1)
+    log_in(page, console)
+    page.goto(console.conversation(customer))
+    page.click("#takeover")
+    send = page.locator("#reply-form button[type=submit]")
+    expect(send).to_be_enabled()
+    expect(page.locator("#reply-blocked")).to_be_hidden()
+    console.sim.control.take(customer, servicer)  # a servicer serves in WeCom: the console must not send
+    expect(send).to_be_disabled()
+    expect(page.locator("#reply-blocked")).to_contain_text(f"会话正由接待人员 {servicer} 在企业微信中接待")
+    console.sim.control.end(customer)
+    expect(page.locator("#reply-blocked")).to_contain_text("会话已结束（state 4）")
+    expect(page.locator("#state")).to_contain_text("已结束")
+    console.say(customer, "那会员卡怎么充值？")  # a new session (wecom-api §6): staff can answer again
+    expect(page.locator("#state")).to_contain_text("未处理")
+    expect(send).to_be_enabled()
+    expect(page.locator("#reply-blocked")).to_be_hidden()
+
+
 def test_upload_a_document_and_search_it(page: Page, console: Console, tmp_path: Path) -> None:
     document = tmp_path / "发货与退货.md"
     document.write_text(

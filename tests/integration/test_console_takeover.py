@@ -199,3 +199,94 @@ async def test_the_overview_explains_errors_with_the_catalogs_fix(settings_facto
         assert entry.fix_zh[0] in page
         assert '<span class="n" id="messages">1</span>' in page
         assert '<span class="n" id="answer-rate">100%</span>' in page
+
+
+def _reply_form(page: str) -> str:
+    start = page.index('id="reply-form"')
+    return page[start : page.index("</form>", start)]
+
+
+def _state_shown(page: str) -> str:
+    start = page.index('<dd id="state">')
+    return page[start : page.index("</dd>", start)]
+
+
+async def test_a_customer_back_after_the_servicer_ended_can_be_answered_from_the_console(
+    settings_factory: Any,
+) -> None:
+    """wecom-api §6: the customer's message after state 4 opens a new session. The console follows
+    what the pipeline knows, so staff who took over see it and can answer."""
+    async with running_pipeline(settings_factory, ScriptedResponder()) as run:
+        customer, servicer = run.sim.customers[0], run.sim.servicers[0]
+        await create_staff(run.conninfo, "alice")
+        await run.say(customer, "你们几点关门？")
+        await run.until(lambda: _count(run, customer, 1))
+        await run.control("take", customer, servicer)
+        await run.control("servicer_reply", customer, servicer, "您好，我们晚上21点关门")
+        await run.control("end", customer)
+        await run.idle()
+        async with ConsoleClient(run.base_url) as staff:
+            await staff.login("alice")
+            url = _conversation_url(run, customer)
+            await staff.post(f"{url}/takeover")
+            page = html.unescape((await staff.get(url)).text)
+            assert "已结束" in _state_shown(page)
+            form = _reply_form(page)
+            assert "disabled" in form
+            assert "会话已结束（state 4），等客户再次发消息后才能回复" in form  # says why, in words
+            await run.say(customer, "那会员卡怎么充值？")  # the takeover holds the bot: staff answer
+            await run.idle()
+            page = html.unescape((await staff.get(url)).text)
+            assert "已结束" not in _state_shown(page)
+            assert "未处理" in _state_shown(page)
+            assert "disabled" not in _reply_form(page)
+            sent = await staff.post(f"{url}/reply", {"text": "会员卡可在前台充值", "reply_token": "r1"})
+            assert "已加入发送队列" in html.unescape(await staff.flash(sent))
+        await run.until(lambda: _count(run, customer, 2))
+        assert await run.texts(customer) == ["答复：你们几点关门？", "会员卡可在前台充值"]
+
+
+async def test_a_disabled_reply_box_says_why(settings_factory: Any) -> None:
+    async with running_pipeline(settings_factory, ScriptedResponder()) as run:
+        customer, servicer = run.sim.customers[0], run.sim.servicers[0]
+        await create_staff(run.conninfo, "alice")
+        await run.say(customer, "在吗")
+        await run.until(lambda: _count(run, customer, 1))
+        async with ConsoleClient(run.base_url) as staff:
+            await staff.login("alice")
+            url = _conversation_url(run, customer)
+            await staff.post(f"{url}/takeover")
+            assert "disabled" not in _reply_form(html.unescape((await staff.get(url)).text))
+            await run.control("take", customer, servicer)  # the event tells wxkf: state 3
+            await run.idle()
+            form = _reply_form(html.unescape((await staff.get(url)).text))
+            assert "disabled" in form
+            assert f"会话正由接待人员 {servicer} 在企业微信中接待" in form
+            panel = html.unescape((await staff.get(f"{url}/panel")).text)
+            assert f"会话正由接待人员 {servicer} 在企业微信中接待" in panel  # what the live page follows
+
+
+async def test_console_times_are_all_in_the_display_timezone(settings_factory: Any) -> None:
+    from zoneinfo import ZoneInfo
+
+    async with running_pipeline(
+        settings_factory, ScriptedResponder(), contact_timezone="Asia/Shanghai"
+    ) as run:
+        customer, servicer = run.sim.customers[0], run.sim.servicers[0]
+        await create_staff(run.conninfo, "alice")
+        await run.say(customer, "在吗")
+        await run.until(lambda: _count(run, customer, 1))
+        await run.control("take", customer, servicer)
+        await run.control("servicer_reply", customer, servicer, "我是人工客服")
+        await run.idle()
+        [(paused_until,)] = await run.query("SELECT paused_until FROM kf_conversations")
+        shown = paused_until.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%H:%M")
+        async with ConsoleClient(run.base_url) as staff:
+            await staff.login("alice")
+            rows = html.unescape((await staff.get("/console/conversations/rows")).text)
+            panel = html.unescape((await staff.get(f"{_conversation_url(run, customer)}/panel")).text)
+            listing = html.unescape((await staff.get("/console/conversations")).text)
+        for page in (rows, panel):
+            assert f"暂停至 {shown}" in page
+            assert "UTC" not in page
+        assert "Asia/Shanghai" in listing  # the one display timezone, named once on the page

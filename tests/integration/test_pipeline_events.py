@@ -120,3 +120,51 @@ async def test_a_message_right_after_the_servicer_ends_the_session_is_answered(
         assert await run.texts(customer) == ["答复：你好", "答复：我又回来了"]
         reasons = await run.query("SELECT status, reason FROM kf_inbound WHERE origin = 3 ORDER BY id")
         assert reasons == [("answered", None), ("answered", None)]
+
+
+async def test_the_servicer_pause_ends_with_the_servicer_session(settings_factory: Any) -> None:
+    """The pause a servicer's message sets belongs to that session: once it ends (state 4), the
+    customer's next message opens a new session (wecom-api §6) and reaches the bot at once."""
+    responder = ScriptedResponder()
+    async with running_pipeline(settings_factory, responder) as run:
+        customer, servicer = run.sim.customers[0], run.sim.servicers[0]
+        await run.say(customer, "你们几点关门？")
+        await run.idle()
+        await run.control("take", customer, servicer)
+        await run.control("servicer_reply", customer, servicer, "您好，我们晚上21点关门")
+        await run.idle()
+        await run.say(customer, "好的")  # the servicer's session is still on: the pause holds
+        await run.idle()
+        await run.control("end", customer)
+        await run.idle()
+        await run.say(customer, "那会员卡怎么充值？")
+        await run.idle()
+        assert (await run.control("session", customer))[
+            "service_state"
+        ] == 1  # a new session, the bot serving
+        assert await run.texts(customer) == ["答复：你们几点关门？", "答复：那会员卡怎么充值？"]
+        reasons = await run.query(
+            "SELECT status, reason FROM kf_inbound WHERE external_userid = %s AND origin = 3 ORDER BY id",
+            customer,
+        )
+        assert reasons == [("answered", None), ("skipped", "paused"), ("answered", None)]
+        assert await run.query("SELECT paused_until FROM kf_conversations") == [(None,)]
+
+
+async def test_the_servicer_pause_ends_when_the_end_and_the_next_message_come_in_one_sync(
+    settings_factory: Any,
+) -> None:
+    """The servicer's message, the end event and the customer's new message in one conversation job."""
+    async with running_pipeline(settings_factory, ScriptedResponder()) as run:
+        customer, servicer = run.sim.customers[0], run.sim.servicers[0]
+        await run.say(customer, "你们几点关门？")
+        await run.idle()
+        await run.control("set_callback_url", None)
+        await run.control("take", customer, servicer)
+        await run.control("servicer_reply", customer, servicer, "您好，我们晚上21点关门")
+        await run.control("end", customer)
+        await run.say(customer, "那会员卡怎么充值？")
+        await run.control("set_callback_url", f"{run.base_url}/wecom/callback")
+        await run.control("set_servicer_status", servicer, 0)  # any callback makes wxkf sync
+        await run.idle()
+        assert await run.texts(customer) == ["答复：你们几点关门？", "答复：那会员卡怎么充值？"]

@@ -3,7 +3,7 @@
     outbox left over?  → send it first (order, and recovery after a crash)
     wait for quiet     → a burst within KF_DEBOUNCE_SECONDS is answered together
     events             → welcome / msg_send_fail / state changes / recalls
-    servicer wrote     → the bot pauses for KF_PAUSE_MINUTES
+    servicer wrote     → the bot pauses for KF_PAUSE_MINUTES, or until that session ends
     customer messages  → pause? state policy? budget? → responder → split → outbox → send
 
 Every decision a person cares about is one log line (Chinese first) with the conversation ids;
@@ -28,7 +28,7 @@ from wxkf.kf.media_jobs import prepare_batch
 from wxkf.kf.outbound import send_row
 from wxkf.kf.policy import Action, Reason, decide, state_name
 from wxkf.kf.responder import Conversation, MediaContent, Reply, ReplyRequest
-from wxkf.kf.service_state import SessionState, record_api_error, store_state
+from wxkf.kf.service_state import SessionState, end_servicer_pause, record_api_error, store_state
 from wxkf.kf.split import add_closing_hint, split_text
 from wxkf.media.errors import MediaNotFound, MediaStoreError
 from wxkf.ops.logging import log_context
@@ -176,6 +176,13 @@ async def _handle_event(pipeline: Pipeline, conversation: Conversation, row: Inb
             # The state is stamped with the event's time: a customer message after it is newer.
             if change == 3:
                 await store_state(conn, conversation, 4, None, row.send_time)
+                # The servicer's pause belongs to the session that just ended (wecom-api §6).
+                pause = timedelta(minutes=pipeline.settings.kf_pause_minutes)
+                if await end_servicer_pause(conn, conversation, pause, row.send_time):
+                    log.info(
+                        "会话已结束，接待人员的暂停随之结束 / the session ended: so did the servicer's pause",
+                        extra={"decision": "pause_ended"},
+                    )
             elif change in (1, 2, 4):
                 await store_state(conn, conversation, 3, event.get("new_servicer_userid"), row.send_time)
             else:
@@ -283,6 +290,30 @@ def _written_since(cached_state: int, as_of: datetime | None, batch: list[Inboun
     return as_of is None or as_of < newest + SEND_TIME_RESOLUTION
 
 
+async def _state_while_paused(
+    pipeline: Pipeline,
+    conversation: Conversation,
+    cached_state: int | None,
+    as_of: datetime | None,
+    batch: list[InboundRow],
+) -> tuple[Conversation, SessionState] | None:
+    """While paused: the state as an answer would read it, to cache (None: the cache still holds).
+
+    The bot stays quiet, but whoever answers instead (the console's takeover) must see what the
+    customer's message did: after an ended session it opened a new one (wecom-api §6), and the
+    sync forgot the cached state. A failed read costs only the refresh: the pause holds either way.
+    """
+    if cached_state is not None and not _written_since(cached_state, as_of, batch):
+        return None
+    try:
+        return conversation, await pipeline.states.fetch(conversation)
+    except APIError as exc:
+        if retry_later(exc):
+            raise
+        await record_api_error(pipeline.pool, exc, conversation, "读取会话状态 / service_state/get")
+        return None
+
+
 async def _answer(
     pipeline: Pipeline,
     conversation: Conversation,
@@ -301,7 +332,13 @@ async def _answer(
             found = await cur.fetchone() or NO_STATE
     paused_until, window, used, cached_state, cached_servicer, state_as_of = found
     if paused_until and paused_until > datetime.now(UTC):
-        await _skip(pipeline, batch, Reason.PAUSED, f" until {paused_until:%H:%M:%S}")
+        await _skip(
+            pipeline,
+            batch,
+            Reason.PAUSED,
+            f" until {paused_until:%H:%M:%S}",
+            remember=await _state_while_paused(pipeline, conversation, cached_state, state_as_of, batch),
+        )
         return None
 
     # A state fetched from WeCom is cached in the transaction that records the outcome, not alone.

@@ -182,7 +182,9 @@ class Pipeline:
     @property
     def states(self) -> SessionStates:
         if self._states is None:
-            self._states = SessionStates(self.client, self.pool)
+            self._states = SessionStates(
+                self.client, self.pool, timedelta(minutes=self.settings.kf_pause_minutes)
+            )
         return self._states
 
     # --- sending from elsewhere (push, tools, contact) ----------------------------------------------

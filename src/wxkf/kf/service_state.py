@@ -6,13 +6,17 @@ customer writes (4 → 0), when WeCom reports a session or servicer change, and 
 A cached state is stamped with the moment it was true (`state_checked_at`): when it was fetched, or
 the event's own time, never the moment it was written. The conversation job reads the stamp to
 tell whether a customer message came after the state it knows (see `conversation._answer`).
+
+The pause a servicer's message sets (KF_PAUSE_MINUTES) belongs to that servicer's session: when the
+session ends (the end event, or our own trans → 4) the pause ends with it (`end_servicer_pause`),
+so the customer's next message, which opens a new session, reaches the bot.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -66,6 +70,29 @@ async def store_state(
     )
 
 
+# Every servicer message of a session ended at `t` was sent by `t`, so the pause it set runs to
+# `t + KF_PAUSE_MINUTES` at most; a console takeover's pause runs far beyond and is left alone.
+_END_SERVICER_PAUSE = """
+UPDATE kf_conversations SET paused_until = NULL, updated_at = now()
+WHERE open_kfid = %(k)s AND external_userid = %(u)s
+  AND paused_until <= least(coalesce(%(t)s::timestamptz, now()), now()) + %(p)s::interval
+"""
+
+
+async def end_servicer_pause(
+    conn: AsyncConnection[Any], conversation: Conversation, pause: timedelta, ended_at: datetime | None = None
+) -> bool:
+    """The session ended at `ended_at` (default now): the pause its servicer's messages set is over.
+
+    Returns whether a pause was lifted.
+    """
+    cur = await conn.execute(
+        _END_SERVICER_PAUSE,
+        {"k": conversation.open_kfid, "u": conversation.external_userid, "t": ended_at, "p": pause},
+    )
+    return cur.rowcount > 0
+
+
 def explain_api_error(error: APIError, conversation: Conversation, doing: str) -> str:
     """One line an operator understands: what we did, the errcode, and the catalog's fix."""
     hint = " ".join(error.hint.split()) if error.hint else ""
@@ -88,9 +115,12 @@ async def record_api_error(
 class SessionStates:
     """Read and change a conversation's service_state; what WeCom says is cached in `kf_conversations`."""
 
-    def __init__(self, client: WeComClient, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self, client: WeComClient, pool: AsyncConnectionPool[Any], servicer_pause: timedelta
+    ) -> None:
         self._client = client
         self._pool = pool
+        self._servicer_pause = servicer_pause  # KF_PAUSE_MINUTES: ends with a session we end
 
     async def get(self, conversation: Conversation) -> SessionState:
         """Ask WeCom and cache the answer (the conversation job reads the cache itself)."""
@@ -114,8 +144,10 @@ class SessionStates:
         code = await self._client.trans_service_state(
             conversation.open_kfid, conversation.external_userid, to_state, servicer
         )
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             await store_state(conn, conversation, to_state, servicer if to_state == 3 else None)
+            if to_state == 4:
+                await end_servicer_pause(conn, conversation, self._servicer_pause)
         log.info(
             "会话状态已变更 / session state changed → %s (open_kfid=%s external_userid=%s)",
             state_name(to_state),

@@ -16,7 +16,7 @@ the text is empty or over 2048 bytes.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -128,11 +128,21 @@ class ConversationRow:
         return state_name(self.service_state)
 
     @property
-    def bot_status(self) -> str:
+    def reply_blocked(self) -> str:
+        """Why a staff reply cannot go now, in words ("" when it can): a disabled send button always says why."""
+        if self.service_state is not None and self.service_state not in SENDABLE_STATES:
+            return _state_refusal(self.service_state, self.servicer_userid)
+        if self.budget.remaining < 1:
+            return f"不能发送 / cannot send: {self.budget.explain}"
+        return ""
+
+    def bot_status(self, local: Callable[[datetime | None, str], str]) -> str:
+        """What the bot does for this customer; `local` shows a time in the console's display timezone."""
         if self.taken_by:
             return f"人工接管中（{self.taken_by}）/ taken over by {self.taken_by}"
         if self.paused_until is not None and self.paused_until > datetime.now(UTC):
-            return f"暂停至 {self.paused_until:%H:%M} / paused until {self.paused_until:%H:%M} UTC"
+            until = local(self.paused_until, "%H:%M")
+            return f"暂停至 {until} / paused until {until}"
         if self.service_state in (2, 3):
             return "人工接待，机器人不发送 / a human serves: the bot stays quiet"
         return "机器人接待 / bot answering"

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wxkf.agent.kb.embedders import EmbeddingError
 from wxkf.agent.kb.loaders import LIMITS_TEXT
 from wxkf.agent.kb.store import KnowledgeBaseError
-from wxkf.kf.policy import SENDABLE_STATES, STATE_NAMES
+from wxkf.kf.policy import STATE_NAMES
 from wxkf.kf.responder import Conversation
 from wxkf.media.errors import MediaError
 from wxkf.push.eligibility import explain
@@ -115,7 +115,8 @@ router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=Fa
 # --- rendering ------------------------------------------------------------------------------------
 
 
-def _local_time(settings_timezone: str) -> Callable[[datetime | None], str]:
+def _local_time(settings_timezone: str) -> Callable[[datetime | None, str], str]:
+    """The console's one way to show a time: in the display timezone (CONTACT_TIMEZONE), named once per page."""
     zone = ZoneInfo(settings_timezone)
 
     def local(value: datetime | None, fmt: str = "%m-%d %H:%M:%S") -> str:
@@ -153,6 +154,7 @@ def render(
         csrf=staff.csrf if staff is not None else context.pop("login_csrf", ""),
         flash=flash,
         local=_local_time(state.settings.contact_timezone),
+        timezone=state.settings.contact_timezone,
         path=request.url.path,
         **context,
     )
@@ -453,7 +455,7 @@ async def _panel_context(request: Request, conversation: Conversation, staff: St
         "entries": entries,
         "holder": held,
         "mine": held is not None and held.user_id == staff.id,
-        "sendable": row is not None and row.service_state in (*SENDABLE_STATES, None),
+        "blocked": row.reply_blocked if row is not None else "",
         "conversation": conversation,
         "url": _conversation_url(conversation),
     }

@@ -53,15 +53,21 @@
     });
   }
 
-  // The reply form stays as typed; what it says about the budget follows the live panel.
+  // The reply form stays as typed; what it says about the budget, and why it cannot send, follow the live panel.
   function followBudget() {
     document.addEventListener("wxkf:refreshed", () => {
       const budget = document.getElementById("budget");
       const before = document.getElementById("budget-before");
+      const blocked = document.getElementById("reply-blocked");
       const send = document.querySelector("#reply-form button[type=submit]");
       if (!budget || !before) return;
+      const why = budget.dataset.blocked || "";
       before.textContent = budget.dataset.explain;
-      if (send) send.disabled = budget.dataset.remaining === "0" || budget.dataset.sendable !== "1";
+      if (blocked) {
+        blocked.textContent = why;
+        blocked.hidden = why === "";
+      }
+      if (send) send.disabled = why !== "";
     });
   }
 
