@@ -114,7 +114,7 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
         "姓名,城市,年龄,标签\n张三,北京,35,AI;创业\n李四,上海,abc,\n王五,北京,200,\n", encoding="utf-8"
     )
     refused = CliRunner().invoke(cli, ["push", "profiles", "import", str(bad)])
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2  # a refusal, as every push command words one
     assert "第 3 行 / line 3: age" in refused.output
     assert "第 4 行 / line 4: age" in refused.output
     assert _count(database_url, "push_profiles") == 0  # no partial import
@@ -152,7 +152,7 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
     assert "新匹配 1" in matched.output
     assert "张三" in matched.output
     template = CliRunner().invoke(cli, ["push", "templates", "set", "short", "--text", "匹配度 {score_pct}%"])
-    assert template.exit_code == 1
+    assert template.exit_code == 2
     assert "「{score_pct}」不是可用的占位符" in template.output
     wrong = CliRunner().invoke(
         cli, ["push", "intents", "add", "wkCLI", "wmCLI", "--name", "x", "--require", "age>老"]
@@ -286,3 +286,32 @@ async def test_a_nul_character_anywhere_in_the_api_is_refused_by_name_and_change
             assert (await http.get("/api/profiles")).json() == []
             assert "short" not in {t["name"] for t in (await http.get("/api/templates")).json()}
             assert (await http.get("/api/templates/a%00b")).status_code in (404, 422)
+
+
+def test_every_push_command_refuses_bad_input_with_a_message_and_exit_2_never_a_traceback(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("WXKF_DATA_DIR", str(tmp_path / "var"))
+    runs = {
+        "quiet": ["push", "prefs", "set", "wkCLI", "wmCLI", "--quiet", "25:00-07:00"],
+        "missing": ["push", "intents", "show", "999"],
+        "no profile": ["push", "profiles", "remove", "999"],
+        "no template": ["push", "templates", "remove", "nope"],
+    }
+    for what, args in runs.items():
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, (what, result.output, result.exception)
+        assert isinstance(result.exception, SystemExit), (what, result.exception)
+        assert result.output.startswith("❌ "), (what, result.output)
+    quiet = CliRunner().invoke(cli, runs["quiet"])
+    assert "输入无效 / invalid input" in quiet.output
+    assert "quiet_hours" in quiet.output
+    for args, allowed in (
+        (["push", "prefs", "set", "wkCLI", "wmCLI", "--mode", "foo"], ["instant", "digest"]),
+        (["push", "intents", "list", "--status", "weird"], ["draft", "active", "paused", "cancelled"]),
+        (["push", "history", "--status", "weird"], ["scheduled", "sent", "dropped", "skipped"]),
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert all(value in result.output for value in allowed), result.output

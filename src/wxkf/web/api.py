@@ -31,10 +31,13 @@ from wxkf.push.errors import (
 )
 from wxkf.push.models import (
     HistoryEntry,
+    HistoryStatus,
     Intent,
     IntentIn,
     IntentPatch,
+    IntentStatus,
     Match,
+    MatchStatus,
     Owner,
     Preferences,
     PreferencesPatch,
@@ -114,7 +117,7 @@ async def list_intents(
     push: Push,
     open_kfid: str | None = None,
     external_userid: str | None = None,
-    status: Literal["draft", "active", "paused", "cancelled"] | None = None,
+    status: IntentStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> list[Intent]:
@@ -233,7 +236,7 @@ async def list_matches(
     profile_id: int | None = None,
     open_kfid: str | None = None,
     external_userid: str | None = None,
-    status: Literal["pending", "scheduled", "pushed", "dropped", "rejected", "retired"] | None = None,
+    status: MatchStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> list[Match]:
@@ -267,7 +270,7 @@ async def history(
     open_kfid: str | None = None,
     external_userid: str | None = None,
     intent_id: int | None = None,
-    status: Literal["scheduled", "sent", "dropped", "skipped"] | None = None,
+    status: HistoryStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> list[HistoryEntry]:
