@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -315,3 +316,66 @@ def test_every_push_command_refuses_bad_input_with_a_message_and_exit_2_never_a_
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2, result.output
         assert all(value in result.output for value in allowed), result.output
+
+
+async def _answer_to_a_partial_upload(base_url: str, head: dict[str, str], body: bytes) -> tuple[int, str]:
+    """Send `head` and `body`, then keep the connection open without sending the rest: a server that
+    waits for the whole upload before checking its size never answers (the wait_for times out)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = [
+            "POST /api/profiles/import HTTP/1.1",
+            f"Host: {host}",
+            *(f"{k}: {v}" for k, v in head.items()),
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(64 << 10), timeout=10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.decode("utf-8", "replace").partition("\r\n")
+    return int(status_line.split()[1]), rest
+
+
+async def test_an_api_upload_over_the_import_limit_is_refused_before_it_is_read_whole(
+    settings_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wxkf.push.importing
+
+    monkeypatch.setattr(wxkf.push.importing, "MAX_IMPORT_BYTES", 1 << 20)  # 1 MB, to keep the test light
+    boundary = "b0undary"
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\nname,city\n"
+    ).encode()
+    head = {"Authorization": f"Bearer {KEY}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    async with push_pipeline(settings_factory, wxkf_api_key=KEY) as run:
+        declared, text = await _answer_to_a_partial_upload(
+            run.run.base_url, {**head, "Content-Length": str(25 << 20)}, part
+        )
+        assert declared == 422, text
+        assert "文件超过 1 MB / the file is over 1 MB" in text
+        rows = b"\xe5\xbc\xa0\xe4\xb8\x89,\xe5\x8c\x97\xe4\xba\xac\n" * ((2 << 20) // 13)
+        chunked = part + rows
+        body = b"".join(
+            f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+            for chunk in (chunked[i : i + (64 << 10)] for i in range(0, len(chunked), 64 << 10))
+        )
+        streamed, text = await _answer_to_a_partial_upload(
+            run.run.base_url, {**head, "Transfer-Encoding": "chunked"}, body
+        )
+        assert streamed == 422, text
+        assert "文件超过 1 MB / the file is over 1 MB" in text
+        async with httpx.AsyncClient(
+            base_url=run.run.base_url, headers={"Authorization": head["Authorization"]}
+        ) as http:
+            assert (await http.get("/api/profiles")).json() == []
+            small = await http.post(
+                "/api/profiles/import",
+                files={"file": ("people.csv", "name,city\n张三,北京\n".encode(), "text/csv")},
+            )
+            assert small.json() == {"rows": 1, "written": 1}
+            nothing = await http.post("/api/profiles/import", data={"other": "x"})
+            assert nothing.status_code == 422
+            assert any(p.startswith("file:") for p in nothing.json()["problems"]), nothing.text
