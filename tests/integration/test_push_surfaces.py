@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from tests.integration.push_harness import push_pipeline
+from tests.integration.push_harness import customer_wrote, push_pipeline
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.agent.responder import build_responder
 from wxkf.agent.tools import ToolAudit, ToolRegistry
@@ -32,6 +32,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 async def test_the_api_needs_its_key_and_refuses_bad_input_in_chinese_first(settings_factory: Any) -> None:
     async with push_pipeline(settings_factory, wxkf_api_key=KEY) as run:
         owner = {"open_kfid": run.sim.open_kfid, "external_userid": run.sim.customers[0]}
+        await run.run.say(owner["external_userid"], "你好")  # intents are for customers who wrote
+        await run.run.idle()
         async with httpx.AsyncClient(base_url=run.run.base_url) as http:
             assert (await http.get("/api/intents")).status_code == 401
             wrong = await http.get("/api/intents", headers={"Authorization": "Bearer nope"})
@@ -131,6 +133,7 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
     again = CliRunner().invoke(cli, ["push", "profiles", "import", str(good)])
     assert "0 份资料新增或更新" in again.output  # the same rows again change nothing
     assert _count(database_url, "push_profiles") == 2
+    asyncio.run(_wrote(database_url, "wkCLI", "wmCLI"))
     intent = CliRunner().invoke(
         cli,
         [
@@ -162,6 +165,11 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
     assert "Traceback" not in wrong.output
 
 
+async def _wrote(database_url: str, open_kfid: str, external_userid: str) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await customer_wrote(conn, open_kfid, external_userid)
+
+
 def _count(database_url: str, table: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -176,6 +184,8 @@ async def tooled(
         settings = settings_factory(llm_api_key="sk-test", llm_base_url=fake.base_url, llm_max_retries=0)
         async with Pipeline(settings, database) as pipeline:
             push = PushService(settings, pipeline)
+            async with push.pool.connection() as conn:
+                await customer_wrote(conn, "wkTOOL", "wmTOOL")  # the customer _asking speaks for
             registry = ToolRegistry(ToolAudit(database))
             registry.extend(customer_tools(push))
             responder = build_responder(settings, database, retriever=None, tools=registry)
@@ -295,7 +305,8 @@ def test_every_push_command_refuses_bad_input_with_a_message_and_exit_2_never_a_
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("WXKF_DATA_DIR", str(tmp_path / "var"))
     runs = {
-        "quiet": ["push", "prefs", "set", "wkCLI", "wmCLI", "--quiet", "25:00-07:00"],
+        "nothing": ["push", "prefs", "set", "wkCLI", "wmCLI"],
+        "unknown": ["push", "prefs", "set", "NOTAKF", "wmCLI", "--daily-limit", "3"],
         "missing": ["push", "intents", "show", "999"],
         "no profile": ["push", "profiles", "remove", "999"],
         "no template": ["push", "templates", "remove", "nope"],
@@ -305,9 +316,9 @@ def test_every_push_command_refuses_bad_input_with_a_message_and_exit_2_never_a_
         assert result.exit_code == 2, (what, result.output, result.exception)
         assert isinstance(result.exception, SystemExit), (what, result.exception)
         assert result.output.startswith("❌ "), (what, result.output)
-    quiet = CliRunner().invoke(cli, runs["quiet"])
-    assert "输入无效 / invalid input" in quiet.output
-    assert "quiet_hours" in quiet.output
+    nothing = CliRunner().invoke(cli, runs["nothing"])
+    assert "没有要修改的设置 / nothing to change" in nothing.output
+    assert "NOTAKF 不是本部署的客服账号" in CliRunner().invoke(cli, runs["unknown"]).output
     for args, allowed in (
         (["push", "prefs", "set", "wkCLI", "wmCLI", "--mode", "foo"], ["instant", "digest"]),
         (["push", "intents", "list", "--status", "weird"], ["draft", "active", "paused", "cancelled"]),
@@ -379,3 +390,37 @@ async def test_an_api_upload_over_the_import_limit_is_refused_before_it_is_read_
             nothing = await http.post("/api/profiles/import", data={"other": "x"})
             assert nothing.status_code == 422
             assert any(p.startswith("file:") for p in nothing.json()["problems"]), nothing.text
+
+
+async def test_intents_and_preferences_are_refused_for_a_customer_the_kf_account_never_heard_from(
+    settings_factory: Any,
+) -> None:
+    async with push_pipeline(settings_factory, wxkf_api_key=KEY) as run:
+        writer, silent = run.sim.customers[0], run.sim.customers[1]
+        await run.run.say(writer, "你好")
+        await run.run.idle()
+        auth = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=run.run.base_url, headers=auth) as http:
+            ghost = await http.post(
+                "/api/intents", json={"open_kfid": "nope", "external_userid": "nobody", "name": "ghost"}
+            )
+            assert ghost.status_code == 422, ghost.text
+            assert ghost.json()["problems"][0].startswith("open_kfid: nope 不是本部署的客服账号")
+            never = await http.post(
+                "/api/intents", json={"open_kfid": run.sim.open_kfid, "external_userid": silent, "name": "x"}
+            )
+            assert never.status_code == 422, never.text
+            assert never.json()["problems"][0].startswith(f"external_userid: 客户 {silent} 从未给")
+            prefs = await http.patch(f"/api/customers/nope/{writer}/preferences", json={"daily_limit": 3})
+            assert prefs.status_code == 422, prefs.text
+            assert "不是本部署的客服账号" in prefs.json()["problems"][0]
+            assert (await http.get("/api/intents")).json() == []
+            created = await http.post(
+                "/api/intents",
+                json={"open_kfid": run.sim.open_kfid, "external_userid": writer, "name": "找人"},
+            )
+            assert created.status_code == 201, created.text
+            changed = await http.patch(
+                f"/api/customers/{run.sim.open_kfid}/{writer}/preferences", json={"daily_limit": 3}
+            )
+            assert changed.json()["daily_limit"] == 3
