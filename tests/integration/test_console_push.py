@@ -150,6 +150,11 @@ async def test_bad_files_templates_intents_and_ids_are_a_clear_4xx_and_change_no
             await admin.post("/console/push/intents", {**intent, "required": "城市就行"}), 422, "条件写法"
         )
         _refused(await admin.post("/console/push/intents", {**intent, "external_userid": ""}), 422)
+        _refused(
+            await admin.post("/console/push/intents", {**intent, "open_kfid": "nope"}),
+            422,
+            "不是本部署的客服账号",
+        )
         _refused(await admin.post("/console/push/intents", {**intent, "threshold": "2"}), 422, "threshold")
 
         for path in (
