@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from wxkf.push.models import HistoryStatus, IntentStatus, PushMode
+from wxkf.push.statuses import HistoryStatus, IntentStatus, PushMode
 
 if TYPE_CHECKING:
     from wxkf.push.models import Intent, Match, Profile

@@ -11,13 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from wxkf.config import valid_timezone
 from wxkf.push.conditions import ATTRIBUTE_NAME, FIELDS, Conditions
 from wxkf.push.quiet import QuietHours
+from wxkf.push.statuses import HistoryStatus, IntentStatus, MatchStatus, PushMode
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Short = Annotated[str, Field(max_length=64)]
-IntentStatus = Literal["draft", "active", "paused", "cancelled"]
-MatchStatus = Literal["pending", "scheduled", "pushed", "dropped", "rejected", "retired"]
-HistoryStatus = Literal["scheduled", "sent", "dropped", "skipped"]
-PushMode = Literal["instant", "digest"]
 
 
 class Owner(BaseModel):

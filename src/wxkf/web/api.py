@@ -31,13 +31,10 @@ from wxkf.push.errors import (
 )
 from wxkf.push.models import (
     HistoryEntry,
-    HistoryStatus,
     Intent,
     IntentIn,
     IntentPatch,
-    IntentStatus,
     Match,
-    MatchStatus,
     Owner,
     Preferences,
     PreferencesPatch,
@@ -46,6 +43,7 @@ from wxkf.push.models import (
     ProfilePatch,
 )
 from wxkf.push.service import PushService
+from wxkf.push.statuses import HistoryStatus, IntentStatus, MatchStatus
 from wxkf.push.templates import MiniProgramTemplate, TextTemplate
 from wxkf.web.uploads import read_upload
 from wxkf.wecom.errors import WeComError
