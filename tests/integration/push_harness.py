@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from psycopg import AsyncConnection
+
 from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
 from wxkf.demo import PROFILES
-from wxkf.kf.responder import Responder
+from wxkf.kf.budget import ReplyBudget
+from wxkf.kf.responder import Conversation, Responder
 from wxkf.push.models import IntentIn, Owner, ProfileIn
 from wxkf.push.service import PushService
 
@@ -70,6 +73,14 @@ class PushRun:
     async def history(self, customer: str) -> list[tuple[str, str | None]]:
         entries = await self.push.history(owner=self.owner(customer))
         return [(e.status, e.reason) for e in reversed(entries)]
+
+
+async def customer_wrote(conn: AsyncConnection[Any], open_kfid: str, external_userid: str) -> None:
+    """What a customer's message leaves for push to find, the budget's record of it, for tests that
+    run no simulator: push takes intents and preferences only for customers who wrote."""
+    await ReplyBudget().record_customer_message(
+        conn, Conversation(open_kfid, external_userid), datetime.now(UTC)
+    )
 
 
 async def at_local_hour(run: PushRun, hour: int, minute: int = 0) -> datetime:

@@ -150,6 +150,11 @@ async def test_bad_files_templates_intents_and_ids_are_a_clear_4xx_and_change_no
             await admin.post("/console/push/intents", {**intent, "required": "城市就行"}), 422, "条件写法"
         )
         _refused(await admin.post("/console/push/intents", {**intent, "external_userid": ""}), 422)
+        _refused(
+            await admin.post("/console/push/intents", {**intent, "open_kfid": "nope"}),
+            422,
+            "不是本部署的客服账号",
+        )
         _refused(await admin.post("/console/push/intents", {**intent, "threshold": "2"}), 422, "threshold")
 
         for path in (
@@ -215,8 +220,11 @@ async def test_a_push_held_by_quiet_hours_and_one_refused_for_a_closed_window_ar
     run: PushRun,
 ) -> None:
     awake, silent = run.sim.customers[0], run.sim.customers[1]
+    await run.run.say(silent, "你好")  # then silent for more than WeCom's 48 h
+    await run.run.until(lambda: run.run.texts(silent))
+    await run.advance(49 * 3600)
     await at_local_hour(run, 23)  # Asia/Shanghai: inside the default quiet hours 22:00-08:00
-    await run.run.say(awake, "你好")  # opens this customer's 48 h window; the other never wrote
+    await run.run.say(awake, "你好")  # opens this customer's 48 h window
     await run.run.until(lambda: run.run.texts(awake))
     async with ConsoleClient(run.run.base_url) as admin:
         await admin.login("admin")

@@ -207,6 +207,8 @@ def console_routes_raw() -> list[tuple[str, str]]:
 
 
 async def test_push_forms_from_another_site_or_without_the_token_change_nothing(run: RunningPipeline) -> None:
+    await run.say(run.sim.customers[0], "你好")  # an intent is only for a customer who wrote
+    await run.until(lambda: _has_conversation(run))
     async with ConsoleClient(run.base_url) as admin:
         await admin.login("admin")
         for path, form in _push_posts(run):
@@ -233,6 +235,8 @@ async def test_push_forms_from_another_site_or_without_the_token_change_nothing(
 
 async def test_a_script_in_an_intent_or_a_profile_is_shown_as_text(run: RunningPipeline) -> None:
     attack = '<script>document.title="pwned"</script><img src=x onerror="alert(1)">'
+    await run.say(run.sim.customers[0], "你好")  # an intent is only for a customer who wrote
+    await run.until(lambda: _has_conversation(run))
     async with ConsoleClient(run.base_url) as admin, ConsoleClient(run.base_url) as agent:
         await admin.login("admin")
         await agent.login("agent")

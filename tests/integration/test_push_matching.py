@@ -10,6 +10,7 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
+from tests.integration.push_harness import customer_wrote
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.agent.kb.embedders import HashingEmbedder
 from wxkf.agent.llm import LLMClient
@@ -48,6 +49,8 @@ async def push(settings_factory: Any, database: Database) -> AsyncIterator[PushS
 
 async def _intent(push: PushService, **fields: Any) -> int:
     values: dict[str, Any] = {"name": "寻找AI合作伙伴", "threshold": 0.3, **fields}
+    async with push.pool.connection() as conn:
+        await customer_wrote(conn, KFID, USER)
     return (
         await push.create_intent(IntentIn(open_kfid=KFID, external_userid=USER, **values), match=False)
     ).id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,7 +14,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from tests.integration.push_harness import push_pipeline
+from tests.integration.push_harness import customer_wrote, push_pipeline
 from wxkf.agent.fake_openai import FakeOpenAI
 from wxkf.agent.responder import build_responder
 from wxkf.agent.tools import ToolAudit, ToolRegistry
@@ -31,6 +32,8 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 async def test_the_api_needs_its_key_and_refuses_bad_input_in_chinese_first(settings_factory: Any) -> None:
     async with push_pipeline(settings_factory, wxkf_api_key=KEY) as run:
         owner = {"open_kfid": run.sim.open_kfid, "external_userid": run.sim.customers[0]}
+        await run.run.say(owner["external_userid"], "你好")  # intents are for customers who wrote
+        await run.run.idle()
         async with httpx.AsyncClient(base_url=run.run.base_url) as http:
             assert (await http.get("/api/intents")).status_code == 401
             wrong = await http.get("/api/intents", headers={"Authorization": "Bearer nope"})
@@ -114,7 +117,7 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
         "姓名,城市,年龄,标签\n张三,北京,35,AI;创业\n李四,上海,abc,\n王五,北京,200,\n", encoding="utf-8"
     )
     refused = CliRunner().invoke(cli, ["push", "profiles", "import", str(bad)])
-    assert refused.exit_code == 1
+    assert refused.exit_code == 2  # a refusal, as every push command words one
     assert "第 3 行 / line 3: age" in refused.output
     assert "第 4 行 / line 4: age" in refused.output
     assert _count(database_url, "push_profiles") == 0  # no partial import
@@ -130,6 +133,7 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
     again = CliRunner().invoke(cli, ["push", "profiles", "import", str(good)])
     assert "0 份资料新增或更新" in again.output  # the same rows again change nothing
     assert _count(database_url, "push_profiles") == 2
+    asyncio.run(_wrote(database_url, "wkCLI", "wmCLI"))
     intent = CliRunner().invoke(
         cli,
         [
@@ -152,13 +156,18 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
     assert "新匹配 1" in matched.output
     assert "张三" in matched.output
     template = CliRunner().invoke(cli, ["push", "templates", "set", "short", "--text", "匹配度 {score_pct}%"])
-    assert template.exit_code == 1
+    assert template.exit_code == 2
     assert "「{score_pct}」不是可用的占位符" in template.output
     wrong = CliRunner().invoke(
         cli, ["push", "intents", "add", "wkCLI", "wmCLI", "--name", "x", "--require", "age>老"]
     )
     assert wrong.exit_code != 0
     assert "Traceback" not in wrong.output
+
+
+async def _wrote(database_url: str, open_kfid: str, external_userid: str) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await customer_wrote(conn, open_kfid, external_userid)
 
 
 def _count(database_url: str, table: str) -> int:
@@ -175,6 +184,8 @@ async def tooled(
         settings = settings_factory(llm_api_key="sk-test", llm_base_url=fake.base_url, llm_max_retries=0)
         async with Pipeline(settings, database) as pipeline:
             push = PushService(settings, pipeline)
+            async with push.pool.connection() as conn:
+                await customer_wrote(conn, "wkTOOL", "wmTOOL")  # the customer _asking speaks for
             registry = ToolRegistry(ToolAudit(database))
             registry.extend(customer_tools(push))
             responder = build_responder(settings, database, retriever=None, tools=registry)
@@ -286,3 +297,130 @@ async def test_a_nul_character_anywhere_in_the_api_is_refused_by_name_and_change
             assert (await http.get("/api/profiles")).json() == []
             assert "short" not in {t["name"] for t in (await http.get("/api/templates")).json()}
             assert (await http.get("/api/templates/a%00b")).status_code in (404, 422)
+
+
+def test_every_push_command_refuses_bad_input_with_a_message_and_exit_2_never_a_traceback(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("WXKF_DATA_DIR", str(tmp_path / "var"))
+    runs = {
+        "nothing": ["push", "prefs", "set", "wkCLI", "wmCLI"],
+        "unknown": ["push", "prefs", "set", "NOTAKF", "wmCLI", "--daily-limit", "3"],
+        "missing": ["push", "intents", "show", "999"],
+        "no profile": ["push", "profiles", "remove", "999"],
+        "no template": ["push", "templates", "remove", "nope"],
+    }
+    for what, args in runs.items():
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, (what, result.output, result.exception)
+        assert isinstance(result.exception, SystemExit), (what, result.exception)
+        assert result.output.startswith("❌ "), (what, result.output)
+    nothing = CliRunner().invoke(cli, runs["nothing"])
+    assert "没有要修改的设置 / nothing to change" in nothing.output
+    assert "NOTAKF 不是本部署的客服账号" in CliRunner().invoke(cli, runs["unknown"]).output
+    for args, allowed in (
+        (["push", "prefs", "set", "wkCLI", "wmCLI", "--mode", "foo"], ["instant", "digest"]),
+        (["push", "intents", "list", "--status", "weird"], ["draft", "active", "paused", "cancelled"]),
+        (["push", "history", "--status", "weird"], ["scheduled", "sent", "dropped", "skipped"]),
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert all(value in result.output for value in allowed), result.output
+
+
+async def _answer_to_a_partial_upload(base_url: str, head: dict[str, str], body: bytes) -> tuple[int, str]:
+    """Send `head` and `body`, then keep the connection open without sending the rest: a server that
+    waits for the whole upload before checking its size never answers (the wait_for times out)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        lines = [
+            "POST /api/profiles/import HTTP/1.1",
+            f"Host: {host}",
+            *(f"{k}: {v}" for k, v in head.items()),
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(64 << 10), timeout=10)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.decode("utf-8", "replace").partition("\r\n")
+    return int(status_line.split()[1]), rest
+
+
+async def test_an_api_upload_over_the_import_limit_is_refused_before_it_is_read_whole(
+    settings_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wxkf.push.importing
+
+    monkeypatch.setattr(wxkf.push.importing, "MAX_IMPORT_BYTES", 1 << 20)  # 1 MB, to keep the test light
+    boundary = "b0undary"
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\nname,city\n"
+    ).encode()
+    head = {"Authorization": f"Bearer {KEY}", "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    async with push_pipeline(settings_factory, wxkf_api_key=KEY) as run:
+        declared, text = await _answer_to_a_partial_upload(
+            run.run.base_url, {**head, "Content-Length": str(25 << 20)}, part
+        )
+        assert declared == 422, text
+        assert "文件超过 1 MB / the file is over 1 MB" in text
+        rows = b"\xe5\xbc\xa0\xe4\xb8\x89,\xe5\x8c\x97\xe4\xba\xac\n" * ((2 << 20) // 13)
+        chunked = part + rows
+        body = b"".join(
+            f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+            for chunk in (chunked[i : i + (64 << 10)] for i in range(0, len(chunked), 64 << 10))
+        )
+        streamed, text = await _answer_to_a_partial_upload(
+            run.run.base_url, {**head, "Transfer-Encoding": "chunked"}, body
+        )
+        assert streamed == 422, text
+        assert "文件超过 1 MB / the file is over 1 MB" in text
+        async with httpx.AsyncClient(
+            base_url=run.run.base_url, headers={"Authorization": head["Authorization"]}
+        ) as http:
+            assert (await http.get("/api/profiles")).json() == []
+            small = await http.post(
+                "/api/profiles/import",
+                files={"file": ("people.csv", "name,city\n张三,北京\n".encode(), "text/csv")},
+            )
+            assert small.json() == {"rows": 1, "written": 1}
+            nothing = await http.post("/api/profiles/import", data={"other": "x"})
+            assert nothing.status_code == 422
+            assert any(p.startswith("file:") for p in nothing.json()["problems"]), nothing.text
+
+
+async def test_intents_and_preferences_are_refused_for_a_customer_the_kf_account_never_heard_from(
+    settings_factory: Any,
+) -> None:
+    async with push_pipeline(settings_factory, wxkf_api_key=KEY) as run:
+        writer, silent = run.sim.customers[0], run.sim.customers[1]
+        await run.run.say(writer, "你好")
+        await run.run.idle()
+        auth = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=run.run.base_url, headers=auth) as http:
+            ghost = await http.post(
+                "/api/intents", json={"open_kfid": "nope", "external_userid": "nobody", "name": "ghost"}
+            )
+            assert ghost.status_code == 422, ghost.text
+            assert ghost.json()["problems"][0].startswith("open_kfid: nope 不是本部署的客服账号")
+            never = await http.post(
+                "/api/intents", json={"open_kfid": run.sim.open_kfid, "external_userid": silent, "name": "x"}
+            )
+            assert never.status_code == 422, never.text
+            assert never.json()["problems"][0].startswith(f"external_userid: 客户 {silent} 从未给")
+            prefs = await http.patch(f"/api/customers/nope/{writer}/preferences", json={"daily_limit": 3})
+            assert prefs.status_code == 422, prefs.text
+            assert "不是本部署的客服账号" in prefs.json()["problems"][0]
+            assert (await http.get("/api/intents")).json() == []
+            created = await http.post(
+                "/api/intents",
+                json={"open_kfid": run.sim.open_kfid, "external_userid": writer, "name": "找人"},
+            )
+            assert created.status_code == 201, created.text
+            changed = await http.patch(
+                f"/api/customers/{run.sim.open_kfid}/{writer}/preferences", json={"daily_limit": 3}
+            )
+            assert changed.json()["daily_limit"] == 3

@@ -18,13 +18,32 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
+
+from wxkf.push.statuses import HistoryStatus, IntentStatus, PushMode
 
 if TYPE_CHECKING:
     from wxkf.push.models import Intent, Match, Profile
     from wxkf.push.service import PushService
 
+
+class PushCommands(TyperGroup):
+    """Every `wxkf push …` command, the sub-groups' too: a refusal (`PushError`: bad input, no such
+    intent, an import with bad rows) is its message and exit 2, wherever the command raised it."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click context (typer vendors click)
+        from wxkf.push.errors import PushError
+
+        try:
+            return super().invoke(ctx)
+        except PushError as exc:
+            raise _fail(str(exc)) from None
+
+
 push_app = typer.Typer(
-    help="推送通知：意图、资料、匹配 / push notifications: intents, profiles, matches", no_args_is_help=True
+    cls=PushCommands,
+    help="推送通知：意图、资料、匹配 / push notifications: intents, profiles, matches",
+    no_args_is_help=True,
 )
 intents_app = typer.Typer(help="客户的意图 / customers' intents", no_args_is_help=True)
 profiles_app = typer.Typer(help="资料库 / the profiles", no_args_is_help=True)
@@ -43,12 +62,12 @@ ExternalUserid = Annotated[str, typer.Argument(help="客户 external_userid (wm�
 
 
 def _run(action: Callable[[PushService], Awaitable[T]]) -> T:
-    """Open settings, database, pipeline and push; every known failure becomes a message and exit 1."""
+    """Open settings, database, pipeline and push; a failure of what push stands on (the database,
+    WeCom, the media store) becomes a message and exit 1, a refusal is `PushCommands`' (exit 2)."""
     from wxkf.cli import settings_or_exit  # lazily: wxkf.cli imports this module to register it
     from wxkf.db.engine import Database, DatabaseError
     from wxkf.kf.runtime import Pipeline
     from wxkf.media.errors import MediaError
-    from wxkf.push.errors import PushError
     from wxkf.push.service import PushService
     from wxkf.wecom.errors import WeComError
 
@@ -68,7 +87,7 @@ def _run(action: Callable[[PushService], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
-    except (PushError, MediaError, WeComError, DatabaseError) as exc:
+    except (MediaError, WeComError, DatabaseError) as exc:
         err_console.print(f"❌ {exc}", markup=False)
         raise typer.Exit(1) from None
 
@@ -141,7 +160,7 @@ def _match_table(matches: list[Match]) -> Table:
 def intents_list(
     open_kfid: Annotated[str | None, typer.Option(help="客服账号 open_kfid")] = None,
     external_userid: Annotated[str | None, typer.Option(help="客户 external_userid")] = None,
-    status: Annotated[str | None, typer.Option(help="draft / active / paused / cancelled")] = None,
+    status: Annotated[IntentStatus | None, typer.Option(help="意图状态 / the intents' status")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
 ) -> None:
     """列出意图 / list intents."""
@@ -312,19 +331,13 @@ def profiles_import(
     """导入资料：逐行校验，有错误的行按行号列出，全部正确才导入 / import a .csv or .jsonl: all rows or none."""
     from rich.progress import Progress
 
-    from wxkf.push.errors import ImportRefused
     from wxkf.push.importing import read_profiles
 
     with Progress(console=err_console, transient=False) as progress:
         checking = progress.add_task("校验 / checking", total=None)
-        try:
-            profiles = read_profiles(
-                file, progress=lambda done, total: progress.update(checking, completed=done, total=total)
-            )
-        except ImportRefused as exc:
-            progress.stop()
-            err_console.print(f"❌ {exc}", markup=False)
-            raise typer.Exit(1) from None
+        profiles = read_profiles(  # a refusal stops the progress display on its way out
+            file, progress=lambda done, total: progress.update(checking, completed=done, total=total)
+        )
         writing = progress.add_task("写入 / writing", total=len(profiles))
         ids = _run(
             lambda push: push.import_profiles(
@@ -393,7 +406,7 @@ def history(
     open_kfid: Annotated[str | None, typer.Option()] = None,
     external_userid: Annotated[str | None, typer.Option()] = None,
     intent: Annotated[int | None, typer.Option(help="意图 id")] = None,
-    status: Annotated[str | None, typer.Option(help="scheduled / sent / dropped / skipped")] = None,
+    status: Annotated[HistoryStatus | None, typer.Option(help="推送状态 / the pushes' status")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
 ) -> None:
     """推送记录与未发送的原因 / push history, with why a push was not sent."""
@@ -508,7 +521,7 @@ def prefs_set(
     digest_hour: Annotated[
         int | None, typer.Option(min=-1, max=23, help="每日汇总的小时，-1 为不汇总")
     ] = None,
-    mode: Annotated[str | None, typer.Option(help="instant（即时）或 digest（只在汇总时推送）")] = None,
+    mode: Annotated[PushMode | None, typer.Option(help="instant（即时）或 digest（只在汇总时推送）")] = None,
 ) -> None:
     """修改客户的推送设置 / change a customer's preferences."""
     from wxkf.push.errors import validated

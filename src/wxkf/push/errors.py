@@ -32,12 +32,18 @@ class TemplateError(InvalidInput):
 
 
 class ImportRefused(PushError):
-    def __init__(self, problems: list[str], rows: int) -> None:
+    """`rows` is how many rows were read, or None when the file itself is refused (its type, its
+    encoding, its header) and no row was counted."""
+
+    def __init__(self, problems: list[str], rows: int | None = None) -> None:
         self.problems = problems
-        super().__init__(
-            f"导入被拒绝：{len(problems)} 行有错误，未导入任何资料 / import refused: {len(problems)} bad "
-            f"row(s) of {rows}, nothing was imported:\n" + "\n".join(f"  - {p}" for p in problems)
+        headline = (
+            "导入被拒绝，未导入任何资料 / import refused, nothing was imported"
+            if rows is None
+            else f"导入被拒绝：{len(problems)} 行有错误，未导入任何资料 / import refused: {len(problems)} bad "
+            f"row(s) of {rows}, nothing was imported"
         )
+        super().__init__(headline + ":\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 class NotFound(PushError):

@@ -83,17 +83,30 @@ def _csv_row(header: list[str], values: list[str]) -> dict[str, Any]:
     return data
 
 
+def _csv_problem(error: csv.Error) -> str:
+    """csv's own message, or for a field over its limit, the limit in words (the reader stops there)."""
+    if "field larger than field limit" in str(error):
+        limit = csv.field_size_limit()
+        return (
+            f"有一个字段超过 {limit} 个字符（表头或某一格过长，或引号未闭合）/ a field is longer than "
+            f"{limit} characters (an overlong header or cell, or an unclosed quote)"
+        )
+    return f"CSV 格式错误 / malformed CSV: {error}"
+
+
 def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | InvalidInput]]:
     reader = csv.reader(io.StringIO(text))
     try:
         header = [_column(h) for h in next(reader)]
     except StopIteration:
         return
+    except csv.Error as exc:
+        raise ImportRefused([f"第 1 行 / line 1: {_csv_problem(exc)}"]) from None
     if "name" not in header:
-        raise ImportRefused(["第 1 行 / line 1: 表头缺少 name（姓名）列 / the header has no name column"], 0)
+        raise ImportRefused(["第 1 行 / line 1: 表头缺少 name（姓名）列 / the header has no name column"])
     duplicates = sorted({h for h in header if header.count(h) > 1})
     if duplicates:
-        raise ImportRefused([f"第 1 行 / line 1: 重复的列 / repeated columns: {', '.join(duplicates)}"], 0)
+        raise ImportRefused([f"第 1 行 / line 1: 重复的列 / repeated columns: {', '.join(duplicates)}"])
     while True:
         line = reader.line_num + 1
         try:
@@ -101,7 +114,7 @@ def _csv_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | InvalidInput]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            yield line, InvalidInput([f"CSV 格式错误 / malformed CSV: {exc}"])
+            yield line, InvalidInput([_csv_problem(exc)])
             return
         if not any(v.strip() for v in values):
             continue
@@ -139,25 +152,22 @@ def read_profiles(path: Path, *, progress: Progress | None = None) -> list[Profi
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ImportRefused([f"无法读取 {path} / cannot read the file: {exc.strerror}"], 0) from None
+        raise ImportRefused([f"无法读取 {path} / cannot read the file: {exc.strerror}"]) from None
     return parse_profiles(data, path.name, progress=progress)
 
 
 def parse_profiles(data: bytes, filename: str, *, progress: Progress | None = None) -> list[ProfileIn]:
     """`read_profiles` for bytes already read (an upload); `filename` says the format."""
+    suffix = Path(filename).suffix.lower()  # the type first: an .exe is the wrong file, not badly encoded
+    if suffix not in (".csv", ".jsonl", ".ndjson"):
+        raise ImportRefused([f"只支持 .csv 和 .jsonl 文件 / only .csv and .jsonl files, not {filename}"])
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ImportRefused(
-            [f"{filename} 不是 UTF-8 编码（另存为 UTF-8 CSV）/ the file is not UTF-8"], 0
+            [f"{filename} 不是 UTF-8 编码（另存为 UTF-8 CSV）/ the file is not UTF-8"]
         ) from None
-    suffix = Path(filename).suffix.lower()
-    if suffix == ".csv":
-        rows = _csv_rows(text)
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = _jsonl_rows(text)
-    else:
-        raise ImportRefused([f"只支持 .csv 和 .jsonl 文件 / only .csv and .jsonl files, not {filename}"], 0)
+    rows = _csv_rows(text) if suffix == ".csv" else _jsonl_rows(text)
     return validate_rows(list(rows), progress=progress)
 
 
@@ -194,5 +204,5 @@ def validate_rows(
     if problems:
         raise ImportRefused(problems, len(rows))
     if not profiles:
-        raise ImportRefused(["文件里没有资料 / the file has no rows"], 0)
+        raise ImportRefused(["文件里没有资料 / the file has no rows"])
     return profiles

@@ -11,11 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from wxkf.config import valid_timezone
 from wxkf.push.conditions import ATTRIBUTE_NAME, FIELDS, Conditions
 from wxkf.push.quiet import QuietHours
+from wxkf.push.statuses import HistoryStatus, IntentStatus, MatchStatus, PushMode
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Short = Annotated[str, Field(max_length=64)]
-IntentStatus = Literal["draft", "active", "paused", "cancelled"]
-MatchStatus = Literal["pending", "scheduled", "pushed", "dropped", "rejected", "retired"]
 
 
 class Owner(BaseModel):
@@ -183,7 +182,7 @@ class HistoryEntry(Owner):
     id: int
     match_id: int
     intent_id: int
-    status: Literal["scheduled", "sent", "dropped", "skipped"]
+    status: HistoryStatus
     reason: str | None
     explanation: str | None  # the reason, explained (Chinese first)
     due_at: datetime | None
@@ -205,7 +204,7 @@ class Preferences(BaseModel):
     daily_limit: Annotated[int, Field(ge=0, le=100)] = 10
     min_score: Annotated[float, Field(ge=0, le=1)] = 0.0
     digest_hour: Annotated[int, Field(ge=0, le=23)] | None = 9
-    mode: Literal["instant", "digest"] = "instant"
+    mode: PushMode = "instant"
 
     @field_validator("quiet_hours")
     @classmethod
@@ -236,7 +235,7 @@ class PreferencesPatch(BaseModel):
     daily_limit: Annotated[int, Field(ge=0, le=100)] | None = None
     min_score: Annotated[float, Field(ge=0, le=1)] | None = None
     digest_hour: Annotated[int, Field(ge=-1, le=23)] | None = Field(default=None, description="-1: no digest")
-    mode: Literal["instant", "digest"] | None = None
+    mode: PushMode | None = None
 
     @model_validator(mode="after")
     def _something(self) -> PreferencesPatch:

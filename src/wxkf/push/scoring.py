@@ -4,8 +4,8 @@
     excluded   none may hold, or there is no match (a gate)
     preferred  share of them that hold                       ┐
     keywords   share of them the profile mentions            ├ weighted mean of the parts that apply
-    semantic   embedding similarity on the embedder's scale  ┘ (PUSH_WEIGHT_*), in [0, 1]
-               (`similarity_range`: unrelated 0, the same 1)
+    semantic   intent ↔ profile cosine on push's scale       ┘ (PUSH_WEIGHT_*), in [0, 1]
+               (`match_similarity_range`: unrelated 0, a strong fit 1)
 
 A part applies when the intent has something for it (preferred conditions, keywords) or, for the
 semantic part, when both sides have vectors from the same embedder. An intent with required
@@ -16,8 +16,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from wxkf.agent.kb.embedders import mapped_similarity
+from wxkf.agent.kb.embedders import (
+    E5Embedder,
+    Embedder,
+    FusedEmbedder,
+    HashingEmbedder,
+    USEEmbedder,
+    fused_range,
+    mapped_similarity,
+)
 from wxkf.push.conditions import Conditions, Profile, holds, mentions
+
+# Intent ↔ profile cosines that mean (unrelated, a strong fit), per embedder: measured on the demo's
+# and the tests' intents and profiles (docs/push.md, "The semantic part"). The knowledge base's
+# `similarity_range` is a question ↔ FAQ passage scale; an intent and a profile share more (a city,
+# "AI", the same kind of words), so on it every e5 pair sat above the top and scored 1.
+MATCH_SIMILARITY_RANGES: tuple[tuple[type, tuple[float, float]], ...] = (
+    (E5Embedder, (0.88, 0.95)),  # unrelated pairs 0.87–0.89, the best fits 0.936–0.940
+    (USEEmbedder, (0.10, 0.75)),  # unrelated 0.01–0.19, the best fits 0.57–0.76
+    (HashingEmbedder, (0.0, 0.6)),  # unrelated 0.0–0.06, the best fits 0.52–0.59
+)
+
+
+def match_similarity_range(embedder: Embedder) -> tuple[float, float]:
+    """The semantic part's 0 and 1 for `embedder`; a model push has not measured (an OpenAI-compatible
+    one) keeps its knowledge-base range."""
+    if isinstance(embedder, FusedEmbedder):
+        return fused_range(
+            match_similarity_range(embedder.first), match_similarity_range(embedder.second), embedder.weight
+        )
+    for kind, similarity_range in MATCH_SIMILARITY_RANGES:
+        if isinstance(embedder, kind):
+            return similarity_range
+    return embedder.similarity_range
 
 
 @dataclass(frozen=True)
@@ -43,7 +74,7 @@ class Scored:
 
 
 def semantic_part(similarity: float, similarity_range: tuple[float, float]) -> float:
-    """Cosine similarity on the embedder's scale (`similarity_range`: unrelated → 0, the same → 1)."""
+    """Cosine similarity on push's scale (`match_similarity_range`: unrelated → 0, a strong fit → 1)."""
     return min(1.0, mapped_similarity(similarity, similarity_range))
 
 

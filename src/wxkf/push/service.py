@@ -285,15 +285,38 @@ class PushService:
             else TextTemplate.model_validate(body)
         )
 
+    async def _known_customer(self, conn: AsyncConnection[Any], owner: Owner) -> None:
+        """Refuse an owner push could never reach: an account that is not this deployment's, or a
+        customer who never wrote to it (wecom-api §4: an account may only write to a customer who wrote)."""
+        wrote, account_seen = await store.customer_seen(conn, owner)
+        if wrote:
+            return
+        listed = {a.strip() for a in self.settings.kf_accounts.split(",") if a.strip()}
+        if not (account_seen or owner.open_kfid in listed):
+            raise InvalidInput(
+                [
+                    f"open_kfid: {owner.open_kfid} 不是本部署的客服账号（没有客户给它发过消息，KF_ACCOUNTS 中也没有）"
+                    " / not one of this deployment's kf accounts: no customer wrote to it, KF_ACCOUNTS does not list it"
+                ]
+            )
+        raise InvalidInput(
+            [
+                f"external_userid: 客户 {owner.external_userid} 从未给客服账号 {owner.open_kfid} 发过消息，"
+                "无法向其推送 / this customer has never written to this kf account, so nothing can reach them"
+            ]
+        )
+
     # --- intents ----------------------------------------------------------------------------------
 
     async def create_intent(
         self, intent: IntentIn, *, created_by: str = "api", status: str = "active", match: bool = True
     ) -> Intent:
+        """Refused for a customer the account never heard from (`_known_customer`)."""
         if intent.expires_at is not None and intent.expires_at <= self.clock():
             raise InvalidInput(["expires_at: 已经过去 / is in the past"])
         threshold = intent.threshold if intent.threshold is not None else self.settings.push_default_threshold
         async with self.pool.connection() as conn:
+            await self._known_customer(conn, intent)
             created = await store.insert_intent(
                 conn, intent, threshold=threshold, status=status, created_by=created_by
             )
@@ -435,7 +458,9 @@ class PushService:
             return await store.get_preferences(conn, owner, self.defaults)
 
     async def set_preferences(self, owner: Owner, patch: PreferencesPatch) -> Preferences:
+        """Refused for a customer the account never heard from (`_known_customer`)."""
         async with self.pool.connection() as conn, conn.transaction():
+            await self._known_customer(conn, owner)
             current = await store.get_preferences(conn, owner, self.defaults)
             changes = patch.model_dump(exclude_unset=True)
             if changes.get("digest_hour") == -1:

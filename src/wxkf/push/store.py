@@ -321,6 +321,24 @@ async def set_intent_status(conn: AsyncConnection[Any], intent_id: int, status: 
     return _intent(row)
 
 
+# --- customers ------------------------------------------------------------------------------------
+
+# A customer exists for push once the pipeline has a conversation with them (kf_conversations: the
+# row their first message writes); an account, once a customer wrote to it or it was synced.
+_CUSTOMER_SEEN = """
+SELECT EXISTS (SELECT 1 FROM kf_conversations WHERE open_kfid = %(k)s AND external_userid = %(u)s),
+       EXISTS (SELECT 1 FROM kf_conversations WHERE open_kfid = %(k)s)
+       OR EXISTS (SELECT 1 FROM kf_sync_cursors WHERE open_kfid = %(k)s)
+"""
+
+
+async def customer_seen(conn: AsyncConnection[Any], owner: Owner) -> tuple[bool, bool]:
+    """(the customer has written to the account, the account has been seen at all)."""
+    cur = await conn.execute(_CUSTOMER_SEEN, {"k": owner.open_kfid, "u": owner.external_userid})
+    row = await cur.fetchone()
+    return (bool(row[0]), bool(row[1])) if row else (False, False)
+
+
 # --- preferences ----------------------------------------------------------------------------------
 
 _GET_PREFERENCES = """

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from wxkf.agent.kb.embedders import Embedder
 from wxkf.db.vectors import vector_literal
 from wxkf.push.conditions import Conditions
+from wxkf.push.scoring import match_similarity_range
 from wxkf.push.store import embedding_text
 
 log = logging.getLogger("wxkf.push.vectors")
@@ -69,8 +70,8 @@ class Vectors:
 
     @property
     def similarity_range(self) -> tuple[float, float]:
-        """The similarities that mean unrelated and the same, for this embedder (the semantic part's 0 and 1)."""
-        return self.embedder.similarity_range
+        """The intent ↔ profile similarities that mean unrelated and a strong fit (the semantic part's 0 and 1)."""
+        return match_similarity_range(self.embedder)
 
     async def aclose(self) -> None:
         if self._embedder is not None:

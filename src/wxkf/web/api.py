@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, File, Header, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -44,8 +44,10 @@ from wxkf.push.models import (
     ProfilePatch,
 )
 from wxkf.push.service import PushService
+from wxkf.push.statuses import HistoryStatus, IntentStatus, MatchStatus
 from wxkf.push.templates import MiniProgramTemplate, TextTemplate
 from wxkf.validation import worded
+from wxkf.web.uploads import read_upload
 from wxkf.wecom.errors import WeComError
 
 
@@ -116,7 +118,7 @@ async def list_intents(
     push: Push,
     open_kfid: str | None = None,
     external_userid: str | None = None,
-    status: Literal["draft", "active", "paused", "cancelled"] | None = None,
+    status: IntentStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> list[Intent]:
@@ -191,17 +193,33 @@ class ImportOut(BaseModel):
     written: int
 
 
-@router.post("/profiles/import", tags=["profiles"])
-async def import_profiles(push: Push, file: Annotated[UploadFile, File()]) -> ImportOut:
-    """A .csv or .jsonl file (docs/push.md): all rows or none; bad rows are listed by line."""
-    from wxkf.push.importing import MAX_IMPORT_BYTES, parse_profiles
+_FILE_FORM = {  # the body read_upload parses, as `File()` would have documented it
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    }
+}
 
-    data = await file.read(MAX_IMPORT_BYTES + 1)
-    if len(data) > MAX_IMPORT_BYTES:
-        raise InvalidInput(
-            [f"文件超过 {MAX_IMPORT_BYTES >> 20} MB / the file is over {MAX_IMPORT_BYTES >> 20} MB"]
-        )
-    profiles = parse_profiles(data, file.filename or "upload.csv")
+
+@router.post("/profiles/import", tags=["profiles"], openapi_extra=_FILE_FORM)
+async def import_profiles(push: Push, request: Request) -> ImportOut:
+    """A .csv or .jsonl file (docs/push.md) in form field `file`, at most MAX_IMPORT_BYTES (refused
+    before it is read whole): all rows or none; bad rows are listed by line."""
+    from wxkf.push import importing
+
+    upload = await read_upload(request, "file", importing.MAX_IMPORT_BYTES)
+    if upload is None:
+        raise InvalidInput(["file: 没有上传文件 / no file uploaded"])
+    data, filename = upload
+    profiles = importing.parse_profiles(data, filename)
     ids = await push.import_profiles(profiles, created_by="api-import")
     return ImportOut(rows=len(profiles), written=len(ids))
 
@@ -235,7 +253,7 @@ async def list_matches(
     profile_id: int | None = None,
     open_kfid: str | None = None,
     external_userid: str | None = None,
-    status: Literal["pending", "scheduled", "pushed", "dropped", "rejected", "retired"] | None = None,
+    status: MatchStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> list[Match]:
@@ -269,7 +287,7 @@ async def history(
     open_kfid: str | None = None,
     external_userid: str | None = None,
     intent_id: int | None = None,
-    status: Literal["scheduled", "sent", "dropped", "skipped"] | None = None,
+    status: HistoryStatus | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> list[HistoryEntry]:

@@ -308,6 +308,15 @@ class USEEmbedder(LocalModelEmbedder):
         return model.encode(texts)
 
 
+def fused_range(
+    first: tuple[float, float], second: tuple[float, float], weight: float
+) -> tuple[float, float]:
+    """A fused embedder's range from its parts': the cosine is the weighted mean of the parts'
+    cosines, so are its "unrelated" and "the same" points."""
+    (low_a, high_a), (low_b, high_b) = first, second
+    return (weight * low_a + (1 - weight) * low_b, weight * high_a + (1 - weight) * high_b)
+
+
 class FusedEmbedder:
     """Two embedders in one vector: `√weight · a ⊕ √(1 − weight) · b` of their unit vectors.
 
@@ -342,11 +351,7 @@ class FusedEmbedder:
 
     @property
     def similarity_range(self) -> tuple[float, float]:
-        # The cosine is the weighted mean of the parts' cosines, so are its "unrelated" and "same
-        # question" points.
-        (low_a, high_a), (low_b, high_b) = self.first.similarity_range, self.second.similarity_range
-        w = self.weight
-        return (w * low_a + (1 - w) * low_b, w * high_a + (1 - w) * high_b)
+        return fused_range(self.first.similarity_range, self.second.similarity_range, self.weight)
 
     def _joined(self, a: Sequence[float], b: Sequence[float]) -> list[float]:
         scale_a, scale_b = self._scales

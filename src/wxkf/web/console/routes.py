@@ -35,6 +35,7 @@ from wxkf.push.eligibility import explain
 from wxkf.push.errors import InvalidInput, NotFound, PushError, refuse_nul
 from wxkf.push.importing import MAX_IMPORT_BYTES, parse_profiles
 from wxkf.push.service import PushService
+from wxkf.web.uploads import too_large
 from wxkf.wecom.models import MEDIA_MAX_BYTES
 
 from . import audit, knowledge, overview, unanswered
@@ -1114,8 +1115,7 @@ async def push_profiles_import(request: Request, staff: PostingAdminDep) -> Resp
             raise InvalidInput(["file: 没有选择文件 / no file chosen"])
         data, filename = upload
         if len(data) > MAX_IMPORT_BYTES:
-            limit = MAX_IMPORT_BYTES >> 20
-            raise InvalidInput([f"{filename}: 文件超过 {limit} MB / the file is over {limit} MB"])
+            raise too_large(MAX_IMPORT_BYTES, filename)
         profiles = parse_profiles(data, filename)
         ids = await _push(request).import_profiles(profiles, created_by=f"console:{staff.username}")
     except _PUSH_REFUSALS as exc:
