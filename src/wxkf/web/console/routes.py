@@ -184,6 +184,22 @@ async def _redirect(request: Request, to: str, flash: tuple[str, str] | None = N
     return response
 
 
+async def _audited(
+    request: Request,
+    staff: Staff,
+    action: str,
+    *,
+    target: str,
+    to: str,
+    message: str,
+    detail: dict[str, Any] | None = None,
+) -> RedirectResponse:
+    """A staff action done: record it in the audit log, then go to `to` with `message` as the flash."""
+    async with _state(request).pipeline.pool.connection() as conn:
+        await audit.staff_action(conn, staff, action, target=target, detail=detail, ip=_ip(request))
+    return await _redirect(request, to, ("ok", message))
+
+
 def _search(value: str, limit: int = 64) -> str | None:
     """A filter's text from the query string, None when empty; a NUL (which PostgreSQL text cannot
     hold) is dropped: a filter changes nothing, so it is read rather than refused."""
@@ -698,16 +714,15 @@ async def kb_delete(
         removed = await knowledge.remove(state.pipeline.pool.connection, state.knowledge, doc, file)
     except _KB_ERRORS as exc:
         return await _redirect(request, f"{PREFIX}/kb", ("error", str(exc)))
-    async with state.pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn,
-            staff,
-            "kb_delete",
-            target="kb",
-            detail={"document_id": doc, "source": removed},
-            ip=_ip(request),
-        )
-    return await _redirect(request, f"{PREFIX}/kb", ("ok", f"已删除 / removed: {removed or file_id}"))
+    return await _audited(
+        request,
+        staff,
+        "kb_delete",
+        target="kb",
+        detail={"document_id": doc, "source": removed},
+        to=f"{PREFIX}/kb",
+        message=f"已删除 / removed: {removed or file_id}",
+    )
 
 
 @router.post("/kb/reindex")
@@ -772,22 +787,14 @@ async def unanswered_entry(
     except (unanswered.UnansweredRefusal, *_KB_ERRORS) as exc:
         return await _redirect(request, page, ("error", str(exc)))
     await unanswered.resolve(state.pipeline.pool, group_id, result.document_id, staff.username)
-    async with state.pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn,
-            staff,
-            "unanswered_entry",
-            target="kb",
-            detail={"group": group_id, "source": result.source, "question": question[:200]},
-            ip=_ip(request),
-        )
-    return await _redirect(
+    return await _audited(
         request,
-        page,
-        (
-            "ok",
-            f"已加入知识库 / added to the knowledge base: {result.source}（{knowledge.STATUS[result.status]}）",
-        ),
+        staff,
+        "unanswered_entry",
+        target="kb",
+        detail={"group": group_id, "source": result.source, "question": question[:200]},
+        to=page,
+        message=f"已加入知识库 / added to the knowledge base: {result.source}（{knowledge.STATUS[result.status]}）",
     )
 
 
@@ -979,19 +986,14 @@ async def push_intent_add(request: Request, staff: PostingDep) -> Response:
         )
     except _PUSH_REFUSALS as exc:
         return await _push_page(request, staff, form=fields, problems=_problems(exc), code=422)
-    async with _state(request).pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn,
-            staff,
-            "push_intent_add",
-            target=f"intent:{intent.id}",
-            detail={"customer": intent.external_userid, "name": intent.name},
-            ip=_ip(request),
-        )
-    return await _redirect(
+    return await _audited(
         request,
-        f"{PREFIX}/push/intents/{intent.id}",
-        ("ok", f"意图 {intent.id} 已创建，正在匹配 / intent {intent.id} created, matching started"),
+        staff,
+        "push_intent_add",
+        target=f"intent:{intent.id}",
+        detail={"customer": intent.external_userid, "name": intent.name},
+        to=f"{PREFIX}/push/intents/{intent.id}",
+        message=f"意图 {intent.id} 已创建，正在匹配 / intent {intent.id} created, matching started",
     )
 
 
@@ -1004,19 +1006,14 @@ async def push_intent_cancel(request: Request, intent_id: str, staff: PostingDep
         intent = await _push(request).set_intent_status(number, "cancelled")
     except NotFound as exc:
         return render(request, "refused.html", staff, status=404, message=str(exc))
-    async with _state(request).pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn,
-            staff,
-            "push_intent_cancel",
-            target=f"intent:{intent.id}",
-            detail={"customer": intent.external_userid, "name": intent.name},
-            ip=_ip(request),
-        )
-    return await _redirect(
+    return await _audited(
         request,
-        f"{PREFIX}/push/intents/{intent.id}",
-        ("ok", f"意图 {intent.id} 已取消，未推送的匹配已撤回 / cancelled; undelivered matches retired"),
+        staff,
+        "push_intent_cancel",
+        target=f"intent:{intent.id}",
+        detail={"customer": intent.external_userid, "name": intent.name},
+        to=f"{PREFIX}/push/intents/{intent.id}",
+        message=f"意图 {intent.id} 已取消，未推送的匹配已撤回 / cancelled; undelivered matches retired",
     )
 
 
@@ -1090,19 +1087,14 @@ async def push_profile_add(request: Request, staff: PostingAdminDep) -> Response
         return await _profiles_page(
             request, staff, form=fields, problems=_problems(exc), problems_for="add", code=422
         )
-    async with _state(request).pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn,
-            staff,
-            "push_profile_add",
-            target=f"profile:{profile.id}",
-            detail={"name": profile.name},
-            ip=_ip(request),
-        )
-    return await _redirect(
+    return await _audited(
         request,
-        f"{PREFIX}/push/profiles",
-        ("ok", f"资料 {profile.id} 已添加，正在匹配 / profile {profile.id} added, matching started"),
+        staff,
+        "push_profile_add",
+        target=f"profile:{profile.id}",
+        detail={"name": profile.name},
+        to=f"{PREFIX}/push/profiles",
+        message=f"资料 {profile.id} 已添加，正在匹配 / profile {profile.id} added, matching started",
     )
 
 
@@ -1120,23 +1112,15 @@ async def push_profiles_import(request: Request, staff: PostingAdminDep) -> Resp
         ids = await _push(request).import_profiles(profiles, created_by=f"console:{staff.username}")
     except _PUSH_REFUSALS as exc:
         return await _profiles_page(request, staff, problems=_problems(exc), problems_for="import", code=422)
-    async with _state(request).pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn,
-            staff,
-            "push_profile_import",
-            target="profiles",
-            detail={"file": filename, "rows": len(profiles), "written": len(ids)},
-            ip=_ip(request),
-        )
-    return await _redirect(
+    return await _audited(
         request,
-        f"{PREFIX}/push/profiles",
-        (
-            "ok",
-            f"已导入 {len(profiles)} 行，{len(ids)} 份资料新增或更新，正在匹配 / imported {len(profiles)} "
-            f"rows, {len(ids)} profiles added or changed; matching started",
-        ),
+        staff,
+        "push_profile_import",
+        target="profiles",
+        detail={"file": filename, "rows": len(profiles), "written": len(ids)},
+        to=f"{PREFIX}/push/profiles",
+        message=f"已导入 {len(profiles)} 行，{len(ids)} 份资料新增或更新，正在匹配 / imported {len(profiles)} "
+        f"rows, {len(ids)} profiles added or changed; matching started",
     )
 
 
@@ -1178,17 +1162,14 @@ async def push_template_save(request: Request, staff: PostingAdminDep) -> Respon
         await push.save_template(name, template)
     except _PUSH_REFUSALS as exc:
         return await _templates_page(request, staff, form=fields, problems=_problems(exc), code=422)
-    async with _state(request).pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn,
-            staff,
-            "push_template_save",
-            target=f"template:{name}",
-            detail={"kind": template.kind},
-            ip=_ip(request),
-        )
-    return await _redirect(
-        request, f"{PREFIX}/push/templates", ("ok", f"模板 {name} 已保存 / template {name} saved")
+    return await _audited(
+        request,
+        staff,
+        "push_template_save",
+        target=f"template:{name}",
+        detail={"kind": template.kind},
+        to=f"{PREFIX}/push/templates",
+        message=f"模板 {name} 已保存 / template {name} saved",
     )
 
 
@@ -1203,10 +1184,11 @@ async def push_template_delete(
         return render(request, "refused.html", staff, status=404, message=str(exc))
     except InvalidInput as exc:
         return await _templates_page(request, staff, problems=_problems(exc), code=422)
-    async with _state(request).pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn, staff, "push_template_delete", target=f"template:{name}", ip=_ip(request)
-        )
-    return await _redirect(
-        request, f"{PREFIX}/push/templates", ("ok", f"模板 {name} 已删除 / template {name} deleted")
+    return await _audited(
+        request,
+        staff,
+        "push_template_delete",
+        target=f"template:{name}",
+        to=f"{PREFIX}/push/templates",
+        message=f"模板 {name} 已删除 / template {name} deleted",
     )
