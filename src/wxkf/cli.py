@@ -29,6 +29,9 @@ from wxkf.web.console.cli import console_app
 # Commands import what they need in their bodies, so `wxkf --help`, `wxkf version` and `wxkf explain`
 # start without pydantic-settings, the database, the openai SDK or FastAPI.
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
     from wxkf.config import Settings
 
 app = typer.Typer(
@@ -50,6 +53,15 @@ app.command("explain", context_settings=EXPLAIN_CONTEXT)(explain_command)
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def display_times() -> tuple[Callable[[datetime | None], str], str]:
+    """How a CLI table shows its times (in CONTACT_TIMEZONE, as the console does), and the caption
+    that says so."""
+    from wxkf.clock import local_time
+
+    zone = settings_or_exit().contact_timezone
+    return (lambda value: local_time(value, zone)), f"时间为 {zone} 时间 / times in {zone}"
 
 
 def settings_or_exit() -> Settings:

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 Clock = Callable[[], datetime]  # an aware UTC datetime
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def local_time(value: datetime | None, zone: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """`value` in the display timezone `zone` (CONTACT_TIMEZONE): how the console and the CLI show a
+    stored (UTC) time; "" for none."""
+    return value.astimezone(ZoneInfo(zone)).strftime(fmt) if value is not None else ""

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from typer.testing import CliRunner
 
@@ -97,3 +100,24 @@ def test_search_honours_kb_min_relevance(database_url: str, tmp_path: Path) -> N
     lenient = runner.invoke(app, ["kb", "search", "今天天气怎么样"], env={**env, "KB_MIN_RELEVANCE": "0"})
     assert lenient.exit_code == 0, lenient.output
     assert "1. 小店 >" in lenient.output
+
+
+def test_list_shows_times_in_the_display_timezone_and_says_which(database_url: str, tmp_path: Path) -> None:
+    """Stored times are UTC; the CLI shows them in CONTACT_TIMEZONE, as the console does, and names it."""
+    runner = CliRunner()
+    zone = "America/New_York"
+    env = {
+        "DATABASE_URL": database_url,
+        "WXKF_DATA_DIR": str(tmp_path / "var"),
+        "COLUMNS": "200",
+        "KB_EMBEDDER": "hashing",
+        "CONTACT_TIMEZONE": zone,
+    }
+    (tmp_path / "faq.md").write_text(FAQ, encoding="utf-8")
+    before = datetime.now(ZoneInfo(zone)).replace(second=0, microsecond=0)
+    assert runner.invoke(app, ["kb", "add", str(tmp_path / "faq.md")], env=env).exit_code == 0
+    listed = runner.invoke(app, ["kb", "list"], env=env).output
+    assert f"times in {zone}" in listed
+    [shown] = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d", listed)
+    added = datetime.strptime(shown, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone))
+    assert before <= added <= before + timedelta(minutes=2)

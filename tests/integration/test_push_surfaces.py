@@ -151,6 +151,8 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
         ],
     )
     assert intent.exit_code == 0, intent.output
+    listed = CliRunner(env={"COLUMNS": "200"}).invoke(cli, ["push", "intents", "list"])
+    assert "times in Asia/Shanghai" in listed.output  # stored in UTC, shown in CONTACT_TIMEZONE
     matched = CliRunner().invoke(cli, ["push", "match", "1"])
     assert matched.exit_code == 0, matched.output
     assert "新匹配 1" in matched.output

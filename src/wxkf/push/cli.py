@@ -111,13 +111,23 @@ def _conditions(values: list[str], option: str) -> list[dict[str, Any]]:
     return parsed
 
 
-def _when(value: datetime | None) -> str:
-    return f"{value:%Y-%m-%d %H:%M}" if value else ""
+def _times() -> tuple[Callable[[datetime | None], str], str]:
+    from wxkf.cli import display_times  # lazily: wxkf.cli imports this module to register it
+
+    return display_times()
 
 
 def _intent_table(intents: list[Intent]) -> Table:
+    when, caption = _times()
     table = Table(
-        "id", "客户 customer", "名称 name", "状态 status", "阈值", "条件 conditions", "创建 created"
+        "id",
+        "客户 customer",
+        "名称 name",
+        "状态 status",
+        "阈值",
+        "条件 conditions",
+        "创建 created",
+        caption=caption,
     )
     for i in intents:
         parts = [c.describe() for c in i.conditions.required] + [
@@ -131,7 +141,7 @@ def _intent_table(intents: list[Intent]) -> Table:
             i.status,
             f"{i.threshold:.2f}",
             "；".join(parts),
-            _when(i.created_at),
+            when(i.created_at),
         )
     return table
 
@@ -235,8 +245,17 @@ def intents_cancel(intent_id: int) -> None:
 
 
 def _profile_table(profiles: list[Profile]) -> Table:
+    when, caption = _times()
     table = Table(
-        "id", "姓名 name", "城市 city", "公司 company", "职位 position", "标签 tags", "v", "更新 updated"
+        "id",
+        "姓名 name",
+        "城市 city",
+        "公司 company",
+        "职位 position",
+        "标签 tags",
+        "v",
+        "更新 updated",
+        caption=caption,
     )
     for p in profiles:
         table.add_row(
@@ -247,7 +266,7 @@ def _profile_table(profiles: list[Profile]) -> Table:
             p.position or "",
             "、".join(p.tags),
             str(p.version),
-            _when(p.updated_at),
+            when(p.updated_at),
         )
     return table
 
@@ -416,6 +435,7 @@ def history(
         Owner(open_kfid=open_kfid, external_userid=external_userid) if open_kfid and external_userid else None
     )
     entries = _run(lambda push: push.history(owner=owner, intent_id=intent, status=status, limit=limit))
+    when, caption = _times()
     table = Table(
         "时间 at",
         "客户 customer",
@@ -425,16 +445,17 @@ def history(
         "原因 reason",
         "预定 due",
         "送达 delivery",
+        caption=caption,
     )
     for e in entries:
         table.add_row(
-            _when(e.at),
+            when(e.at),
             e.external_userid,
             str(e.match_id),
             str(e.intent_id),
             e.status,
             e.explanation or "",
-            _when(e.due_at),
+            when(e.due_at),
             e.delivery or "",
         )
     console.print(table)

@@ -177,8 +177,17 @@ def list_documents() -> None:
     if not documents:
         console.print("知识库为空：用 wxkf kb add 文件 添加 / the knowledge base is empty: wxkf kb add FILE")
         return
+    from wxkf.cli import display_times  # the surface's settings loader; imported late (it imports us)
+
+    when, caption = display_times()
     table = Table(
-        "ID", "来源 / source", "分区 / collection", "格式 / format", "片段 / chunks", "添加时间 / added"
+        "ID",
+        "来源 / source",
+        "分区 / collection",
+        "格式 / format",
+        "片段 / chunks",
+        "添加时间 / added",
+        caption=caption,
     )
     for doc in documents:
         table.add_row(
@@ -187,7 +196,7 @@ def list_documents() -> None:
             doc.collection or "（共享 shared）",
             doc.format,
             str(doc.chunks),
-            f"{doc.added_at:%Y-%m-%d %H:%M}",
+            when(doc.added_at),
         )
     console.print(table)
 

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.exception_handlers import http_exception_handler
@@ -28,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from wxkf.agent.kb.embedders import EmbeddingError
 from wxkf.agent.kb.loaders import LIMITS_TEXT
 from wxkf.agent.kb.store import KnowledgeBaseError
+from wxkf.clock import local_time
 from wxkf.kf.policy import STATE_NAMES
 from wxkf.kf.responder import Conversation
 from wxkf.media.errors import MediaError
@@ -118,10 +118,9 @@ router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=Fa
 
 def _local_time(settings_timezone: str) -> Callable[[datetime | None, str], str]:
     """The console's one way to show a time: in the display timezone (CONTACT_TIMEZONE), named once per page."""
-    zone = ZoneInfo(settings_timezone)
 
     def local(value: datetime | None, fmt: str = "%m-%d %H:%M:%S") -> str:
-        return value.astimezone(zone).strftime(fmt) if value is not None else "-"
+        return local_time(value, settings_timezone, fmt) or "-"
 
     return local
 
