@@ -97,6 +97,14 @@ async def test_media_get_serves_the_bytes_and_wecoms_errors(sim: SimulatorHandle
         assert expired.value.errcode == 40007
 
 
+async def test_media_with_a_chinese_file_name_is_served_and_named(sim: SimulatorHandle) -> None:
+    """Chinese file names are the usual case: the header carries them percent-encoded, as HTTP allows."""
+    media_id = sim.control.upload_media("file", b"%PDF-1.4 fake", "发票 <二月>.pdf", "application/pdf")
+    async with client(sim) as wecom:
+        got = await wecom.download_media(media_id)
+    assert (got.data, got.filename) == (b"%PDF-1.4 fake", "发票 <二月>.pdf")
+
+
 async def test_menu_clicks_come_back_as_text_with_menu_id(sim: SimulatorHandle) -> None:
     customer = sim.customers[0]
     sim.control.send_text(customer, "你好")
@@ -188,3 +196,20 @@ async def test_saving_a_callback_url_sends_the_url_verification_first(sim: Simul
     ):
         sim.control.save_callback_url(f"{url}/wecom/callback")
     assert sim.control.world()["callback_url"] is None  # not saved
+
+
+async def test_a_message_that_is_not_utf_8_is_refused_and_the_account_still_syncs(
+    sim: SimulatorHandle,
+) -> None:
+    """JSON allows a lone surrogate, UTF-8 does not: refused on arrival, never stored to break every sync."""
+    response = httpx.post(
+        f"{sim.base_url}/sim/customers/{sim.customers[0]}/messages",
+        content=b'{"open_kfid": "%s", "msgtype": "text", "content": "\\ud83d"}' % sim.open_kfid.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code < 500
+    assert response.json()["errcode"] == 40058
+    sim.control.send_text(sim.customers[0], "你好")
+    async with client(sim) as wecom:
+        page: SyncMsgResponse = await wecom.sync_msg(sim.open_kfid)
+    assert [m.msgtype for m in page.msg_list] == ["text"]

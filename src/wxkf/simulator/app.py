@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -210,7 +211,8 @@ def _media_get(world: World, call: Call) -> Response:
         media.data,
         media_type=media.content_type or "application/octet-stream",
         headers={
-            "Content-disposition": f'attachment; filename="{media.filename}"',
+            # HTTP headers are Latin-1: a Chinese name travels percent-encoded (clients unquote it).
+            "Content-disposition": f'attachment; filename="{quote(media.filename)}"',
             "Cache-Control": "no-cache, must-revalidate",
         },
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import json
 import random
 import re
 import secrets
@@ -428,6 +429,7 @@ class World:
         `future`: a msgtype WeCom may add later (any lower-case name), to see that a receiver keeps it."""
         account = self.account(open_kfid)
         self.customer(external_userid)
+        _refuse_unencodable(body)
         if msgtype not in CUSTOMER_MSGTYPES and not (future and re.fullmatch(r"[a-z][a-z_]{0,31}", msgtype)):
             raise SimError(40058, f"msgtype {msgtype}")
         if msgtype in ("image", "voice", "video", "file"):
@@ -545,6 +547,7 @@ class World:
 
     def servicer_sends(self, open_kfid: str, external_userid: str, userid: str, text: str) -> dict[str, Any]:
         """A servicer writes from the WeCom client (origin 5). In state 4 this reopens (change_type 4)."""
+        _refuse_unencodable(text)
         account = self.account(open_kfid)
         self._active_servicer(account, userid)
         customer = self.customer(external_userid)
@@ -918,3 +921,12 @@ class World:
         if media is None or self.clock.now() - media.created_at > self.behaviour.media_ttl:
             raise SimError(40007)
         return media
+
+
+def _refuse_unencodable(value: Any) -> None:
+    """A message must be valid UTF-8 to be synced (JSON allows a lone surrogate like \\ud83d, UTF-8 does
+    not): refused as it arrives, or one bad message would break every later sync_msg of the account."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise SimError(40058, "not valid UTF-8 (a lone surrogate?)") from None
