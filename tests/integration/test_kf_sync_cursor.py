@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.kf_harness import ScriptedResponder, running_pipeline
+from tests.integration.kf_harness import RunningPipeline, ScriptedResponder, running_pipeline
 
 
 async def test_a_refused_cursor_is_reset_and_nothing_is_answered_twice(
@@ -36,11 +36,13 @@ async def test_a_refused_cursor_is_reset_and_nothing_is_answered_twice(
         assert [m.text for r in responder.requests for m in r.messages] == ["第一条", "第二条"]
         assert await run.query("SELECT status, count(*) FROM kf_inbound GROUP BY status") == [("answered", 2)]
         [(fresh,)] = await run.query("SELECT cursor FROM kf_sync_cursors")
-        assert fresh and fresh != stale
+        assert fresh
+        assert fresh != stale
         assert await run.query("SELECT value FROM kf_counters WHERE name = 'kf.sync.cursor_reset'") == [(1,)]
         warnings = [r.getMessage() for r in caplog.records if r.name == "wxkf.kf.sync"]
-        assert len(warnings) == 1 and warnings[0].startswith("企业微信拒绝了保存的同步游标")
+        assert len(warnings) == 1
+        assert warnings[0].startswith("企业微信拒绝了保存的同步游标")
 
 
-async def _texts(run: Any, customer: str, expected: list[str]) -> bool:
-    return bool(await run.texts(customer) == expected)
+async def _texts(run: RunningPipeline, customer: str, expected: list[str]) -> bool:
+    return await run.texts(customer) == expected
