@@ -5,13 +5,6 @@ re-reads the page (the ledger ignores what it already has), a crash after it con
 page. `has_more` is followed even when a page is empty ("不能通过判断msg_list是否空来停止拉取").
 On the very first sync (no cursor) WeCom returns up to 3 days of history; messages older than
 KF_HISTORY_MAX_AGE_MINUTES are recorded as skipped instead of answered days late.
-
-A cursor WeCom refuses (40058, `invalid param 'cursor'`: the simulator's reset, or a real WeCom that
-dropped an old cursor) would fail every later sync the same way, and no customer of the account
-would be answered again. So the account's cursor is cleared once per run, with one warning and the
-counter `kf.sync.cursor_reset`, and the account is synced from the start like a first sync: WeCom
-returns its recent messages, the ledger ignores those it already has, and older ones missed are
-skipped as history.
 """
 
 from __future__ import annotations
@@ -33,10 +26,6 @@ log = logging.getLogger("wxkf.kf.sync")
 
 CALLBACK_TOKEN_TTL = timedelta(minutes=10)  # wecom-api §2: the callback Token lives 10 minutes
 INVALID_MSG_TOKEN = 95007  # wecom-api §3/§7.1: 不合法的msgtoken (expired or invalid)
-INVALID_PARAM = 40058  # wecom-api §7.1: 不合法的参数; on sync_msg with a cursor, the cursor
-CURSOR_RESET_COUNTER = "kf.sync.cursor_reset"
-
-_CLEAR_CURSOR = "DELETE FROM kf_sync_cursors WHERE open_kfid = %s"
 MAX_PAGES_PER_RUN = 1000  # a run this long yields to other accounts; the sweep defers the next
 
 
@@ -57,9 +46,13 @@ async def sync_account(pipeline: Pipeline, open_kfid: str, token: str | None = N
         token = await latest_token(conn, open_kfid) or token
         cur = await conn.execute("SELECT cursor FROM kf_sync_cursors WHERE open_kfid = %s", (open_kfid,))
         found = await cur.fetchone()
+    first_sync = found is None
     cursor: str | None = str(found[0]) if found else None
-    skip_before = _history_cutoff(pipeline) if found is None else None
-    cursor_reset = False
+    skip_before = (
+        datetime.now(UTC) - timedelta(minutes=pipeline.settings.kf_history_max_age_minutes)
+        if first_sync
+        else None
+    )
     touched: set[Conversation] = set()
     recorded = history = 0
     for _ in range(MAX_PAGES_PER_RUN):
@@ -72,12 +65,6 @@ async def sync_account(pipeline: Pipeline, open_kfid: str, token: str | None = N
                     "回调 Token 已过期，改为不带 token 拉取 / callback token expired; syncing without it"
                 )
                 token = None
-                continue
-            if exc.errcode == INVALID_PARAM and cursor and not cursor_reset:
-                # The only parameter that changes between our calls is the cursor (wecom-api §3).
-                await _clear_cursor(pipeline, open_kfid, exc)
-                cursor, cursor_reset = None, True
-                skip_before = _history_cutoff(pipeline)
                 continue
             raise
         async with pipeline.pool.connection() as conn, conn.transaction():
@@ -106,23 +93,3 @@ async def sync_account(pipeline: Pipeline, open_kfid: str, token: str | None = N
             extra={"decision": "synced"},
         )
     return touched
-
-
-def _history_cutoff(pipeline: Pipeline) -> datetime:
-    """Messages sent before this, read without a cursor, are history: recorded, not answered."""
-    return datetime.now(UTC) - timedelta(minutes=pipeline.settings.kf_history_max_age_minutes)
-
-
-async def _clear_cursor(pipeline: Pipeline, open_kfid: str, exc: APIError) -> None:
-    """Forget the cursor WeCom refused, count it, and say so once."""
-    async with pipeline.pool.connection() as conn, conn.transaction():
-        await conn.execute(_CLEAR_CURSOR, (open_kfid,))
-        await ledger.count(conn, CURSOR_RESET_COUNTER)
-    log.warning(
-        "企业微信拒绝了保存的同步游标（errcode=%d %s），已清除并从头重新拉取，已处理的消息不会重复答复"
-        " / WeCom refused the stored sync cursor; cleared it and syncing from the start"
-        " (messages already recorded are not answered again)",
-        exc.errcode,
-        exc.errmsg.split(",", 1)[0],
-        extra={"decision": "cursor_reset"},
-    )

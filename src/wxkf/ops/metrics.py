@@ -25,8 +25,6 @@ folded into `kf_counters` in the same statement, and the export adds the two.
   agent.llm.calls, agent.llm.latency_ms, agent.llm.latency_le.<bound>
                                   LLM calls, their summed latency, and how many fell in each bucket
                                   (`llm_latency_counters`)         → wxkf_llm_latency_seconds histogram
-  kf.sync.cursor_reset            sync cursors WeCom refused (40058) and that were cleared
-                                                                   → wxkf_counter_total{name}
   anything else (kf.errcode.<n>, the pipeline's own decision counter, …) → wxkf_counter_total{name}
 """
 

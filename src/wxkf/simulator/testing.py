@@ -249,10 +249,6 @@ class SimulatorControl:
     def set_routing(self, mode: str, *, open_kfid: str | None = None) -> None:
         self._call("PUT", f"/sim/accounts/{self._kfid(open_kfid)}/routing", {"mode": mode})
 
-    def invalidate_cursors(self, *, open_kfid: str | None = None) -> None:
-        """Make sync_msg refuse every cursor it gave out for the account (40058 'cursor')."""
-        self._call("POST", f"/sim/accounts/{self._kfid(open_kfid)}/cursors/invalidate")
-
     # clock, tokens, faults
     def clock(self) -> dict[str, Any]:
         return dict(self._call("GET", "/sim/clock"))

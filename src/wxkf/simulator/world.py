@@ -793,14 +793,6 @@ class World:
             raise SimError(40058, "'cursor'")
         return position
 
-    def invalidate_cursors(self, open_kfid: str) -> None:
-        """Every sync_msg cursor handed out for the account so far is refused from now on (40058
-        'cursor'), as after `reset` or when WeCom drops old cursors; the log itself is kept."""
-        account = self.account(open_kfid)
-        old = account.cursor_key
-        while account.cursor_key == old:
-            account.cursor_key = _rand(self.rng, 6)
-
     def sync_msg(self, payload: dict[str, Any]) -> dict[str, Any]:
         if not payload.get("open_kfid") and not self.behaviour.sync_msg_requires_open_kfid:
             return self._sync_all_accounts(payload)

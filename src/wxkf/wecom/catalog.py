@@ -492,16 +492,11 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         (
             "查看日志中该请求的 errmsg，确认字段名。",
             "确认 external_userid 和 open_kfid 已正确传递；事件类消息的 external_userid 要从 event 字段中取。",
-            "kf/sync_msg 的 invalid param 'cursor'：保存的同步游标已失效（例如模拟器重置），wxkf 会自动清除并从头"
-            "重新拉取，已处理的消息不会重复答复，无需操作。",
         ),
         (
             "Read the errmsg in the log to see which field.",
             "Make sure external_userid and open_kfid are passed; for event messages take external_userid "
             "from the event field.",
-            "invalid param 'cursor' on kf/sync_msg: the stored sync cursor is no longer valid (e.g. the "
-            "simulator was reset); wxkf clears it and syncs from the start without answering anything "
-            "twice, nothing to do.",
         ),
     ),
     _errcode(
