@@ -109,7 +109,7 @@ def test_list_shows_times_in_the_display_timezone_and_says_which(database_url: s
     env = {
         "DATABASE_URL": database_url,
         "WXKF_DATA_DIR": str(tmp_path / "var"),
-        "COLUMNS": "200",
+        "COLUMNS": "1000",  # no cell wraps, whatever other tests left in this database
         "KB_EMBEDDER": "hashing",
         "CONTACT_TIMEZONE": zone,
     }
@@ -118,6 +118,8 @@ def test_list_shows_times_in_the_display_timezone_and_says_which(database_url: s
     assert runner.invoke(app, ["kb", "add", str(tmp_path / "faq.md")], env=env).exit_code == 0
     listed = runner.invoke(app, ["kb", "list"], env=env).output
     assert f"times in {zone}" in listed
-    [shown] = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d", listed)
-    added = datetime.strptime(shown, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone))
-    assert before <= added <= before + timedelta(minutes=2)
+    shown = [
+        datetime.strptime(found, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone))
+        for found in re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d", listed)
+    ]
+    assert any(before <= added <= before + timedelta(minutes=2) for added in shown), listed
