@@ -121,3 +121,14 @@ def test_list_shows_times_in_the_display_timezone_and_says_which(database_url: s
     [shown] = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d", listed)
     added = datetime.strptime(shown, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone))
     assert before <= added <= before + timedelta(minutes=2)
+
+
+def test_a_link_to_a_file_outside_the_documents_folder_is_refused(database_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    (tmp_path / "faq.md").write_text(FAQ + "## 账户\n见 [账户表](/etc/passwd)。\n", encoding="utf-8")
+    result = runner.invoke(app, ["kb", "add", str(tmp_path / "faq.md")], env=env)
+    assert result.exit_code == 1
+    assert "/etc/passwd" in result.output
+    assert "Traceback" not in result.output
+    assert "empty" in runner.invoke(app, ["kb", "list"], env=env).output
