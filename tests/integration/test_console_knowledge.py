@@ -106,6 +106,21 @@ async def test_an_over_limit_upload_is_refused_at_once_with_the_limit_the_page_s
     assert await run.query("SELECT * FROM kb_documents") == []
 
 
+@pytest.mark.parametrize("link", ["[账户表](/etc/passwd)", "![保修卡](images/missing_card.png)"])
+async def test_an_upload_linking_a_local_file_is_refused_with_the_link_named(
+    run: RunningPipeline, link: str
+) -> None:
+    """An upload has no folder of its own: a link to a local file can name nothing it may send."""
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("admin")
+        upload = {"files": ("保修.md", f"# 保修\n## 保修卡\n详见：{link}。\n".encode(), "text/markdown")}
+        refused = html.unescape(await staff.flash(await staff.post("/console/kb/upload", files=upload)))
+        assert link.split("](")[1].rstrip(")") in refused
+        assert refused.startswith("文档 保修.md 中的链接")
+    assert await run.query("SELECT * FROM console_kb_files") == []
+    assert await run.query("SELECT * FROM kb_documents") == []
+
+
 CAFE = """# 小鹿咖啡 常见问题
 ## 营业时间
 每天早上 8 点开门，晚上 10 点关门，节假日照常营业。

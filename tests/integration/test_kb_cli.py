@@ -109,7 +109,7 @@ def test_list_shows_times_in_the_display_timezone_and_says_which(database_url: s
     env = {
         "DATABASE_URL": database_url,
         "WXKF_DATA_DIR": str(tmp_path / "var"),
-        "COLUMNS": "1000",  # no cell wraps, whatever other tests left in this database
+        "COLUMNS": "200",
         "KB_EMBEDDER": "hashing",
         "CONTACT_TIMEZONE": zone,
     }
@@ -118,8 +118,22 @@ def test_list_shows_times_in_the_display_timezone_and_says_which(database_url: s
     assert runner.invoke(app, ["kb", "add", str(tmp_path / "faq.md")], env=env).exit_code == 0
     listed = runner.invoke(app, ["kb", "list"], env=env).output
     assert f"times in {zone}" in listed
+    # A narrow terminal wraps the cell between the date and the time: read them apart, in order.
+    days = re.findall(r"\d{4}-\d\d-\d\d", listed)
+    clocks = re.findall(r"(?<![\d:])\d\d:\d\d(?![\d:])", listed)
     shown = [
-        datetime.strptime(found, "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone))
-        for found in re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d", listed)
+        datetime.strptime(f"{day} {clock}", "%Y-%m-%d %H:%M").replace(tzinfo=ZoneInfo(zone))
+        for day, clock in zip(days, clocks, strict=True)
     ]
     assert any(before <= added <= before + timedelta(minutes=2) for added in shown), listed
+
+
+def test_a_link_to_a_file_outside_the_documents_folder_is_refused(database_url: str, tmp_path: Path) -> None:
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    (tmp_path / "faq.md").write_text(FAQ + "## 账户\n见 [账户表](/etc/passwd)。\n", encoding="utf-8")
+    result = runner.invoke(app, ["kb", "add", str(tmp_path / "faq.md")], env=env)
+    assert result.exit_code == 1
+    assert "/etc/passwd" in result.output
+    assert "Traceback" not in result.output
+    assert "empty" in runner.invoke(app, ["kb", "list"], env=env).output

@@ -334,3 +334,67 @@ async def test_adding_a_large_document_leaves_the_event_loop_free(kb: KnowledgeB
     assert result.status == "added"
     # A blocked loop misses its 10 ms wake-ups by as long as the blocking lasts (over a second before).
     assert max(gaps) < 0.3, f"the event loop was blocked for {max(gaps):.2f} s"
+
+
+def _attachment_folder(tmp_path: Path) -> Path:
+    """A document's folder with one image in it, and a secret beside (outside) the folder."""
+    from wxkf.simulator.samples import sample_png
+
+    folder = tmp_path / "docs"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "size.png").write_bytes(sample_png(rgb=(10, 20, 30)))
+    (tmp_path / "secret.txt").write_text("root:x:0:0\n", encoding="utf-8")
+    (folder / "outside.txt").symlink_to(tmp_path / "secret.txt")
+    (folder / "good.md").write_text(FAQ, encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "[账户表](/etc/passwd)",
+        "[x](../../../../etc/passwd)",
+        "[x](../secret.txt)",
+        "[链接](outside.txt)",  # a symlink in the folder to a file outside it
+        "[目录](images)",  # not a regular file
+        "![保修卡](images/missing_card.png)",
+    ],
+)
+async def test_a_link_to_anything_but_a_file_in_the_documents_folder_refuses_it(
+    database: Database, tmp_path: Path, link: str
+) -> None:
+    from wxkf.media.storage import PostgresMediaStore
+
+    folder = _attachment_folder(tmp_path)
+    (folder / "bad.md").write_text(f"# 保修\n## 保修卡\n详见：{link}。\n", encoding="utf-8")
+    kb = KnowledgeBase(database, HashingEmbedder(), media_store=PostgresMediaStore(database.pool))
+    with pytest.raises(UnsupportedDocument) as refused:
+        await kb.add_documents([folder / "good.md", folder / "bad.md"])
+    target = link.split("](")[1].rstrip(")")
+    assert target in str(refused.value)  # the link is named
+    assert str(refused.value).startswith("文档 bad.md 中的链接")  # Chinese first, with the document
+    assert await kb.list_documents() == []  # nothing added, the good document neither
+    assert await scalar(database, "SELECT count(*) FROM media_blobs") == 0
+
+
+async def test_an_attachment_reaches_the_passage_but_not_its_text(database: Database, tmp_path: Path) -> None:
+    from wxkf.media.storage import PostgresMediaStore
+    from wxkf.simulator.samples import sample_png
+
+    folder = _attachment_folder(tmp_path)
+    doc = folder / "size.md"
+    doc.write_text(
+        "# 尺码\n## 尺码怎么选\n请对照尺码表选择：![尺码表](images/size.png)。\n", encoding="utf-8"
+    )
+    kb = KnowledgeBase(database, HashingEmbedder(), media_store=PostgresMediaStore(database.pool))
+    [added] = await kb.add_documents([doc])
+    assert added.status == "added"
+    [passage] = await kb.search("尺码怎么选", k=1)
+    assert passage.text == "请对照尺码表选择：【图片：尺码表】。"  # no path, no hash, no comment
+    assert [kind for kind, _body in passage.attachments] == ["image"]
+    # The attachment's bytes still count in the document's content: a new image is a new version.
+    [again] = await kb.add_documents([doc])
+    assert again.status == "unchanged"
+    (folder / "images" / "size.png").write_bytes(sample_png(rgb=(200, 20, 30)))
+    [changed] = await kb.add_documents([doc])
+    assert changed.status == "updated"

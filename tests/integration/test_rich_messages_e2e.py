@@ -4,6 +4,7 @@ knowledge base, the LLM and speech-to-text through the `openai` SDK at the local
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -162,6 +163,9 @@ async def test_a_kb_answer_with_an_attachment_is_two_messages_counted_against_th
         await run.idle()
         text_message, image_message = await sent(run, customer)
         assert "【图片：尺码表】" in text_message["text"]["content"]
+        # What the customer reads names the image, never its path, hash or the marker that carries them.
+        for internal in ("size.png", "<!", "-->", hashlib.sha256(PNG).hexdigest()[:8]):
+            assert internal not in text_message["text"]["content"]
         assert image_message["msgtype"] == "image"
         media_id = image_message["image"]["media_id"]
         [upload] = [c for c in await run.control("calls", "media/upload") if c["errcode"] == 0]

@@ -273,24 +273,40 @@ class SourceDocument:
     format: str
     attachments: tuple[AttachmentFile, ...] = ()
 
+    @property
+    def content_hash(self) -> str:
+        """What tells one version of the document from another: its text and the bytes of each file it
+        sends (a new image under the same name is a new version). Kept out of the text, where a marker
+        would be chunked into what the customer reads."""
+        digest = hashlib.sha256(self.data)
+        for attachment in self.attachments:
+            digest.update(f"\0{attachment.ref}\0{hashlib.sha256(attachment.data).hexdigest()}".encode())
+        return digest.hexdigest()
+
     @classmethod
     def from_path(cls, path: Path, source: str | None = None) -> SourceDocument:
-        """Read a file; a Markdown file's references to local images and files become attachments."""
+        """Read a file; a Markdown file's references to files in its folder become attachments."""
         fmt = detect_format(path)
         check_size(path, fmt)
         try:
             data = path.read_bytes()
-            attachments: list[AttachmentFile] = []
-            if fmt == "markdown":
-                markdown, attachments = extract_attachments(decode_text(data), path.parent)
-                if attachments:
-                    data = markdown.encode("utf-8") + b"".join(
-                        f"\n<!-- {a.ref} {hashlib.sha256(a.data).hexdigest()} -->".encode()
-                        for a in attachments
-                    )
         except OSError as exc:
             raise UnsupportedDocument(f"无法读取文件 {path} / cannot read the file: {exc.strerror}") from exc
-        return cls(source or str(path.resolve()), data, fmt, tuple(attachments))
+        return cls.of(source or str(path.resolve()), data, fmt, folder=path.parent, name=path.name)
+
+    @classmethod
+    def of(
+        cls, source: str, data: bytes, fmt: str, *, folder: Path | None = None, name: str | None = None
+    ) -> SourceDocument:
+        """A document from its bytes, for every surface: a Markdown file's references to local files
+        must name files in `folder`, its own (none for an upload), and become attachments; a refusal
+        names the document by `name`."""
+        if fmt != "markdown":
+            return cls(source, data, fmt)
+        markdown, attachments = extract_attachments(decode_text(data), folder, name or source)
+        if not attachments:
+            return cls(source, data, fmt)
+        return cls(source, markdown.encode("utf-8"), fmt, tuple(attachments))
 
 
 class KnowledgeBase:
@@ -406,7 +422,7 @@ class KnowledgeBase:
         collection: str,
         stored: dict[AttachmentFile, str],
     ) -> AddResult:
-        digest = hashlib.sha256(doc.data).hexdigest()
+        digest = doc.content_hash
         await cur.execute(_SAME_DOCUMENT, {"source": doc.source, "hash": digest})
         existing = await cur.fetchall()
         same_source = next((row for row in existing if row["source"] == doc.source), None)

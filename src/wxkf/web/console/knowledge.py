@@ -130,8 +130,8 @@ async def add_uploads(
     from wxkf.agent.kb.store import SourceDocument
 
     checked = [(u, check_upload(u)) for u in uploads]
-    docs = [SourceDocument(source_for(u.filename), u.data, fmt) for u, fmt in checked]
     try:
+        docs = [SourceDocument.of(source_for(u.filename), u.data, fmt) for u, fmt in checked]
         results = await kb.add_documents(docs, progress=progress)
     except UnsupportedDocument as exc:
         raise KnowledgeRefusal(str(exc)) from None
@@ -183,11 +183,13 @@ async def reindex(
             "该文档不是在控制台上传的，没有保存原文件；请用 wxkf kb add 重新添加 / this document was not "
             "uploaded in the console, so its file is not kept: add it again with wxkf kb add"
         )
+    try:
+        doc = SourceDocument.of(row["source"], bytes(row["data"]), row["format"])
+    except UnsupportedDocument as exc:
+        raise KnowledgeRefusal(str(exc)) from None
     if row["document_id"] is not None:
         await kb.remove(int(row["document_id"]))  # the kept file stays, detached, if adding fails below
-    (result,) = await kb.add_documents(
-        [SourceDocument(row["source"], bytes(row["data"]), row["format"])], progress=progress
-    )
+    (result,) = await kb.add_documents([doc], progress=progress)
     if result.document_id is not None:
         async with pool_conn() as conn:
             await conn.execute(_ATTACH, (result.document_id, file_id))
