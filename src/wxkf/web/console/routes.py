@@ -735,17 +735,15 @@ async def kb_reindex(
         result = await knowledge.reindex(state.pipeline.pool.connection, state.knowledge, int(file_id))
     except _KB_ERRORS as exc:
         return await _redirect(request, f"{PREFIX}/kb", ("error", str(exc)))
-    async with state.pipeline.pool.connection() as conn:
-        await audit.staff_action(
-            conn,
-            staff,
-            "kb_reindex",
-            target="kb",
-            detail={"source": result.source, "chunks": result.chunks},
-            ip=_ip(request),
-        )
-    message = f"已重新索引 / re-indexed: {result.source}（{result.chunks}）"
-    return await _redirect(request, f"{PREFIX}/kb", ("ok", message))
+    return await _audited(
+        request,
+        staff,
+        "kb_reindex",
+        target="kb",
+        detail={"source": result.source, "chunks": result.chunks},
+        to=f"{PREFIX}/kb",
+        message=f"已重新索引 / re-indexed: {result.source}（{result.chunks}）",
+    )
 
 
 # --- unanswered questions -------------------------------------------------------------------------
