@@ -332,8 +332,9 @@ async def test_adding_a_large_document_leaves_the_event_loop_free(kb: KnowledgeB
         gaps.append(clock() - before)
     [result] = await adding
     assert result.status == "added"
-    # A blocked loop misses its 10 ms wake-ups by as long as the blocking lasts (over a second before).
-    assert max(gaps) < 0.3, f"the event loop was blocked for {max(gaps):.2f} s"
+    # A blocked loop misses its 10 ms wake-ups by as long as the blocking lasts: 0.84 s with the work on
+    # the loop on an idle machine, 0.07 s off it (0.31 s seen under a full suite on two cores).
+    assert max(gaps) < 0.5, f"the event loop was blocked for {max(gaps):.2f} s"
 
 
 def _attachment_folder(tmp_path: Path) -> Path:
