@@ -11,7 +11,9 @@ Quality. Two sets, every ranker on both, in one run:
   written after the first was reported and before any look at its misses; a development set since the sixth
   round.
 - `frozen3`: data/frozen3 (a hospital appointment service and a property management company, 96 questions,
-  24 off-topic, 10 uncovered), written before the sixth round's tuning.
+  24 off-topic, 10 uncovered), written before the sixth round's tuning; a development set since the seventh.
+- `frozen4`: data/frozen4 (a gym chain's membership service and a car rental company, 119 questions,
+  28 off-topic, 10 uncovered), written before the seventh round's tuning.
 A frozen set is reported only with `--frozen NAME`: once, at the end of a round of work, never while tuning.
 Each FAQ is a knowledge base of its own, asked its own questions and every off-topic question.
 
@@ -84,7 +86,7 @@ from wxkf.db.engine import Database, ensure_pgvector
 from wxkf.db.migrate import upgrade
 
 DATA = Path(__file__).parent / "data"
-FROZEN_SETS = {"frozen": DATA / "frozen", "frozen2": DATA / "frozen2", "frozen3": DATA / "frozen3"}
+FROZEN_SETS = {"frozen": DATA / "frozen", "frozen2": DATA / "frozen2", "frozen3": DATA / "frozen3", "frozen4": DATA / "frozen4"}
 EMBEDDERS = ("e5", "use", "e5+use", "hashing")
 LATENCY_EMBEDDERS = ("e5", "e5+use")
 

@@ -1,4 +1,4 @@
-"""The frozen retrieval test sets (benchmarks/data/frozen, frozen2, frozen3) have the shape their READMEs promise."""
+"""The frozen retrieval test sets (benchmarks/data/frozen, frozen2, frozen3, frozen4) have the shape their READMEs promise."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from wxkf.agent.kb.loaders import markdown_sections
 
 DATA = Path(__file__).parents[2] / "benchmarks" / "data"
 SETS = pytest.mark.parametrize(
-    "frozen", [DATA / "frozen", DATA / "frozen2", DATA / "frozen3"], ids=lambda p: p.name
+    "frozen", [DATA / "frozen", DATA / "frozen2", DATA / "frozen3", DATA / "frozen4"], ids=lambda p: p.name
 )
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
