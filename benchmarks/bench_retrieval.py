@@ -86,7 +86,12 @@ from wxkf.db.engine import Database, ensure_pgvector
 from wxkf.db.migrate import upgrade
 
 DATA = Path(__file__).parent / "data"
-FROZEN_SETS = {"frozen": DATA / "frozen", "frozen2": DATA / "frozen2", "frozen3": DATA / "frozen3", "frozen4": DATA / "frozen4"}
+FROZEN_SETS = {
+    "frozen": DATA / "frozen",
+    "frozen2": DATA / "frozen2",
+    "frozen3": DATA / "frozen3",
+    "frozen4": DATA / "frozen4",
+}
 EMBEDDERS = ("e5", "use", "e5+use", "hashing")
 LATENCY_EMBEDDERS = ("e5", "e5+use")
 

@@ -5,6 +5,11 @@ re-reads the page (the ledger ignores what it already has), a crash after it con
 page. `has_more` is followed even when a page is empty ("不能通过判断msg_list是否空来停止拉取").
 On the very first sync (no cursor) WeCom returns up to 3 days of history; messages older than
 KF_HISTORY_MAX_AGE_MINUTES are recorded as skipped instead of answered days late.
+
+A stored cursor that WeCom refuses (40058 `invalid param 'cursor'`, or 701105 cursor不合法; which one
+kf/sync_msg returns is not documented) would stop the account for good: every sync would send it
+again. It is dropped once per run and the account synced from the start, like a first sync: the
+ledger ignores what it already has, and only what is new (and recent) is answered.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ log = logging.getLogger("wxkf.kf.sync")
 
 CALLBACK_TOKEN_TTL = timedelta(minutes=10)  # wecom-api §2: the callback Token lives 10 minutes
 INVALID_MSG_TOKEN = 95007  # wecom-api §3/§7.1: 不合法的msgtoken (expired or invalid)
+REFUSED_CURSOR = frozenset({40058, 701105})  # 不合法的参数; cursor不合法 (wecom-errcodes.tsv)
 MAX_PAGES_PER_RUN = 1000  # a run this long yields to other accounts; the sweep defers the next
 
 
@@ -46,13 +52,10 @@ async def sync_account(pipeline: Pipeline, open_kfid: str, token: str | None = N
         token = await latest_token(conn, open_kfid) or token
         cur = await conn.execute("SELECT cursor FROM kf_sync_cursors WHERE open_kfid = %s", (open_kfid,))
         found = await cur.fetchone()
-    first_sync = found is None
     cursor: str | None = str(found[0]) if found else None
-    skip_before = (
-        datetime.now(UTC) - timedelta(minutes=pipeline.settings.kf_history_max_age_minutes)
-        if first_sync
-        else None
-    )
+    history_start = datetime.now(UTC) - timedelta(minutes=pipeline.settings.kf_history_max_age_minutes)
+    skip_before = history_start if found is None else None
+    cursor_reset = False
     touched: set[Conversation] = set()
     recorded = history = 0
     for _ in range(MAX_PAGES_PER_RUN):
@@ -65,6 +68,18 @@ async def sync_account(pipeline: Pipeline, open_kfid: str, token: str | None = N
                     "回调 Token 已过期，改为不带 token 拉取 / callback token expired; syncing without it"
                 )
                 token = None
+                continue
+            if exc.errcode in REFUSED_CURSOR and cursor and not cursor_reset:
+                log.warning(
+                    "企业微信不再接受已保存的同步游标，从头同步一次（已处理的消息不会重复答复）"
+                    " / WeCom refused the stored sync cursor (errcode %d); syncing from the start once,"
+                    " messages already handled are not answered again",
+                    exc.errcode,
+                    extra={"decision": "sync_cursor_reset"},
+                )
+                async with pipeline.pool.connection() as conn:
+                    await ledger.count(conn, "kf.sync.cursor_reset")
+                cursor, cursor_reset, skip_before = None, True, history_start
                 continue
             raise
         async with pipeline.pool.connection() as conn, conn.transaction():

@@ -703,6 +703,11 @@ def create_simulator_app(world: World, *, callback_url: str | None) -> FastAPI:
         world.account(open_kfid).routing = body.mode
         return {"open_kfid": open_kfid, "mode": body.mode.value}
 
+    @app.post("/sim/accounts/{open_kfid}/cursors/invalidate")
+    async def invalidate_cursors(open_kfid: str) -> dict[str, Any]:
+        world.invalidate_cursors(open_kfid)
+        return {"open_kfid": open_kfid}
+
     @app.get("/sim/clock")
     async def clock() -> dict[str, Any]:
         return world.clock.state()

@@ -265,6 +265,10 @@ class SimulatorControl:
     def invalidate_tokens(self, app: str | None = None) -> int:
         return int(self._call("POST", "/sim/tokens/invalidate", {"app": app})["invalidated"])
 
+    def invalidate_cursors(self, open_kfid: str | None = None) -> None:
+        """Make WeCom refuse every sync_msg cursor it gave the account so far (40058)."""
+        self._call("POST", f"/sim/accounts/{self._kfid(open_kfid)}/cursors/invalidate")
+
     def add_fault(
         self,
         api: str = "*",

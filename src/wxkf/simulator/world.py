@@ -342,6 +342,12 @@ class World:
                 count += 1
         return count
 
+    def invalidate_cursors(self, open_kfid: object) -> None:
+        """Every sync_msg cursor this account handed out is refused from now on (40058), as WeCom may
+        refuse a cursor it no longer knows; a sync without a cursor still starts from 3 days back."""
+        account = self.account(open_kfid)
+        account.cursor_key = _rand(self.rng, 6)
+
     # -- callbacks and the sync log ----------------------------------------------------------
 
     def _append(self, account: KfAccount, item: dict[str, Any]) -> None:
