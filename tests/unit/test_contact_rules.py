@@ -71,7 +71,12 @@ def test_attachments_limits_and_required_fields() -> None:
     with pytest.raises(InvalidMessageError, match="media_id"):
         check_content(MessageContent(attachments=(attachment("image"),)))
     with pytest.raises(InvalidMessageError, match="128"):
-        check_content(MessageContent(attachments=(attachment("link", title="标" * 43, url="u"),)))
+        check_content(MessageContent(attachments=(attachment("link", title="标" * 43, url="https://u"),)))
+    for bad in ("javascript:alert(1)", "ftp://x", "www.example.com"):
+        with pytest.raises(InvalidMessageError, match="http://"):
+            attachment("link", title="t", url=bad)
+    with pytest.raises(InvalidMessageError, match="picurl"):
+        attachment("link", title="t", url="https://x", picurl="file:///etc/passwd")
     with pytest.raises(InvalidMessageError, match="voice"):
         attachment("voice", media_id="M")
     with pytest.raises(InvalidMessageError, match="空"):

@@ -24,6 +24,9 @@ API = "externalcontact/add_msg_template"
 ATTACHMENT_TYPES = ("image", "link", "miniprogram", "video", "file")
 
 
+_URL_FIELDS = frozenset({"url", "picurl", "pic_url"})  # what the customer's WeChat opens or loads
+
+
 def attachment(msgtype: str, **fields: str) -> TemplateAttachment:
     """One attachment, e.g. `attachment("link", title=…, url=…)`; refuses unknown types and missing fields."""
     if msgtype not in ATTACHMENT_TYPES:
@@ -31,6 +34,12 @@ def attachment(msgtype: str, **fields: str) -> TemplateAttachment:
             f"不支持的附件类型 {msgtype!r}（可用 {'/'.join(ATTACHMENT_TYPES)}）/ "
             f"unsupported attachment type {msgtype!r}"
         )
+    for name in _URL_FIELDS.intersection(fields):
+        if not fields[name].lower().startswith(("http://", "https://")):
+            raise InvalidMessageError(
+                f"{msgtype} 附件的 {name} 须以 http:// 或 https:// 开头 / {msgtype} attachment: {name} "
+                "must start with http:// or https://"
+            )
     try:
         return TemplateAttachment.model_validate({"msgtype": msgtype, msgtype: fields})
     except ValidationError as exc:
