@@ -99,6 +99,7 @@ class CallbackDispatcher:
                 "open_kfid": open_kfid,
                 "token": token,
                 "at": self.world.clock.now(),
+                "monotonic": time.monotonic(),  # for the waits between attempts: `at` can be moved
                 "status": None,
                 "error": "",
                 "latency_ms": 0.0,
