@@ -79,10 +79,18 @@ def settings_factory(database_url: str, tmp_path: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def e5_embedder() -> Any:
-    """The offline default embedder; its model loads once per process, so once per test session."""
+    """e5, a part of the offline default; its model loads once per process, so once per test session."""
     from wxkf.agent.kb.embedders import E5Embedder
 
     return E5Embedder()
+
+
+@pytest.fixture(scope="session")
+def default_embedder() -> Any:
+    """The offline default (`KB_EMBEDDER` unset: e5+use), as `wxkf serve` makes it."""
+    from wxkf.agent.kb.embedders import make_embedder
+
+    return make_embedder(Settings(_env_file=None))
 
 
 @pytest.fixture

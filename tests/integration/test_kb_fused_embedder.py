@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.test_kb_store import scalar
 from wxkf.agent.kb import FusedEmbedder, KnowledgeBase, USEEmbedder, store
-from wxkf.agent.kb.embedders import E5Embedder
+from wxkf.agent.kb.embedders import E5Embedder, mapped_similarity
 from wxkf.db.engine import Database
 
 FAQ = """# 青山健身
@@ -69,3 +69,32 @@ async def test_concurrent_searches_rank_as_searches_one_at_a_time(
         "私教课怎么预约？",
     ]
     assert alone[3] == []
+
+
+async def test_each_models_similarity_is_read_on_its_own_scale(
+    database: Database, tmp_path: Path, e5_embedder: E5Embedder
+) -> None:
+    """The semantic evidence of an e5+use passage is each model's cosine (read back from the one stored
+    vector) mapped through that model's range, not the fused cosine through the fused range."""
+    path = tmp_path / "faq.md"
+    path.write_text(FAQ, encoding="utf-8")
+    fused = FusedEmbedder(e5_embedder, USEEmbedder(), 0.7)
+    kb = KnowledgeBase(database, fused)
+    await kb.add_documents([path])
+    question = "我的卡能给朋友用吗"
+    passages, _ = await kb.search_detailed(question, k=3, halves=(True, False), threshold=False)
+    vector = await fused.embed_query(question)
+    async with database.pool.connection() as conn:
+        stored = dict(await (await conn.execute("SELECT id, embedding::text FROM kb_chunks")).fetchall())
+    for passage in passages:
+        chunk = [float(v) for v in stored[passage.chunk_id].strip("[]").split(",")]
+        e5_cos = sum(a * b for a, b in zip(vector[:384], chunk[:384], strict=True)) / 0.7
+        use_cos = sum(a * b for a, b in zip(vector[384:], chunk[384:], strict=True)) / 0.3
+        (e5_low, e5_high), (use_low, use_high) = E5Embedder.SIMILARITY_RANGE, USEEmbedder.SIMILARITY_RANGE
+        expected = 0.7 * min(1.0, max(0.0, (e5_cos - e5_low) / (e5_high - e5_low))) + 0.3 * min(
+            1.0, max(0.0, (use_cos - use_low) / (use_high - use_low))
+        )
+        assert passage.score == pytest.approx(expected, abs=2e-4), passage.heading
+    assert {round(p.score, 2) for p in passages} != {
+        round(mapped_similarity(p.similarity, fused.similarity_range), 2) for p in passages
+    }

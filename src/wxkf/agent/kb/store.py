@@ -7,7 +7,8 @@ transaction, so readers always see chunks, IDF and vectors that agree, and never
 models in one search.
 
 Search fuses the two halves on scores that mean something, not on ranks: the vector similarity is
-mapped through the embedder's `similarity_range` (0 = unrelated, 1 = the same question) and the
+mapped through the embedder's `similarity_range` (0 = unrelated, 1 = the same question; a fused
+embedder's through each model's own, read from one stored vector by a second, contrast query) and the
 share of the question's term weight (IDF) a passage holds is added with `LEXICAL_WEIGHT`. The
 question is answered when the best fused score reaches `MIN_RELEVANCE`, the one relevance decision,
 chosen from the recall / abstention curve in benchmarks/README.md.
@@ -31,7 +32,14 @@ from psycopg.rows import dict_row
 from wxkf.agent.kb.attachments import AttachmentFile
 from wxkf.agent.kb.attachments import extract as extract_attachments
 from wxkf.agent.kb.chunking import Chunk, chunk_sections
-from wxkf.agent.kb.embedders import CorpusStats, CorpusWeighted, Embedder, make_embedder, mapped_similarity
+from wxkf.agent.kb.embedders import (
+    CorpusStats,
+    CorpusWeighted,
+    Embedder,
+    FusedEmbedder,
+    make_embedder,
+    semantic_evidence,
+)
 from wxkf.agent.kb.loaders import UnsupportedDocument, check_size, decode_text, detect_format, read_sections
 from wxkf.agent.kb.text import TERMS_VERSION, lexical_terms, term_counts
 from wxkf.db.engine import Database
@@ -156,7 +164,8 @@ _LEXICAL = (
     " / (1 + %(k1)s * (1 - %(b)s + %(b)s * c.n_terms / greatest(%(avg)s, 1))) DESC, c.id LIMIT %(n)s"
 )
 # One statement: the HNSW top candidates (in the order found) and the lexical ones, each with both
-# kinds of evidence (vector similarity, matched term weight). {dim}: the question's dimension.
+# kinds of evidence (vector similarity, the contrast query's inner product for a fused embedder, matched
+# term weight). {dim}: the question's dimension.
 _SEARCH = (
     "WITH v AS (SELECT id, rank FROM unnest(ARRAY("
     " SELECT id FROM kb_chunks WHERE vector_dims(embedding) = {dim} AND " + _IN_COLLECTIONS + ""
@@ -167,6 +176,8 @@ _SEARCH = (
     "SELECT c.id, c.document_id, c.heading, c.text, d.source, r.rank, "
     " CASE WHEN vector_dims(c.embedding) = {dim} "
     "  THEN 1 - (c.embedding::vector({dim}) <=> CAST(%(q)s AS vector({dim}))) ELSE 0 END AS similarity, "
+    " CASE WHEN vector_dims(c.embedding) = {dim} "
+    "  THEN -(c.embedding::vector({dim}) <#> CAST(%(qc)s AS vector({dim}))) END AS contrast, "
     " coalesce(("
     + _MATCHED.format(chunk_terms="c.terms", terms="%(terms)s", weights="%(ws)s")
     + "), 0) AS matched "
@@ -705,7 +716,7 @@ class KnowledgeBase:
         passages: list[Passage] = []
         for r in rows:
             coverage = min(1.0, r["matched"] / total_weight) if total_weight else 0.0
-            semantic = mapped_similarity(r["similarity"], embedder.similarity_range)
+            semantic = semantic_evidence(embedder, r["similarity"], r["contrast"])
             if use_vector and use_lexical:
                 score = semantic + LEXICAL_WEIGHT * coverage
             else:
@@ -763,6 +774,9 @@ class KnowledgeBase:
             _SEARCH.format(dim=len(vector)),
             {
                 "q": _vector_literal(vector),
+                "qc": _vector_literal(embedder.contrast_query(vector))
+                if isinstance(embedder, FusedEmbedder)
+                else None,
                 "vn": CANDIDATES if use_vector else 0,
                 "cols": cols,
                 "lex": lexical_ranked,
