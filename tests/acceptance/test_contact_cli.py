@@ -90,6 +90,27 @@ def test_operator_sends_tracks_and_is_stopped_by_the_cap(
     assert wide_id.group(1) in tasks.stdout
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("tasks", "--days", "-1"),
+        ("tasks", "--days", "40"),
+        ("customers", "m", "--page", "0"),
+        ("customers", "m", "--page-size", "101"),
+    ],
+)
+def test_out_of_range_options_are_refused_before_anything_runs(
+    args: tuple[str, ...], database_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "CONTACT_"))}
+    env.update({"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var")})
+    result = _wxkf(env, tmp_path, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Invalid value" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "WECOM_CONTACT_SECRET" not in result.stderr  # refused before settings are read
+
+
 def test_missing_contact_secret_is_a_clear_error(database_url: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "CONTACT_"))}
     env.update({"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var")})

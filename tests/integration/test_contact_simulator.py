@@ -6,12 +6,19 @@ Tasks are confirmed through the simulator's control API, as a member would in We
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from wxkf.contact.content import MessageContent, attachment
-from wxkf.contact.errors import AlreadySentError, InvalidMessageError, ReceiveCapError, ReminderLimitError
+from wxkf.contact.errors import (
+    AlreadySentError,
+    ContactError,
+    InvalidMessageError,
+    ReceiveCapError,
+    ReminderLimitError,
+)
 from wxkf.contact.service import ContactService, open_contact_service
 from wxkf.db.engine import Database
 from wxkf.simulator.testing import SimulatorHandle
@@ -114,6 +121,11 @@ async def test_broadcast_reports_non_contacts_in_fail_list_and_skips_capped(
     listed = await service.tasks()
     assert {t.msgid for t in listed} >= {created.msgid, again.msgid}
     assert all(t.local for t in listed if t.msgid in {created.msgid, again.msgid})
+
+    # A range that ends before it starts is the caller's mistake, said as such, not an empty list.
+    now = datetime.now(UTC)
+    with pytest.raises(ContactError, match="开始时间须早于结束时间"):
+        await service.tasks(start=now + timedelta(days=1), end=now)
 
 
 async def test_failures_at_wecom_are_reported_per_customer(

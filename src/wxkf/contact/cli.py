@@ -121,8 +121,8 @@ def _print_created(created: TaskCreated) -> None:
 @contact_app.command()
 def customers(
     member: Annotated[str, typer.Argument(help="成员 userid / member userid")],
-    page: Annotated[int, typer.Option(help="页码 / page number")] = 1,
-    page_size: Annotated[int, typer.Option(help="每页条数 (≤100) / rows per page")] = 20,
+    page: Annotated[int, typer.Option(min=1, help="页码 / page number")] = 1,
+    page_size: Annotated[int, typer.Option(min=1, max=100, help="每页条数 (≤100) / rows per page")] = 20,
     refresh: Annotated[bool, typer.Option(help="忽略缓存 / bypass the cache")] = False,
 ) -> None:
     """列出成员的客户 / list a member's customers (externalcontact/list + get, cached)."""
@@ -237,7 +237,7 @@ def cancel(msgid: Annotated[str, typer.Argument(help="群发任务 msgid / task 
 
 @contact_app.command()
 def tasks(
-    days: Annotated[int, typer.Option(help="最近几天（≤31）/ look back this many days")] = 30,
+    days: Annotated[int, typer.Option(min=1, max=31, help="最近几天（≤31）/ look back this many days")] = 30,
     creator: Annotated[str | None, typer.Option(help="只看此成员创建的 / only this creator")] = None,
 ) -> None:
     """列出过去的群发任务 / list past tasks (get_groupmsg_list_v2)."""

@@ -455,6 +455,10 @@ class ContactService:
         """Past tasks from get_groupmsg_list_v2 (newest range first; the range is at most a month)."""
         end = end or self.clock()
         start = start or end - timedelta(days=30)
+        if start >= end:
+            raise ContactError(
+                f"开始时间须早于结束时间 / the range must start before it ends ({start:%Y-%m-%d %H:%M} ≥ {end:%Y-%m-%d %H:%M})"
+            )
         if end - start > timedelta(days=31):
             raise ContactError("查询范围最多 1 个月（wecom-api §9）/ the range is at most one month")
         found: list[TaskSummary] = []
