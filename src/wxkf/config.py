@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     kf_queue_timeout_text: str = "抱歉，人工客服暂时都在忙。请再发一条消息，我们继续为您服务。"
     # Sent with the msg_code of service_state/trans (wecom-api §5/§6): entering the queue, being
     # taken by a named servicer, and the session ended by the bot (KF_SESSION_POLICY=end). Empty: none.
-    kf_queue_text: str = "已为您转接人工客服，请稍候，接待人员会尽快回复您。"
+    kf_queue_text: str = "您已进入人工客服排队，请稍候，接待人员接入后会尽快回复您。"
     kf_end_text: str = "本次会话已结束。请再发一条消息，我们继续为您服务。"
     # Members told by a WeCom app message (WECOM_AGENT_ID / WECOM_AGENT_SECRET) when a customer is handed
     # over, with the question; empty: the servicers on duty of that kf account.

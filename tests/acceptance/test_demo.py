@@ -67,7 +67,7 @@ def test_the_demo_tour_shows_the_rules_and_the_answers(tmp_path: Path, embedded_
     assert "我暂时无法收听语音，请用文字描述一下问题" in out
     # An unknown question is handed to a person on duty, honestly, with the queue notice (msg_code).
     assert "我暂时无法确定答案" in out
-    assert "已为您转接人工客服" in out
+    assert "您已进入人工客服排队" in out
     assert "demo finished" in out
     # The staff console, with a login of its own for this run.
     assert "/console  用户 / user: demo  密码 / password: " in out

@@ -21,7 +21,7 @@ CJK_CHARS_PER_MESSAGE = 600
 
 # What customers are told (Chinese first, English beside).
 HANDOFF_TEXT = (
-    "这个问题我暂时无法确定答案，我会转给同事为您处理，请稍候。\n"
+    "这个问题我暂时无法确定答案，我会转给同事为您处理。\n"
     "I'm not sure about this one, so I'll pass it to a colleague who will get back to you."
 )
 
@@ -41,7 +41,7 @@ NO_HUMAN_TEXT = (
 UNKNOWN_MARKER = "NO_ANSWER"
 
 GREETING_TEXT = "您好！我是智能客服，请问有什么可以帮您？\nHello! How can I help you?"
-TRANSFER_TEXT = "好的，正在为您转接人工客服，请稍候。\nSure, I'm connecting you to a colleague."
+TRANSFER_TEXT = "好的，这就为您转接人工客服。\nSure, I'm passing you to a colleague."
 
 # What the offline responder recognises without the knowledge base: a bare greeting, and a request
 # for a person. Anything else is a question for the knowledge base.
