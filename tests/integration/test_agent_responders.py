@@ -15,7 +15,14 @@ from wxkf.agent.kb.bundled import load_sample
 from wxkf.agent.kb.embedders import HashingEmbedder
 from wxkf.agent.kb.store import KnowledgeBase
 from wxkf.agent.memory import PipelineMemory, Speaker
-from wxkf.agent.prompts import GREETING_TEXT, HANDOFF_TEXT, TRANSFER_TEXT
+from wxkf.agent.prompts import (
+    ACK_TEXT,
+    GREETING_TEXT,
+    HANDOFF_TEXT,
+    THANKS_TEXT,
+    TRANSFER_TEXT,
+    UNKNOWN_TEXT,
+)
 from wxkf.agent.responder import LLMResponder, OfflineResponder, build_responder
 from wxkf.config import Settings
 from wxkf.db.engine import Database
@@ -83,10 +90,49 @@ async def test_offline_greets_a_greeting_instead_of_queueing_it_for_a_person(
     assert not reply.handoff
 
 
-async def test_offline_transfers_a_customer_who_asks_for_a_person(kb: KnowledgeBase) -> None:
-    reply = await OfflineResponder(kb).respond(request("帮我转人工客服"))
+@pytest.mark.parametrize("asking", ["帮我转人工客服", "人工", "人工！", "我要人工", "找真人"])
+async def test_offline_transfers_a_customer_who_asks_for_a_person(kb: KnowledgeBase, asking: str) -> None:
+    # 「人工」 alone is what UNKNOWN_TEXT tells the customer to reply.
+    assert "「人工」" in UNKNOWN_TEXT
+    reply = await OfflineResponder(kb).respond(request(asking))
     assert reply.text == TRANSFER_TEXT
     assert reply.handoff
+
+
+@pytest.mark.parametrize("asking", ["人工智能客服靠谱吗", "人工费怎么算"])
+async def test_a_question_that_only_contains_人工_is_a_question(kb: KnowledgeBase, asking: str) -> None:
+    reply = await OfflineResponder(kb).respond(request(asking))
+    assert reply.text != TRANSFER_TEXT
+
+
+@pytest.mark.parametrize(
+    ("said", "expected"),
+    [
+        ("谢谢", THANKS_TEXT),
+        ("谢谢你！", THANKS_TEXT),
+        ("多谢了", THANKS_TEXT),
+        ("thanks", THANKS_TEXT),
+        ("好的", ACK_TEXT),
+        ("嗯嗯", ACK_TEXT),
+        ("收到", ACK_TEXT),
+        ("再见", ACK_TEXT),
+        ("ok", ACK_TEXT),
+    ],
+)
+async def test_a_thanks_or_an_ok_is_acknowledged_not_queued_for_a_person(
+    kb: KnowledgeBase, said: str, expected: str
+) -> None:
+    """After an answer, 谢谢 handed the customer to the human pool, where the bot no longer answers
+    their next question; and it was listed among the console's unanswered questions."""
+    reply = await OfflineResponder(kb).respond(request(said))
+    assert reply.text == expected
+    assert not reply.handoff
+    assert not reply.question  # nothing for the unanswered list
+
+
+async def test_thanks_with_a_question_is_a_question(kb: KnowledgeBase) -> None:
+    reply = await OfflineResponder(kb).respond(request("谢谢，那运费怎么算？"))
+    assert "满 99 元包邮" in reply.text
 
 
 async def test_offline_hands_an_unknown_question_to_a_person(kb: KnowledgeBase) -> None:

@@ -42,14 +42,42 @@ UNKNOWN_MARKER = "NO_ANSWER"
 
 GREETING_TEXT = "您好！我是智能客服，请问有什么可以帮您？\nHello! How can I help you?"
 TRANSFER_TEXT = "好的，这就为您转接人工客服。\nSure, I'm passing you to a colleague."
+# A thanks, an ok or a goodbye on its own: acknowledged, never searched for or handed to a person.
+THANKS_TEXT = "不客气，还有其他问题随时问我。\nYou're welcome; ask me anytime."
+ACK_TEXT = "好的，还有其他问题随时找我。\nAll right; I'm here if anything else comes up."
 
-# What the offline responder recognises without the knowledge base: a bare greeting, and a request
-# for a person. Anything else is a question for the knowledge base.
-GREETING_RE = re.compile(
-    r"^\s*(你好|您好|hello|hi|嗨|哈喽|在吗|在不在|有人吗|早上好|下午好|晚上好)[\s啊呀吗呢哈～~!！。.,，？?]*$",
+# What the offline responder recognises without the knowledge base: small talk (a greeting, a thanks,
+# an ok or a goodbye, alone or together) and a request for a person. Anything else is a question for
+# the knowledge base.
+_GREETINGS = "你好|您好|hello|hi|嗨|哈喽|在吗|在不在|有人吗|早上好|下午好|晚上好"
+_THANKS = "谢谢你|谢谢您|谢谢|谢啦|多谢|非常感谢|太感谢了|感谢你|感谢您|感谢|thank you|thanks|thx"
+_OKS = "好的|好滴|好嘞|好|嗯嗯|嗯|哦|噢|okay|ok|行|收到|明白了|明白|知道了|了解|懂了|没问题|没有了|没事了|再见|拜拜|bye|👌|👍"
+_FILLER = r"[\s啊呀吗呢哈啦了哦噢～~!！。.,，、？?]*"
+
+
+def _only(words: str) -> re.Pattern[str]:
+    """A message made of these words and nothing else (punctuation and particles aside)."""
+    return re.compile(rf"^{_FILLER}(?:(?:{words}){_FILLER})+$", re.IGNORECASE)
+
+
+GREETING_RE = _only(_GREETINGS)
+SMALL_TALK_RE = _only(f"{_GREETINGS}|{_THANKS}|{_OKS}")
+_THANKS_RE = re.compile(_THANKS, re.IGNORECASE)
+# 「人工」 alone is what UNKNOWN_TEXT asks the customer to reply; inside a longer message (人工智能,
+# 人工费) it is not a request.
+ASK_HUMAN_RE = re.compile(
+    rf"转人工|人工客服|找人工|要人工|接人工|人工服务|人工坐席|真人|^{_FILLER}人工{_FILLER}$|human agent|real person",
     re.IGNORECASE,
 )
-ASK_HUMAN_RE = re.compile(r"转人工|人工客服|找人工|真人|人工服务|human agent|real person", re.IGNORECASE)
+
+
+def small_talk(text: str) -> str | None:
+    """The fixed reply to a message that is only small talk, or None when it asks something."""
+    if not SMALL_TALK_RE.match(text):
+        return None
+    if _THANKS_RE.search(text):
+        return THANKS_TEXT
+    return GREETING_TEXT if GREETING_RE.match(text) else ACK_TEXT
 
 
 class PassageLike(Protocol):

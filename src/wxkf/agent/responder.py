@@ -36,8 +36,6 @@ from wxkf.agent.llm import Completion, LLMAuthError, LLMClient, LLMError
 from wxkf.agent.memory import ConversationMemory, MemorySource, PipelineMemory, Speaker, Turn
 from wxkf.agent.prompts import (
     ASK_HUMAN_RE,
-    GREETING_RE,
-    GREETING_TEXT,
     HANDOFF_TEXT,
     NO_HUMAN_TEXT,
     TRANSFER_TEXT,
@@ -46,6 +44,7 @@ from wxkf.agent.prompts import (
     PassageLike,
     cite,
     offline_answer,
+    small_talk,
     system_prompt,
 )
 from wxkf.agent.tools import Audience, Tool, ToolAudit, ToolContext, ToolRegistry
@@ -249,7 +248,7 @@ class OfflineResponder:
             if content.replies or content.acknowledgements:
                 return Reply(text="\n".join([*content.replies, *content.acknowledgements][:3]))
             return self.unknown(query, account)
-        if ASK_HUMAN_RE.search(query) or GREETING_RE.match(query):
+        if ASK_HUMAN_RE.search(query) or small_talk(query) is not None:
             return _with_notes(self.reply_from(query, [], account), content.replies)
         passages = await _search(self.retriever, query, 1, account.kb_collections)
         return _with_notes(self.reply_from(query, passages, account), content.replies)
@@ -260,10 +259,10 @@ class OfflineResponder:
         """The offline answer to `query` given the retrieved passages (the LLM's fallback too)."""
         if ASK_HUMAN_RE.search(query):
             return Reply(text=TRANSFER_TEXT, handoff=True, unattended_text=NO_HUMAN_TEXT, question=query)
-        if GREETING_RE.match(query):
-            # A greeting is not a question: answering it with "I'll pass this on" would queue the
-            # customer for a human before they asked anything.
-            return Reply(text=GREETING_TEXT)
+        if (said := small_talk(query)) is not None:
+            # A greeting or a thanks is not a question: answering it with "I'll pass this on" would
+            # queue the customer for a human, where the bot no longer answers their next question.
+            return Reply(text=said)
         relevant = [p for p in passages if getattr(p, "relevant", True)]
         if relevant:
             best = relevant[0]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from wxkf.agent.prompts import ASK_HUMAN_RE, GREETING_RE
+from wxkf.agent.prompts import ASK_HUMAN_RE, small_talk
 from wxkf.kf.responder import Reply, ReplyRequest, Responder
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ VALUES (%s, %s, %s, %s, %s) ON CONFLICT (open_kfid, msgid) DO NOTHING
 def unanswered_kind(request: ReplyRequest, reply: Reply) -> str | None:
     """'handoff', 'no_answer', or None when the question was answered (or was not a question)."""
     question = question_of(request)
-    if not question or GREETING_RE.match(question) or ASK_HUMAN_RE.search(question):
+    if not question or small_talk(question) is not None or ASK_HUMAN_RE.search(question):
         return None
     if reply.handoff:
         return "handoff"
