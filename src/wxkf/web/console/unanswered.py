@@ -8,7 +8,8 @@ after the reply is decided; a failure is logged and never costs the customer the
 The console groups new rows when it shows them: each question is embedded with the knowledge base's
 embedder and joins the open group whose first question is most alike, when the cosine reaches twice
 the embedder's own "same question" similarity (`group_similarity`), or starts one. A group offers as its answer the first thing a staff member sent one of its customers
-after the question — from the console in a takeover, or from the WeCom client — and one click turns
+after the question and before that customer wrote again — from the console in a takeover, or from
+the WeCom client — and one click turns
 it into a Markdown entry of the knowledge base.
 """
 
@@ -159,9 +160,16 @@ class Group:
     answered_by: str
 
 
-# The first text a person sent one of the group's customers after their question: a console reply
-# (kf_outbox kind 'staff') or a servicer's message from the WeCom client (kf_inbound origin 5).
-_GROUPS = """
+# The first text a person sent one of the group's customers after their question and before that
+# customer wrote again (a reply after a later message answers that one): a console reply (kf_outbox
+# kind 'staff') or a servicer's message from the WeCom client (kf_inbound origin 5). Every time here
+# is the database's clock (asked_at, created_at, recorded_at), never WeCom's send_time.
+_NEXT_MESSAGE = (
+    "coalesce((SELECT min(n.recorded_at) FROM kf_inbound n WHERE n.open_kfid = q.open_kfid"
+    " AND n.external_userid = q.external_userid AND n.origin = 3 AND n.recorded_at > q.asked_at),"
+    " 'infinity')"
+)
+_GROUPS = f"""
 SELECT g.id, g.question, count(u.id) AS count, count(u.id) FILTER (WHERE u.kind = 'handoff') AS handoffs,
        max(u.asked_at) AS last_asked,
        (array_agg(DISTINCT u.question))[1:5] AS examples,
@@ -174,12 +182,14 @@ LEFT JOIN LATERAL (
         FROM console_unanswered q JOIN kf_outbox o
           ON o.open_kfid = q.open_kfid AND o.external_userid = q.external_userid
          AND o.kind = 'staff' AND o.status <> 'failed' AND o.created_at >= q.asked_at
+         AND o.created_at < {_NEXT_MESSAGE}
         WHERE q.group_id = g.id
         UNION ALL
-        SELECT i.body -> 'body' ->> 'content', 'servicer', i.send_time
+        SELECT i.body -> 'body' ->> 'content', 'servicer', i.recorded_at
         FROM console_unanswered q JOIN kf_inbound i
           ON i.open_kfid = q.open_kfid AND i.external_userid = q.external_userid
-         AND i.origin = 5 AND i.msgtype = 'text' AND i.send_time >= q.asked_at
+         AND i.origin = 5 AND i.msgtype = 'text' AND i.recorded_at >= q.asked_at
+         AND i.recorded_at < {_NEXT_MESSAGE}
         WHERE q.group_id = g.id
     ) answers WHERE text <> '' ORDER BY at LIMIT 1
 ) a ON true
