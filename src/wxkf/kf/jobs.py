@@ -74,6 +74,12 @@ class PipelineRetry(BaseRetryStrategy):
 
 RETRY = PipelineRetry()
 
+NO_SUCH_ACCOUNT = frozenset({95000, 95004})  # wecom-api §7.1: 不合法的 open_kfid / open_kfid不存在
+_REFUSED = """
+INSERT INTO kf_sync_refusals (open_kfid, errcode) VALUES (%s, %s)
+ON CONFLICT (open_kfid) DO UPDATE SET errcode = EXCLUDED.errcode, refused_at = now()
+"""
+
 
 def _pipeline(context: JobContext) -> Pipeline:
     pipeline: Pipeline = context.additional_context["pipeline"]
@@ -89,8 +95,12 @@ async def sync_account_job(context: JobContext, open_kfid: str, token: str = "")
             if retry_later(exc):
                 raise  # retried with backoff
             # Retrying cannot help (permissions, IP whitelist, a wrong open_kfid): one line with the
-            # fix, counted; the next callback tries again.
+            # fix, counted; the next callback tries again. An account WeCom says does not exist is
+            # left out of the sync sweep until then, so it is not tried (and warned of) for good.
             await record_api_error(pipeline.pool, exc, Conversation(open_kfid, "-"), "拉取消息 / kf/sync_msg")
+            if exc.errcode in NO_SUCH_ACCOUNT:
+                async with pipeline.pool.connection() as conn:
+                    await conn.execute(_REFUSED, (open_kfid, exc.errcode))
             return
     await defer_conversations(pipeline, sorted(touched, key=lambda c: c.external_userid))
 

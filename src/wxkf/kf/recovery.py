@@ -83,6 +83,12 @@ WITH accounts AS (
 SELECT open_kfid FROM accounts
 WHERE (updated_at IS NULL OR updated_at < now() - make_interval(secs => %(sweep)s))
   AND NOT EXISTS (
+    -- WeCom said the account does not exist, and no callback for it came since.
+    SELECT 1 FROM kf_sync_refusals r WHERE r.open_kfid = accounts.open_kfid AND r.refused_at >= coalesce((
+        SELECT e.received_at FROM kf_callback_events e WHERE e.open_kfid = accounts.open_kfid
+        ORDER BY e.id DESC LIMIT 1), '-infinity')
+)
+  AND NOT EXISTS (
     SELECT 1 FROM procrastinate_jobs
     WHERE lock = concat_ws(':', %(prefix)s::text, accounts.open_kfid) AND status IN ('todo', 'doing')
 )

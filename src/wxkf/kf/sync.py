@@ -84,12 +84,14 @@ async def sync_account(pipeline: Pipeline, open_kfid: str, token: str | None = N
             raise
         async with pipeline.pool.connection() as conn, conn.transaction():
             result = await ledger.record_messages(conn, open_kfid, page.msg_list, skip_before=skip_before)
+            # A page came: the account exists, whatever an earlier sync was told (kf_sync_refusals).
             await conn.execute(
                 """
-                INSERT INTO kf_sync_cursors (open_kfid, cursor) VALUES (%s, %s)
+                WITH exists AS (DELETE FROM kf_sync_refusals WHERE open_kfid = %(k)s)
+                INSERT INTO kf_sync_cursors (open_kfid, cursor) VALUES (%(k)s, %(cursor)s)
                 ON CONFLICT (open_kfid) DO UPDATE SET cursor = EXCLUDED.cursor, updated_at = now()
                 """,
-                (open_kfid, page.next_cursor or cursor or ""),
+                {"k": open_kfid, "cursor": page.next_cursor or cursor or ""},
             )
         touched |= result.conversations
         recorded += result.recorded
