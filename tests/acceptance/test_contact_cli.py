@@ -7,7 +7,9 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -84,10 +86,49 @@ def test_operator_sends_tracks_and_is_stopped_by_the_cap(
 
     cancelled = _wxkf(env, tmp_path, "cancel", wide_id.group(1))
     assert cancelled.returncode == 0, cancelled.stderr
+    assert "✅ 已取消 / cancelled" in cancelled.stdout
+    assert "1 位成员无需再发送" in cancelled.stdout
     tasks = _wxkf(env, tmp_path, "tasks")
     assert tasks.returncode == 0, tasks.stderr
     assert msgid.group(1) in tasks.stdout
     assert wide_id.group(1) in tasks.stdout
+
+
+def test_times_are_local_and_a_sent_task_is_not_cancelled(
+    sim: SimulatorHandle, database_url: str, tmp_path: Path
+) -> None:
+    env = _env(sim, database_url, tmp_path)
+    member, customer = sim.member, sim.external_contacts[0]
+    at = int(sim.control.freeze())  # the task's create_time and the member's send_time
+    shanghai = datetime.fromtimestamp(at, ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d %H:%M")
+    utc = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M")
+
+    sent = _wxkf(env, tmp_path, "send", member, customer, "已发送的任务")
+    assert sent.returncode == 0, sent.stderr
+    msgid = re.search(r"task created: (\S+)", sent.stdout)
+    assert msgid is not None, sent.stdout
+    sim.control.confirm_group_msg(msgid.group(1), member)
+
+    status = _wxkf(env, tmp_path, "status", msgid.group(1))
+    assert status.returncode == 0, status.stderr
+    assert f"已发送 / sent {shanghai} CST" in status.stdout  # the receive-cap error's format
+    assert utc not in status.stdout
+
+    tasks = _wxkf(env, tmp_path, "tasks")
+    assert tasks.returncode == 0, tasks.stderr
+    assert "时间为 Asia/Shanghai" in tasks.stdout
+    assert shanghai in tasks.stdout
+    assert utc not in tasks.stdout
+
+    cancelled = _wxkf(env, tmp_path, "cancel", msgid.group(1))
+    assert cancelled.returncode == 1, cancelled.stdout
+    assert "✅" not in cancelled.stdout + cancelled.stderr
+    assert "成员已发送，无法取消" in cancelled.stderr
+    assert "nothing to cancel" in " ".join(cancelled.stderr.split())  # rich wraps at 160 columns
+    assert "Traceback" not in cancelled.stderr
+    status = _wxkf(env, tmp_path, "status", msgid.group(1))
+    assert "已取消" not in status.stdout
+    assert "1 已发送 / sent" in status.stdout
 
 
 @pytest.mark.parametrize(

@@ -8,21 +8,25 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from wxkf.contact.content import MessageContent, attachment
 from wxkf.contact.errors import (
+    AlreadyCancelledError,
     AlreadySentError,
     ContactError,
     InvalidMessageError,
+    NothingToCancelError,
     ReceiveCapError,
     ReminderLimitError,
 )
 from wxkf.contact.service import ContactService, open_contact_service
 from wxkf.db.engine import Database
-from wxkf.simulator.testing import SimulatorHandle
+from wxkf.simulator.testing import SimulatorControlError, SimulatorHandle
 from wxkf.wecom.errors import APIError
+from wxkf.wecom.models import AddMsgTemplateRequest, Text
 
 
 @pytest.fixture
@@ -124,8 +128,10 @@ async def test_broadcast_reports_non_contacts_in_fail_list_and_skips_capped(
 
     # A range that ends before it starts is the caller's mistake, said as such, not an empty list.
     now = datetime.now(UTC)
-    with pytest.raises(ContactError, match="开始时间须早于结束时间"):
+    with pytest.raises(ContactError, match="开始时间须早于结束时间") as backwards:
         await service.tasks(start=now + timedelta(days=1), end=now)
+    shanghai = (now + timedelta(days=1)).astimezone(ZoneInfo("Asia/Shanghai"))
+    assert f"{shanghai:%Y-%m-%d %H:%M} CST ≥" in str(backwards.value)  # CONTACT_TIMEZONE, labelled
 
 
 async def test_failures_at_wecom_are_reported_per_customer(
@@ -156,11 +162,20 @@ async def test_remind_three_times_then_refused_locally_and_cancel_frees_the_cap(
     customer = sim.external_contacts[0]
     created = await service.send(sim.member, customer, MessageContent("提醒测试"))
     assert [await service.remind(created.msgid) for _ in range(3)] == [2, 1, 0]
-    with pytest.raises(ReminderLimitError, match="3"):
+    with pytest.raises(ReminderLimitError, match="3") as limited:
         await service.remind(created.msgid)
     assert _calls(sim, "externalcontact/remind_groupmsg_send") == 3  # the fourth never left
+    # The next possible reminder, in CONTACT_TIMEZONE and the receive-cap error's format, both languages.
+    assert limited.value.next_at is not None
+    shown = f"{limited.value.next_at.astimezone(ZoneInfo('Asia/Shanghai')):%Y-%m-%d %H:%M} CST"
+    message = str(limited.value)
+    assert f"{shown} 后可再提醒" in message
+    assert f"after {shown}" in message
+    assert "UTC" not in message
+    assert "+00:00" not in message
 
-    assert await service.cancel(created.msgid) == 1
+    cancelled = await service.cancel(created.msgid)
+    assert (cancelled.stopped, cancelled.sent, cancelled.freed) == (1, 0, 1)
     assert await service.ledger.received_in_period(customer) == 0
     assert (await service.status(created.msgid)).cancelled
     again = await service.send(sim.member, customer, MessageContent("取消后重发"))
@@ -198,3 +213,50 @@ async def test_a_task_every_member_already_sent_is_not_reminded(
     with pytest.raises(AlreadySentError, match="全部发送"):
         await service.remind(created.msgid)
     assert _calls(sim, "externalcontact/remind_groupmsg_send") == 0
+
+
+async def test_a_task_every_member_already_sent_is_not_cancelled(
+    sim: SimulatorHandle, service: ContactService
+) -> None:
+    customer = sim.external_contacts[0]
+    created = await service.send(sim.member, customer, MessageContent("已发送，不能取消"))
+    sim.control.confirm_group_msg(created.msgid, sim.member)
+    with pytest.raises(NothingToCancelError, match="成员已发送，无法取消") as refused:
+        await service.cancel(created.msgid)
+    assert "nothing to cancel" in str(refused.value)
+    assert _calls(sim, "externalcontact/cancel_groupmsg_send") == 0
+    # The customer received it: it still counts against the cap, and the task is not marked cancelled.
+    assert await service.ledger.received_in_period(customer) == 1
+    assert not (await service.status(created.msgid)).cancelled
+
+
+async def test_cancel_stops_only_the_members_who_have_not_sent(
+    sim: SimulatorHandle, service: ContactService
+) -> None:
+    # A task created outside this service, without a sender: each customer goes to their own member.
+    first = sim.external_contacts[0]
+    other = sim.control.add_customer("李四的客户")
+    sim.control.add_contact("lisi", other)
+    created = await service.contact.add_msg_template(
+        AddMsgTemplateRequest(external_userid=[first, other], text=Text(content="两位成员的任务"))
+    )
+    sim.control.confirm_group_msg(created.msgid, sim.member)
+    outcome = await service.cancel(created.msgid)
+    assert (outcome.stopped, outcome.sent) == (1, 1)
+    assert _calls(sim, "externalcontact/cancel_groupmsg_send") == 1
+    # lisi's part is stopped at WeCom: confirming it now is refused (41093 群发任务已取消).
+    with pytest.raises(SimulatorControlError, match="41093"):
+        sim.control.confirm_group_msg(created.msgid, "lisi")
+
+
+async def test_a_task_wecom_already_cancelled_is_said_so_and_freed(
+    sim: SimulatorHandle, service: ContactService
+) -> None:
+    customer = sim.external_contacts[0]
+    created = await service.send(sim.member, customer, MessageContent("已取消过"))
+    sim.control.add_fault("externalcontact/cancel_groupmsg_send", errcode=41093, times=1)
+    with pytest.raises(AlreadyCancelledError, match="已取消过") as refused:
+        await service.cancel(created.msgid)
+    assert "41093" in str(refused.value)
+    assert await service.ledger.received_in_period(customer) == 0
+    assert (await service.status(created.msgid)).cancelled

@@ -11,13 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from wxkf.contact.errors import ContactError
+from wxkf.contact.errors import ContactError, moment
 from wxkf.wecom.errors import WeComError
 
 # Message content (pydantic models), the service and the database (psycopg, httpx) load when a
 # command runs: `wxkf --help` and the other commands start without them.
 if TYPE_CHECKING:
-    from wxkf.contact.service import ContactService, TaskCreated, TaskStatus
+    from wxkf.contact.service import CancelOutcome, ContactService, TaskCreated, TaskStatus
     from wxkf.wecom.models import TemplateAttachment
 
 contact_app = typer.Typer(
@@ -27,6 +27,19 @@ console = Console(width=160)
 err_console = Console(stderr=True, width=160)
 
 T = TypeVar("T")
+
+
+def _times() -> tuple[Callable[[datetime | None], str], str]:
+    """A table's times in CONTACT_TIMEZONE and the caption that says so, as every CLI table shows them."""
+    from wxkf.cli import display_times  # lazily: wxkf.cli imports this module to register it
+
+    return display_times()
+
+
+def _zone() -> str:
+    from wxkf.cli import settings_or_exit
+
+    return settings_or_exit().contact_timezone
 
 
 def _run(action: Callable[[ContactService], Awaitable[T]]) -> T:
@@ -127,14 +140,15 @@ def customers(
 ) -> None:
     """列出成员的客户 / list a member's customers (externalcontact/list + get, cached)."""
     result = _run(lambda s: s.customers(member, page=page, page_size=page_size, refresh=refresh))
+    when, caption = _times()
     table = Table(
-        title=f"{member} 的客户 / customers — 第 {result.page}/{result.pages} 页, 共 {result.total}"
+        title=f"{member} 的客户 / customers — 第 {result.page}/{result.pages} 页, 共 {result.total}",
+        caption=caption,
     )
     for column in ("external_userid", "名称 / name", "备注 / remark", "企业 / corp", "添加时间 / added"):
         table.add_column(column, overflow="fold")
     for c in result.customers:
-        added = c.added_at.strftime("%Y-%m-%d") if c.added_at else ""
-        table.add_row(c.external_userid, c.name, c.remark, c.corp_name, added)
+        table.add_row(c.external_userid, c.name, c.remark, c.corp_name, when(c.added_at))
     console.print(table)
 
 
@@ -195,12 +209,13 @@ def broadcast(
 def print_status(status: TaskStatus) -> None:
     from wxkf.contact.service import CUSTOMER_STATUS
 
+    zone = _zone()
     console.print(
         f"群发任务 / task {status.msgid}" + ("（已取消 / cancelled）" if status.cancelled else ""),
         highlight=False,
     )
     for m in status.members:
-        when = f" {m.send_time:%Y-%m-%d %H:%M}" if m.send_time else ""
+        when = f" {moment(m.send_time, zone)}" if m.send_time else ""
         console.print(f"  成员 / member {m.userid}: {m.explanation}{when}", highlight=False)
     table = Table(show_header=True)
     table.add_column("状态 / status")
@@ -228,11 +243,31 @@ def remind(msgid: Annotated[str, typer.Argument(help="群发任务 msgid / task 
 @contact_app.command()
 def cancel(msgid: Annotated[str, typer.Argument(help="群发任务 msgid / task msgid")]) -> None:
     """停止群发任务 / cancel a task members have not sent yet."""
-    freed = _run(lambda s: s.cancel(msgid))
-    console.print(
-        f"✅ 已取消 / cancelled {msgid}; {freed} 位未发送客户不再计入接收上限 / {freed} unsent customers freed",
-        highlight=False,
+    _print_cancelled(_run(lambda s: s.cancel(msgid)))
+
+
+def _print_cancelled(outcome: CancelOutcome) -> None:
+    freed = (
+        f"{outcome.freed} 位未发送客户不再计入接收上限 / {outcome.freed} unsent customers no longer count "
+        "against the receive cap"
     )
+    if not outcome.sent:
+        head = (
+            f"✅ 已取消 / cancelled {outcome.msgid}：{outcome.stopped} 位成员无需再发送 / "
+            f"{outcome.stopped} member(s) no longer need to send it"
+        )
+    elif outcome.stopped:
+        head = (
+            f"✅ 已停止 {outcome.msgid} 的未发送部分：{outcome.stopped} 位成员无需再发送，{outcome.sent} 位成员"
+            f"已发送（客户已收到，无法撤回）/ stopped for {outcome.stopped} member(s) who had not sent; "
+            f"{outcome.sent} had already sent it (received, cannot be undone)"
+        )
+    else:  # every member sent it between the check and the cancel
+        head = (
+            f"⚠ 群发任务 {outcome.msgid} 的成员均已发送，没有可停止的部分 / every member of task "
+            f"{outcome.msgid} had already sent it: nothing was stopped"
+        )
+    console.print(f"{head}\n   {freed}", highlight=False)
 
 
 @contact_app.command()
@@ -243,7 +278,8 @@ def tasks(
     """列出过去的群发任务 / list past tasks (get_groupmsg_list_v2)."""
     now = datetime.now(UTC)
     found = _run(lambda s: s.tasks(start=now - timedelta(days=days), end=now, creator=creator))
-    table = Table(title="群发任务 / tasks")
+    when, caption = _times()
+    table = Table(title="群发任务 / tasks", caption=caption)
     for column in (
         "msgid",
         "创建者 / creator",
@@ -257,7 +293,7 @@ def tasks(
         table.add_row(
             t.msgid,
             t.creator,
-            f"{t.created_at:%Y-%m-%d %H:%M}",
+            when(t.created_at),
             t.text[:60],
             str(t.attachments),
             "✓" if t.local else "",

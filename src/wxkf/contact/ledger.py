@@ -120,7 +120,9 @@ class ReceiveLedger:
             counts = await self._counts(conn, external_userids)
             allowed = [u for u in external_userids if counts.get(u, 0) < limit]
             capped = [
-                CappedCustomer(u, counts[u], next_at) for u in external_userids if counts.get(u, 0) >= limit
+                CappedCustomer(u, counts[u], next_at, self.cap.timezone)
+                for u in external_userids
+                if counts.get(u, 0) >= limit
             ]
             if allowed:
                 await conn.execute(

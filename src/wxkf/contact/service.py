@@ -23,12 +23,15 @@ from wxkf.config import Settings
 from wxkf.contact.cap import ReceiveCap
 from wxkf.contact.content import MessageContent, build_request, validate_recipients
 from wxkf.contact.errors import (
+    AlreadyCancelledError,
     AlreadySentError,
     CappedCustomer,
     ContactError,
     NotConfiguredError,
+    NothingToCancelError,
     ReceiveCapError,
     ReminderLimitError,
+    moment,
 )
 from wxkf.contact.ledger import ReceiveLedger, SendResult, utc_now
 from wxkf.db.engine import Database
@@ -40,6 +43,7 @@ from wxkf.wecom.tokens import PostgresTokenStore
 REMINDERS_PER_DAY = 3  # wecom-api §9: 24小时内每个群发最多触发三次提醒
 REMINDER_WINDOW = timedelta(hours=24)
 ERR_REMIND_LIMIT = 41094  # wecom-api §9: 群发提醒超过频率限制
+ERR_CANCELLED = 41093  # wecom-api §9: 群发任务已取消
 DETAIL_CONCURRENCY = 4  # externalcontact/get calls in flight while filling one page of customers
 
 # wecom-api §9 get_groupmsg_send_result / get_groupmsg_task statuses, explained for people.
@@ -173,6 +177,17 @@ class TaskStatus:
     @property
     def failures(self) -> list[CustomerOutcome]:
         return [c for c in self.customers if c.status in (2, 3)]
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What cancelling stopped: WeCom stops the members who have not sent yet (wecom-api §9:
+    "停止无需成员继续发送的企业群发"); what members already sent has been received and stays sent."""
+
+    msgid: str
+    stopped: int  # members who had not sent: they no longer need to
+    sent: int  # members who had already sent
+    freed: int  # unsent customers who no longer count against the receive cap
 
 
 @dataclass(frozen=True)
@@ -426,23 +441,48 @@ class ContactService:
             cur = await conn.execute(_RECENT_REMINDERS, (msgid, now - REMINDER_WINDOW))
             recent = [r[0] for r in await cur.fetchall()]
             if len(recent) >= REMINDERS_PER_DAY:
-                raise ReminderLimitError(msgid, recent[0] + REMINDER_WINDOW)
+                raise ReminderLimitError(msgid, recent[0] + REMINDER_WINDOW, self.settings.contact_timezone)
             try:
                 await self.contact.remind_groupmsg_send(msgid)
             except APIError as exc:
                 if exc.errcode == ERR_REMIND_LIMIT:
-                    raise ReminderLimitError(msgid, None) from exc
+                    raise ReminderLimitError(msgid, None, self.settings.contact_timezone) from exc
                 raise
             await conn.execute(_RECORD_REMINDER, (msgid, now))
         return REMINDERS_PER_DAY - len(recent) - 1
 
-    async def cancel(self, msgid: str) -> int:
-        """Stop a task at WeCom; its unsent customers stop counting against the cap. Returns how many."""
-        await self.contact.cancel_groupmsg_send(msgid)
+    async def cancel(self, msgid: str) -> CancelOutcome:
+        """Stop the members of a task who have not sent it yet; their customers stop counting against
+        the cap. Refused (`NothingToCancelError`) when every member already sent it.
+
+        wecom-api §9 documents cancel_groupmsg_send only as "停止无需成员继续发送的企业群发", with
+        41093 群发任务已取消 as its related error, and says nothing of a task every member already
+        sent. UNCONFIRMED what WeCom answers then (ok or an error): that case is refused here before
+        WeCom is asked, as `remind` refuses it, so the answer does not matter. Also UNCONFIRMED: that
+        cancelling a task already cancelled answers 41093; the simulator answers ok, and 41093 is read
+        as "already cancelled" whenever it comes.
+        """
+        members = await self._members(msgid)
+        if members and all(m.status == MEMBER_SENT for m in members):
+            raise NothingToCancelError(msgid, len(members))
+        try:
+            await self.contact.cancel_groupmsg_send(msgid)
+        except APIError as exc:
+            if exc.errcode != ERR_CANCELLED:
+                raise
+            await self._cancelled(msgid)  # cancelled at WeCom all the same (elsewhere, or a lost answer)
+            raise AlreadyCancelledError(msgid) from exc
+        return await self._cancelled(msgid)
+
+    async def _cancelled(self, msgid: str) -> CancelOutcome:
+        """Record a cancellation. Outcomes are read first, after the cancel, so that customers a member
+        sent to (even just before it) are recorded as sent and only the truly unsent are freed."""
+        after = await self.status(msgid)
         freed = await self.ledger.cancel(msgid)
         async with self.database.pool.connection() as conn:
             await conn.execute(_TASK_CANCELLED, (self.clock(), msgid))
-        return freed
+        sent = sum(1 for m in after.members if m.status == MEMBER_SENT)
+        return CancelOutcome(msgid, len(after.members) - sent, sent, freed)
 
     async def tasks(
         self,
@@ -456,8 +496,10 @@ class ContactService:
         end = end or self.clock()
         start = start or end - timedelta(days=30)
         if start >= end:
+            zone = self.settings.contact_timezone
             raise ContactError(
-                f"开始时间须早于结束时间 / the range must start before it ends ({start:%Y-%m-%d %H:%M} ≥ {end:%Y-%m-%d %H:%M})"
+                f"开始时间须早于结束时间 / the range must start before it ends "
+                f"({moment(start, zone)} ≥ {moment(end, zone)})"
             )
         if end - start > timedelta(days=31):
             raise ContactError("查询范围最多 1 个月（wecom-api §9）/ the range is at most one month")
