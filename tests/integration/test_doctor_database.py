@@ -121,7 +121,13 @@ async def test_doctor_before_db_upgrade_names_each_check_and_does_not_claim_all_
     from rich.console import Console
 
     from wxkf.ops.cli import render
-    from wxkf.ops.doctor import check_kf_accounts, check_kf_routing, check_wecom_tokens, run_doctor
+    from wxkf.ops.doctor import (
+        check_kf_accounts,
+        check_kf_routing,
+        check_knowledge_base,
+        check_wecom_tokens,
+        run_doctor,
+    )
 
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
         conn.execute("CREATE DATABASE doctor_unmigrated")
@@ -132,12 +138,23 @@ async def test_doctor_before_db_upgrade_names_each_check_and_does_not_claim_all_
         wxkf_data_dir=tmp_path / "var",
     )
     report = await run_doctor(
-        settings, checks=[check_database, check_wecom_tokens, check_kf_accounts, check_kf_routing]
+        settings,
+        checks=[
+            check_database,
+            check_wecom_tokens,
+            check_kf_accounts,
+            check_kf_routing,
+            check_knowledge_base,
+        ],
     )
     unmigrated = [r for r in report.results if "db upgrade" in r.detail + r.fix]
     assert {r.check: r.status for r in unmigrated} == {"kf_accounts": "warn", "kf_routing": "warn"}
-    assert all(not r.title.startswith("check_") for r in report.results)
+    assert all(not r.title.startswith("check_") and r.title != r.check for r in report.results)
+    # Nothing migrated is nothing loaded: the knowledge base is empty, said as such, with the fix.
+    (kb,) = [r for r in report.results if r.check == "knowledge_base"]
+    assert (kb.status, kb.title) == ("fail", "知识库 / knowledge base")
+    assert "wxkf kb add" in kb.fix
     screen = io.StringIO()
     render(report, Console(file=screen, width=200))
     assert "all checks passed" not in screen.getvalue()
-    assert "warning" in screen.getvalue()
+    assert "1 check(s) failed" in screen.getvalue()  # the empty knowledge base; the rest warn

@@ -42,7 +42,17 @@ from wxkf.wecom.tokens import MemoryTokenStore
 
 Status = Literal["ok", "warn", "fail", "skip"]
 # The titles of the checks that read wxkf's tables, also shown when those tables do not exist yet.
-TITLES = {"kf_accounts": "客服账号 / kf accounts", "kf_routing": "接待方式 / kf routing (95018)"}
+# The titles of checks whose table says "not migrated" (a check that runs gives its own).
+TITLES = {
+    "kf_accounts": "客服账号 / kf accounts",
+    "kf_routing": "接待方式 / kf routing (95018)",
+    "wecom_tokens": "企业微信凭据 / WeCom credentials",
+    "connections": "连接数预算 / connection budget",
+    "callback_url": "回调地址 / callback URL",
+    "knowledge_base": "知识库 / knowledge base",
+    "llm": "大模型 / LLM",
+    "clock": "服务器时间 / clock",
+}
 ICONS: dict[Status, str] = {"ok": "✅", "warn": "⚠️", "fail": "❌", "skip": "➖"}
 
 CALLBACK_PATH = "/wecom/callback"
@@ -590,6 +600,7 @@ async def check_knowledge_base(ctx: DoctorContext) -> list[CheckResult]:
     """Documents and chunks, embedded by the configured model: what the bot can answer from."""
     from wxkf.agent.health import knowledge_problem, read_knowledge_status
     from wxkf.agent.kb.embedders import make_embedder
+    from wxkf.agent.kb.store import KnowledgeBaseStatus
 
     title = "知识库 / knowledge base"
     if ctx.conninfo is None:
@@ -597,7 +608,11 @@ async def check_knowledge_base(ctx: DoctorContext) -> list[CheckResult]:
     embedder = make_embedder(ctx.settings)
     try:
         async with await psycopg.AsyncConnection.connect(ctx.conninfo, connect_timeout=5) as conn:
-            status = await read_knowledge_status(conn, embedder)
+            try:
+                status = await read_knowledge_status(conn, embedder)
+            except psycopg.errors.UndefinedTable:
+                # Not migrated yet: nothing was ever added, so it is empty (`wxkf kb add` migrates).
+                status = KnowledgeBaseStatus(0, 0, embedder.name, None, embedder.version)
     finally:
         await embedder.aclose()
     problem = knowledge_problem(status)
