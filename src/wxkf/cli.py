@@ -84,7 +84,9 @@ def version() -> None:
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="listen port")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="监听端口（1–65535）/ listen port (1–65535)")
+    ] = 8000,
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="同时运行后台任务 / also run the pipeline's jobs")
     ] = True,
@@ -136,12 +138,21 @@ def _exit_normally(signum: int, frame: object) -> None:
 
 
 def listen_or_exit(host: str, port: int) -> socket.socket:
-    """The server's socket, bound now; print why and exit 1 when the address cannot be used."""
+    """The server's socket, bound now; print why and exit 1 when the address cannot be used (2 when the
+    port is out of range, which the commands' option bounds normally refuse first)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: no wait after a restart
     try:
         sock.bind((host, port))
+    except OverflowError:
+        sock.close()
+        err_console.print(
+            f"端口须在 1–65535 之间（收到 {port}）/ the port must be 1–65535, not {port}",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(2) from None
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:

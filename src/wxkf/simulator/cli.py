@@ -14,7 +14,9 @@ console = Console()
 @simulator_app.callback()
 def run(
     host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="listen port")] = 8900,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="监听端口（1–65535）/ listen port (1–65535)")
+    ] = 8900,
     callback_url: Annotated[
         str | None,
         typer.Option(help="where kf_msg_or_event callbacks go, e.g. http://127.0.0.1:8000/wecom/callback"),
@@ -25,25 +27,32 @@ def run(
     """启动模拟器并打印企业ID、secret、Token、EncodingAESKey / run the simulator and print the seeded world."""
     import uvicorn
 
+    from wxkf.cli import listen_or_exit
     from wxkf.simulator.app import create_simulator_app
     from wxkf.simulator.seed import AGENT_APP, CONTACT_APP, KF_APP, seed_world
 
+    listener = listen_or_exit(host, port)  # before the banner: its credentials are no use on a busy port
     world = seed_world(seed=seed, customers=customers)
     base = f"http://{host}:{port}"
     account = next(iter(world.accounts.values()))
     wangwu = world.members["wangwu"]
     contacts = set(wangwu.external_contacts)
-    # These are the simulator's own made-up credentials; printing them is the point.
+    # These are the simulator's own made-up credentials; printing them is the point. One NAME=value a
+    # line, nothing else on it: the block pastes into .env as it is.
+    env = {
+        "WECOM_API_BASE": base,
+        "WECOM_CORP_ID": world.corp_id,
+        "WECOM_KF_SECRET": world.apps[KF_APP].secret,
+        "WECOM_CONTACT_SECRET": world.apps[CONTACT_APP].secret,
+        "WECOM_AGENT_ID": str(world.apps[AGENT_APP].agent_id),
+        "WECOM_AGENT_SECRET": world.apps[AGENT_APP].secret,
+        "WECOM_TOKEN": world.callback_token,
+        "WECOM_AES_KEY": world.encoding_aes_key,
+    }
     lines = [
         "wxkf WeCom 模拟器 / simulator",
-        f"  API base            WECOM_API_BASE={base}",
-        f"  企业ID corp id       WECOM_CORP_ID={world.corp_id}",
-        f"  客服 secret          WECOM_KF_SECRET={world.apps[KF_APP].secret}",
-        f"  客户联系 secret      WECOM_CONTACT_SECRET={world.apps[CONTACT_APP].secret}",
-        f"  应用 agent           WECOM_AGENT_ID={world.apps[AGENT_APP].agent_id} "
-        f"WECOM_AGENT_SECRET={world.apps[AGENT_APP].secret}",
-        f"  回调 Token           WECOM_TOKEN={world.callback_token}",
-        f"  EncodingAESKey      WECOM_AES_KEY={world.encoding_aes_key}",
+        "# 以下各行可原样粘贴到 .env / paste these lines into .env as they are",
+        *(f"{name}={value}" for name, value in env.items()),
         f"  回调 callback URL    {callback_url or '(未设置 / none: PUT /sim/callback_url)'}",
         f"  客服账号 open_kfid   {account.open_kfid} ({account.name}; 接待人员 servicers: {', '.join(account.servicers)})",
         "  客户 customers       " + ", ".join(c for c in world.customers if c not in contacts),
@@ -52,6 +61,6 @@ def run(
     ]
     for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
-    uvicorn.run(
-        create_simulator_app(world, callback_url=callback_url), host=host, port=port, log_level="warning"
-    )
+    app = create_simulator_app(world, callback_url=callback_url)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server.run(sockets=[listener])
