@@ -68,7 +68,8 @@ def test_a_huge_document_is_refused_at_once_with_the_limit(database_url: str, tm
 
 def test_a_file_named_pdf_that_is_not_one_gets_our_message_alone(database_url: str, tmp_path: Path) -> None:
     """A process of its own: logging as a terminal shows it, without pytest's capturing handlers."""
-    (tmp_path / "fake.pdf").write_bytes(b"this is not a pdf at all\n")
+    fake = tmp_path / "fake.pdf"
+    fake.write_bytes(b"this is not a pdf at all\n")
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -76,7 +77,7 @@ def test_a_file_named_pdf_that_is_not_one_gets_our_message_alone(database_url: s
         "COLUMNS": "200",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "wxkf.cli", "kb", "add", str(tmp_path / "fake.pdf")],
+        [sys.executable, "-m", "wxkf.cli", "kb", "add", str(fake)],
         env=env,
         capture_output=True,
         text=True,
@@ -85,7 +86,9 @@ def test_a_file_named_pdf_that_is_not_one_gets_our_message_alone(database_url: s
     )
     assert done.returncode == 1
     # Our bilingual message and nothing else: not the parser's `EOF marker not found`, `invalid pdf header`.
-    assert done.stderr.startswith("无法读取 PDF / cannot read the PDF"), done.stderr
+    assert f"无法读取 PDF {fake} / cannot read the PDF" in done.stderr, done.stderr  # the file named
+    ours = ("读取切分", "无法读取 PDF", "未添加任何文件")  # progress, the refusal, nothing added
+    assert all(line.startswith(ours) for line in done.stderr.splitlines()), done.stderr
     assert "EOF marker" not in done.stderr + done.stdout
     assert "invalid pdf header" not in done.stderr + done.stdout
 

@@ -121,6 +121,22 @@ async def test_an_upload_linking_a_local_file_is_refused_with_the_link_named(
     assert await run.query("SELECT * FROM kb_documents") == []
 
 
+async def test_an_upload_that_cannot_be_read_is_refused_by_name_and_the_others_wait(
+    run: RunningPipeline,
+) -> None:
+    async with ConsoleClient(run.base_url) as staff:
+        await staff.login("admin")
+        files = [
+            ("files", ("营业.md", FAQ.encode(), "text/markdown")),
+            ("files", ("说明书.pdf", b"%PDF-1.4 not really", "application/pdf")),
+        ]
+        refused = html.unescape(await staff.flash(await staff.post("/console/kb/upload", files=files)))
+        assert refused.startswith("无法读取 PDF 说明书.pdf / cannot read the PDF"), refused
+        assert "营业.md" not in refused
+    assert await run.query("SELECT * FROM console_kb_files") == []
+    assert await run.query("SELECT * FROM kb_documents") == []
+
+
 CAFE = """# 小鹿咖啡 常见问题
 ## 营业时间
 每天早上 8 点开门，晚上 10 点关门，节假日照常营业。

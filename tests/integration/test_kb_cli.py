@@ -137,3 +137,45 @@ def test_a_link_to_a_file_outside_the_documents_folder_is_refused(database_url: 
     assert "/etc/passwd" in result.output
     assert "Traceback" not in result.output
     assert "empty" in runner.invoke(app, ["kb", "list"], env=env).output
+
+
+def test_a_folder_with_unreadable_files_names_each_and_adds_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    """All or nothing (as `add_documents` promises), but every file that cannot be read is named as
+    given, so the operator knows which to fix."""
+    from ..unit.kb_pdf import minimal_pdf
+
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "faq.md").write_text(FAQ, encoding="utf-8")
+    (docs / "manual.pdf").write_bytes(minimal_pdf(["Return within 7 days."]))
+    (docs / "sub" / "binary.md").write_bytes(bytes(range(256)) * 4)
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    result = runner.invoke(app, ["kb", "add", str(docs)], env={**env, "KB_EMBEDDER": "hashing"})
+    assert result.exit_code == 1, result.output
+    assert f"无法识别文件 {docs / 'sub' / 'binary.md'} 的编码" in result.output
+    assert f"无法读取 PDF {docs / 'broken.pdf'} / cannot read the PDF" in result.output
+    assert "nothing was added" in result.output
+    assert "faq.md" not in result.output  # the good ones are not blamed
+    assert "manual.pdf" not in result.output
+    assert "Traceback" not in result.output
+    assert "empty" in runner.invoke(app, ["kb", "list"], env=env).output
+
+
+def test_every_bad_file_given_by_name_is_named_before_anything_is_read(
+    database_url: str, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    env = {"DATABASE_URL": database_url, "WXKF_DATA_DIR": str(tmp_path / "var"), "COLUMNS": "200"}
+    (tmp_path / "faq.md").write_text(FAQ, encoding="utf-8")
+    (tmp_path / "faq.docx").write_bytes(b"PK")
+    args = [str(tmp_path / "faq.docx"), str(tmp_path / "faq.md"), str(tmp_path / "missing.md")]
+    result = runner.invoke(app, ["kb", "add", *args], env=env)
+    assert result.exit_code == 1
+    assert f"不支持的文件类型 .docx：{tmp_path / 'faq.docx'}" in result.output
+    assert f"no such file: {tmp_path / 'missing.md'}" in result.output
+    assert "nothing was added" in result.output
+    assert "empty" in runner.invoke(app, ["kb", "list"], env=env).output

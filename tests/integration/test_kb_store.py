@@ -378,7 +378,8 @@ async def test_a_link_to_anything_but_a_file_in_the_documents_folder_refuses_it(
         await kb.add_documents([folder / "good.md", folder / "bad.md"])
     target = link.split("](")[1].rstrip(")")
     assert target in str(refused.value)  # the link is named
-    assert str(refused.value).startswith("文档 bad.md 中的链接")  # Chinese first, with the document
+    # Chinese first, with the document as it was given
+    assert str(refused.value).startswith(f"文档 {folder / 'bad.md'} 中的链接")
     assert await kb.list_documents() == []  # nothing added, the good document neither
     assert await scalar(database, "SELECT count(*) FROM media_blobs") == 0
 
@@ -404,3 +405,20 @@ async def test_an_attachment_reaches_the_passage_but_not_its_text(database: Data
     (folder / "images" / "size.png").write_bytes(sample_png(rgb=(200, 20, 30)))
     [changed] = await kb.add_documents([doc])
     assert changed.status == "updated"
+
+
+async def test_every_unreadable_document_is_named_and_nothing_is_added(
+    kb: KnowledgeBase, tmp_path: Path
+) -> None:
+    good = tmp_path / "faq.md"
+    good.write_text(FAQ, encoding="utf-8")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    upload = store.SourceDocument.of("上传的.pdf", b"%PDF-1.4 not really", "pdf")  # a console upload
+    with pytest.raises(UnsupportedDocument) as refused:
+        await kb.add_documents([good, binary, upload])
+    lines = str(refused.value).splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"无法识别文件 {binary} 的编码")
+    assert lines[1].startswith("无法读取 PDF 上传的.pdf / cannot read the PDF")
+    assert await kb.list_documents() == []

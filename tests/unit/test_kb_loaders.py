@@ -77,3 +77,17 @@ def test_a_broken_pdf_leaves_no_parser_warnings_in_the_log(caplog: pytest.LogCap
     with caplog.at_level(logging.DEBUG), pytest.raises(UnsupportedDocument):
         read_sections(b"this is not a pdf at all\n", "pdf")
     assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_refusal_names_the_document_it_is_given() -> None:
+    binary = bytes(range(256)) * 4  # neither UTF-8 nor GB18030
+    for fmt in ("markdown", "text", "html"):
+        with pytest.raises(UnsupportedDocument) as undecodable:
+            read_sections(binary, fmt, "docs/sub/bad.md")
+        assert str(undecodable.value).startswith("无法识别文件 docs/sub/bad.md 的编码"), undecodable.value
+    with pytest.raises(UnsupportedDocument) as broken:
+        read_sections(b"%PDF-1.4 not really", "pdf", "docs/manual.pdf")
+    assert str(broken.value).startswith("无法读取 PDF docs/manual.pdf / cannot read the PDF"), broken.value
+    with pytest.raises(UnsupportedDocument) as unsupported:
+        detect_format(Path("docs/sub/faq.docx"))
+    assert "docs/sub/faq.docx" in str(unsupported.value)

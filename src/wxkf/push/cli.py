@@ -98,16 +98,21 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _conditions(values: list[str], option: str) -> list[dict[str, Any]]:
+    """Each `--require`/`--prefer` value parsed; a bad one refused with its reason, in the words the
+    console and the REST API use (`worded`), one line per problem."""
+    from pydantic import ValidationError
+
     from wxkf.push.conditions import parse_condition
+    from wxkf.validation import worded
 
     parsed = []
     for value in values:
         try:
             parsed.append(parse_condition(value).model_dump())
-        except ValueError as exc:
-            raise _fail(
-                f"{option} {value}: {str(exc).splitlines()[-1] if 'validation' in str(exc) else exc}"
-            ) from None
+        except ValidationError as exc:  # the condition's own rule, in its words
+            raise _fail("\n".join(worded(item, f"{option} {value}") for item in exc.errors())) from None
+        except ValueError as exc:  # not in the shorthand at all
+            raise _fail(f"{option} {value}: {exc}") from None
     return parsed
 
 

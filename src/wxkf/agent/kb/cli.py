@@ -1,8 +1,16 @@
-"""`wxkf kb …`: add documents to the knowledge base, list, search and remove them."""
+"""`wxkf kb …`: add documents to the knowledge base, list, search and remove them.
+
+`wxkf kb add` is all or nothing: every file is read first, and if any cannot be (its type, its
+size, its encoding, a broken PDF, a bad link), each such file is named, one line each, nothing is
+added and the exit code is 1. On a terminal the stages show as progress bars; into a pipe or a log
+file, as a plain line on stderr at a stage's start, about every 10 % or 30 s, and at its end.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -25,7 +33,7 @@ from wxkf.agent.kb.loaders import FORMATS, UnsupportedDocument, check_size, dete
 # The store (psycopg and its pool) loads when a command opens the database: `wxkf --help` and the
 # other commands start without it.
 if TYPE_CHECKING:
-    from wxkf.agent.kb.store import KnowledgeBase
+    from wxkf.agent.kb.store import AddResult, KnowledgeBase
 
 kb_app = typer.Typer(help="知识库 / the knowledge base", no_args_is_help=True)
 console = Console()
@@ -74,26 +82,36 @@ def _run(action: Callable[[KnowledgeBase], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except (DatabaseError, UnsupportedDocument, EmbeddingError, KnowledgeBaseError) as exc:
-        err_console.print(str(exc), highlight=False, markup=False)
+        err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)  # paths stay whole
         raise typer.Exit(1) from None
 
 
+_NOTHING_ADDED = (
+    "未添加任何文件：请修正或去掉以上文件后重试 / nothing was added: fix or leave out the file(s) above"
+)
+
+
 def _expand(paths: list[Path]) -> list[Path]:
-    """Files as given, and the supported files inside given directories."""
+    """Files as given, and the supported files inside given directories; a missing, unsupported or
+    too large file given by name refuses them all, before anything is read or written, each named."""
     files: list[Path] = []
+    refused: list[str] = []
     for path in paths:
         if path.is_dir():
             files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS))
         elif path.exists():
             try:
-                check_size(path, detect_format(path))  # refuse before anything is read or written
+                check_size(path, detect_format(path))
             except UnsupportedDocument as exc:
-                err_console.print(str(exc), highlight=False, markup=False)
-                raise typer.Exit(1) from None
+                refused.append(str(exc))
             files.append(path)
         else:
-            err_console.print(f"文件不存在 / no such file: {path}", highlight=False, markup=False)
-            raise typer.Exit(1)
+            refused.append(f"文件不存在 / no such file: {path}")
+    if refused:
+        err_console.print(
+            "\n".join([*refused, _NOTHING_ADDED]), highlight=False, markup=False, soft_wrap=True
+        )
+        raise typer.Exit(1)
     return files
 
 
@@ -109,8 +127,77 @@ def _progress() -> Progress:
     )
 
 
+_STAGES = {  # stage → (Chinese, English, what it counts in each)
+    "add": ("读取切分", "reading", "个文档", "documents"),
+    "embed": ("向量化", "embedding", "个片段", "chunks"),
+}
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class PlainProgress:
+    """Progress as plain lines, for a pipe or a log file where a progress bar shows nothing until
+    the end: a stage's start with its count, then about every `step` of it or every `every` seconds,
+    whichever comes first, and its end; Chinese first, English beside."""
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        *,
+        step: float = 0.1,
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.write, self.step, self.every, self.clock = write, step, every, clock
+        self.started: dict[str, float] = {}  # stage → when its first report came
+        self.last: dict[str, tuple[float, int]] = {}  # stage → when and at what the last line was
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        zh, en, zh_unit, en_unit = _STAGES.get(stage, (stage, stage, "", ""))
+        now = self.clock()
+        if stage not in self.started:
+            self.started[stage] = now
+            self.last[stage] = (now, done)
+            if done < total:
+                self.write(f"{zh}开始：共 {total} {zh_unit} / {en}: {total} {en_unit}")
+                return
+        elif not self._due(stage, now, done, total):
+            return
+        self.last[stage] = (now, done)
+        elapsed = _clock(now - self.started[stage])
+        share = f"{done}/{total}"
+        if done >= total:
+            self.write(f"{zh}完成 {share}，用时 {elapsed} / {en} done: {share} in {elapsed}")
+            return
+        share += f" ({done / total:.0%})"
+        if not done:
+            self.write(f"{zh} {share}，已用 {elapsed} / {en} {share}, {elapsed} elapsed")
+            return
+        left = _clock((now - self.started[stage]) / done * (total - done))
+        self.write(
+            f"{zh} {share}，已用 {elapsed}，预计还需 {left} / {en} {share}, {elapsed} elapsed, about {left} left"
+        )
+
+    def _due(self, stage: str, now: float, done: int, total: int) -> bool:
+        last_time, last_done = self.last[stage]
+        if done >= total:
+            return last_done < total  # the end, once
+        return done - last_done >= self.step * total or now - last_time >= self.every
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _with_progress(action: Callable[[KnowledgeBase, Callable[[str, int, int], None]], Awaitable[T]]) -> T:
-    """Run `action` with a progress bar per stage: reading files, then embedding chunks."""
+    """Run `action` with a progress bar per stage (reading files, then embedding chunks) on a
+    terminal, and with `PlainProgress` lines on stderr otherwise."""
+    if not console.is_terminal:
+        return _run(lambda kb: action(kb, PlainProgress(_stderr_line)))
     with _progress() as progress:
         tasks = {
             "add": progress.add_task("读取切分 / reading", total=None, visible=False),
@@ -139,9 +226,16 @@ def add(
     Markdown 中引用的本地图片和文件（如 ![尺码表](size.png)）会随答案发送 / local images and files a
     Markdown file references are sent with the answer."""
     files = _expand(paths)
-    results = _with_progress(
-        lambda kb, report: kb.add_documents(files, progress=report, collection=collection)
-    )
+
+    async def adding(kb: KnowledgeBase, report: Callable[[str, int, int], None]) -> list[AddResult]:
+        if files:
+            report("add", 0, len(files))  # at once: reading and chunking a large file takes a while
+        try:
+            return await kb.add_documents(files, progress=report, collection=collection)
+        except UnsupportedDocument as exc:
+            raise UnsupportedDocument(f"{exc}\n{_NOTHING_ADDED}") from None
+
+    results = _with_progress(adding)
     table = Table("文档 / document", "结果 / result", "片段 / chunks")
     for result in results:
         table.add_row(result.source, _STATUS[result.status], str(result.chunks))

@@ -1,5 +1,8 @@
 """Read Markdown, plain text, HTML and PDF into heading-scoped sections.
 
+A refusal (`UnsupportedDocument`) names the document: by the `name` its caller passes (the path as
+the user gave it, an upload's file name), so in a folder of many files the bad one can be found.
+
 HTML is parsed with the standard library's tokenizer, never executed or rendered: scripts, styles
 and other non-content elements are dropped with their contents, entities are decoded, and h1–h6
 become the heading path.
@@ -28,7 +31,7 @@ def detect_format(path: Path) -> str:
         return FORMATS[path.suffix.lower()]
     except KeyError:
         raise UnsupportedDocument(
-            f"不支持的文件类型 {path.suffix or '（无扩展名）'}：{path.name}，支持 .md .txt .html .pdf / "
+            f"不支持的文件类型 {path.suffix or '（无扩展名）'}：{path}，支持 .md .txt .html .pdf / "
             f"unsupported file type; use Markdown, text, HTML or PDF"
         ) from None
 
@@ -60,16 +63,17 @@ def check_size_of(name: str, size: int, fmt: str) -> None:
 
 
 def check_size(path: Path, fmt: str) -> None:
-    """Refuse a file over its format's limit, before reading it."""
+    """Refuse a file over its format's limit, before reading it; the refusal names it as given."""
     try:
         size = path.stat().st_size
     except OSError as exc:
         raise UnsupportedDocument(f"无法读取文件 {path} / cannot read the file: {exc.strerror}") from exc
-    check_size_of(path.name, size, fmt)
+    check_size_of(str(path), size, fmt)
 
 
-def decode_text(data: bytes) -> str:
-    """UTF-8 (with or without BOM), else GB18030 — what Chinese Windows tools still save."""
+def decode_text(data: bytes, name: str = "") -> str:
+    """UTF-8 (with or without BOM), else GB18030 — what Chinese Windows tools still save. A refusal
+    names the document by `name`."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -77,19 +81,21 @@ def decode_text(data: bytes) -> str:
             return data.decode("gb18030")
         except UnicodeDecodeError:
             raise UnsupportedDocument(
-                "无法识别文件编码，请另存为 UTF-8 / cannot decode the file: save it as UTF-8"
+                f"无法识别{f'文件 {name} 的' if name else '文件'}编码，请另存为 UTF-8 / "
+                "cannot decode the file: save it as UTF-8"
             ) from None
 
 
-def read_sections(data: bytes, fmt: str) -> list[Section]:
+def read_sections(data: bytes, fmt: str, name: str = "") -> list[Section]:
+    """The document's sections; a refusal names it by `name`."""
     if fmt == "markdown":
-        return markdown_sections(decode_text(data))
+        return markdown_sections(decode_text(data, name))
     if fmt == "text":
-        return [Section((), decode_text(data))]
+        return [Section((), decode_text(data, name))]
     if fmt == "html":
-        return html_sections(decode_text(data))
+        return html_sections(decode_text(data, name))
     if fmt == "pdf":
-        return pdf_sections(data)
+        return pdf_sections(data, name)
     raise UnsupportedDocument(f"unknown format {fmt!r}")
 
 
@@ -180,8 +186,9 @@ def html_sections(text: str) -> list[Section]:
     return parser.sections
 
 
-def pdf_sections(data: bytes) -> list[Section]:
-    """One section per page, headed by its page number (PDFs carry no reliable headings)."""
+def pdf_sections(data: bytes, name: str = "") -> list[Section]:
+    """One section per page, headed by its page number (PDFs carry no reliable headings); a refusal
+    names the document by `name`."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -192,5 +199,7 @@ def pdf_sections(data: bytes) -> list[Section]:
         reader = PdfReader(io.BytesIO(data))
         pages = [page.extract_text() or "" for page in reader.pages]
     except (PdfReadError, ValueError, KeyError) as exc:
-        raise UnsupportedDocument(f"无法读取 PDF / cannot read the PDF: {exc}") from exc
+        raise UnsupportedDocument(
+            f"无法读取 PDF{f' {name}' if name else ''} / cannot read the PDF: {exc}"
+        ) from exc
     return [Section((f"第 {n} 页",), text) for n, text in enumerate(pages, start=1) if text.strip()]

@@ -296,14 +296,15 @@ class SourceDocument:
 
     @classmethod
     def from_path(cls, path: Path, source: str | None = None) -> SourceDocument:
-        """Read a file; a Markdown file's references to files in its folder become attachments."""
+        """Read a file; a Markdown file's references to files in its folder become attachments. A
+        refusal names the file by its path as given."""
         fmt = detect_format(path)
         check_size(path, fmt)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise UnsupportedDocument(f"无法读取文件 {path} / cannot read the file: {exc.strerror}") from exc
-        return cls.of(source or str(path.resolve()), data, fmt, folder=path.parent, name=path.name)
+        return cls.of(source or str(path.resolve()), data, fmt, folder=path.parent, name=str(path))
 
     @classmethod
     def of(
@@ -314,7 +315,7 @@ class SourceDocument:
         names the document by `name`."""
         if fmt != "markdown":
             return cls(source, data, fmt)
-        markdown, attachments = extract_attachments(decode_text(data), folder, name or source)
+        markdown, attachments = extract_attachments(decode_text(data, name or source), folder, name or source)
         if not attachments:
             return cls(source, data, fmt)
         return cls(source, markdown.encode("utf-8"), fmt, tuple(attachments))
@@ -396,7 +397,8 @@ class KnowledgeBase:
         with the same content is left as it is.
 
         A source added again with new content replaces its old chunks. Raises `UnsupportedDocument`
-        before changing anything when a file cannot be read.
+        before changing anything when a file cannot be read: all or nothing, and every such file
+        named, one line each.
         """
         # Reading, parsing, chunking and terming are CPU-bound (seconds for a few MB): in a thread, so
         # a server adding an upload keeps answering and stops when asked.
@@ -590,6 +592,8 @@ class KnowledgeBase:
         # Chunks added since the last embedding carry no version, whether or not the model changed.
         await cur.execute(_STALE_CHUNKS, (embedder.version,))
         stale = await cur.fetchall()
+        if progress and stale:
+            progress("embed", 0, len(stale))  # the count at once: embedding is the long stage
         dims: set[int] = set()
         for start in range(0, len(stale), _EMBED_BATCH):
             batch = stale[start : start + _EMBED_BATCH]
@@ -841,12 +845,25 @@ TermedChunk = tuple[Chunk, list[str]]  # a chunk and the terms the lexical index
 
 
 def _prepare(documents: Sequence[Path | SourceDocument]) -> list[tuple[SourceDocument, list[TermedChunk]]]:
-    """Each document read (a path: from disk, size checked first), chunked, and its chunks termed."""
+    """Each document read (a path: from disk, size checked first), chunked, and its chunks termed.
+
+    Every document is tried before any refusal, so one `UnsupportedDocument` names all that cannot be
+    read (a path as given, a `SourceDocument` by its source), one per line."""
     prepared = []
+    refused: list[str] = []
     for document in documents:
-        doc = document if isinstance(document, SourceDocument) else SourceDocument.from_path(document)
-        chunks = chunk_sections(read_sections(doc.data, doc.format))
+        try:
+            if isinstance(document, SourceDocument):
+                doc, name = document, document.source
+            else:
+                doc, name = SourceDocument.from_path(document), str(document)
+            chunks = chunk_sections(read_sections(doc.data, doc.format, name))
+        except UnsupportedDocument as exc:
+            refused.append(str(exc))
+            continue
         prepared.append((doc, [(chunk, sorted(term_counts(chunk.indexed_text))) for chunk in chunks]))
+    if refused:
+        raise UnsupportedDocument("\n".join(refused))
     return prepared
 
 
