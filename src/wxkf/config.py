@@ -296,14 +296,18 @@ class Settings(BaseSettings):
     @classmethod
     def _check_welcome_menu(cls, value: str) -> str:
         if value.strip():
+            from pydantic import ValidationError
+
             from wxkf.kf.accounts import WelcomeMenu
+            from wxkf.validation import worded
 
             try:
                 WelcomeMenu.model_validate_json(value)
-            except ValueError as exc:
+            except ValidationError as exc:
+                problems = "; ".join(worded(item) for item in exc.errors())
                 raise ValueError(
                     'KF_WELCOME_MENU 须为 JSON，如 {"options": [{"id": "track", "content": "查物流"}]} / '
-                    f"must be a JSON menu: {str(exc).splitlines()[0]}"
+                    f"must be a JSON menu: {problems}"
                 ) from None
         return value
 

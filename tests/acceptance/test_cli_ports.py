@@ -13,7 +13,7 @@ import pytest
 
 from tests.acceptance.test_serve_cli import _env
 
-COMMANDS = {"serve": ["serve"], "simulator": ["simulator"]}
+COMMANDS = {"serve": ["serve"], "simulator": ["simulator"], "llm fake-server": ["llm", "fake-server"]}
 
 
 def _wxkf(args: list[str], data_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -69,3 +69,19 @@ def test_debug_true_means_log_level_debug(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("DEBUG", "false")
     monkeypatch.delenv("LOG_LEVEL")
     assert load_settings(_env_file=None).log_level == "INFO"
+
+
+@pytest.mark.parametrize(
+    ("menu", "reason"),
+    [
+        ('{"options": []}', "options"),  # at least one option
+        ('{"options": [{"id": "a", "content": "查物流"}], "colour": "red"}', "colour"),  # unknown field
+    ],
+)
+def test_a_bad_welcome_menu_says_what_is_wrong_with_it(menu: str, reason: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(_env_file=None, kf_welcome_menu=menu)
+    message = str(info.value)
+    assert "KF_WELCOME_MENU" in message
+    assert reason in message
+    assert "validation error for" not in message  # pydantic's heading, not a reason

@@ -104,17 +104,22 @@ def ask(
 
 @llm_app.command("fake-server")
 def fake_server(
-    port: Annotated[int, typer.Option(help="listen port on 127.0.0.1")] = 8011,
+    port: Annotated[
+        int,
+        typer.Option(min=1, max=65535, help="监听端口（1–65535，仅 127.0.0.1）/ listen port on 127.0.0.1"),
+    ] = 8011,
     api_key: Annotated[str, typer.Option(help="the key it accepts")] = "sk-local",
 ) -> None:
     """运行本地模拟大模型（OpenAI 兼容）/ run the local fake OpenAI-compatible server."""
     from wxkf.agent.fake_openai import FakeOpenAI
 
     with FakeOpenAI(api_key=api_key, port=port) as fake:
-        console.print(
-            f"LLM_BASE_URL={fake.base_url} LLM_API_KEY={api_key}  (Ctrl-C 停止 / to stop)",
-            highlight=False,
-            markup=False,
-        )
+        # One NAME=value a line, as the simulator prints its credentials: they paste into .env.
+        for line in (
+            "# 以下各行可原样粘贴到 .env；Ctrl-C 停止 / paste these lines into .env; Ctrl-C to stop",
+            f"LLM_BASE_URL={fake.base_url}",
+            f"LLM_API_KEY={api_key}",
+        ):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
