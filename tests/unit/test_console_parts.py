@@ -15,7 +15,7 @@ from wxkf.web.console.auth import (
     check_role,
     check_username,
 )
-from wxkf.web.console.conversations import Budget, ConsoleRefusal, check_reply_text
+from wxkf.web.console.conversations import Budget, ConsoleRefusal, ConversationRow, check_reply_text
 from wxkf.web.console.live import EVERYTHING, MAX_KEYS, Subscription
 from wxkf.web.console.overview import bar_chart
 from wxkf.web.console.routes import _safe_next, same_site
@@ -145,3 +145,28 @@ def test_same_site_reads_fetch_metadata_origin_and_referer() -> None:
     assert not same_site(_Request(host | {"referer": "https://evil.example/x"}))  # type: ignore[arg-type]
     assert not same_site(_Request(host | {"sec-fetch-site": "cross-site"}))  # type: ignore[arg-type]
     assert not same_site(_Request(host | {"sec-fetch-site": "same-site"}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [(1, "机器人接待"), (2, "排队等待人工"), (3, "人工接待"), (4, "机器人接待")],
+)
+def test_the_list_says_a_queued_customer_waits_for_a_person_and_a_served_one_has_one(
+    state: int, expected: str
+) -> None:
+    row = ConversationRow(
+        "wk",
+        "wm",
+        "",
+        state,
+        NOW,
+        "zhangsan" if state == 3 else None,
+        Budget.of(NOW, 0, NOW),
+        "",
+        "",
+        None,
+        None,
+        None,
+        False,
+    )
+    assert row.bot_status(lambda when, fmt: "").startswith(expected)

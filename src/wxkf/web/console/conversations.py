@@ -143,7 +143,9 @@ class ConversationRow:
         if self.paused_until is not None and self.paused_until > datetime.now(UTC):
             until = local(self.paused_until, "%H:%M")
             return f"暂停至 {until} / paused until {until}"
-        if self.service_state in (2, 3):
+        if self.service_state == 2:
+            return "排队等待人工，机器人不发送 / queued for a person: the bot stays quiet"
+        if self.service_state == 3:
             return "人工接待，机器人不发送 / a human serves: the bot stays quiet"
         return "机器人接待 / bot answering"
 
