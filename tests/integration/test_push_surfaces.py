@@ -160,6 +160,10 @@ def test_the_cli_imports_all_rows_or_refuses_the_file_listing_bad_lines(
     template = CliRunner().invoke(cli, ["push", "templates", "set", "short", "--text", "匹配度 {score_pct}%"])
     assert template.exit_code == 2
     assert "「{score_pct}」不是可用的占位符" in template.output
+    empty = CliRunner().invoke(cli, ["push", "templates", "set", "blank", "--text", ""])
+    assert empty.exit_code == 2, empty.output  # not "saved" with the default text in its place
+    assert "content" in empty.output
+    assert "已保存" not in empty.output
     wrong = CliRunner().invoke(
         cli, ["push", "intents", "add", "wkCLI", "wmCLI", "--name", "x", "--require", "age>老"]
     )

@@ -508,7 +508,9 @@ def templates_set(
             fields = {"appid": appid, "pagepath": pagepath, "thumb": await push.save_thumb(cover, thumb.name)}
             template = validated(MiniProgramTemplate, {**fields, **({"title": title} if title else {})})
         else:
-            texts = {k: v for k, v in (("content", text), ("merged", merged), ("item", item)) if v}
+            texts = {
+                k: v for k, v in (("content", text), ("merged", merged), ("item", item)) if v is not None
+            }
             template = validated(TextTemplate, texts)
         return await push.save_template(name, template)
 
