@@ -36,6 +36,10 @@ def test_add_list_search_remove(database_url: str, tmp_path: Path) -> None:
     assert "faq.md" in found.output.replace("\n", "")  # a long temporary path may wrap
     nothing = runner.invoke(app, ["kb", "search", "今天天气怎么样"], env=env)
     assert "nothing relevant" in nothing.output
+    for blank in ("", "   "):
+        empty = runner.invoke(app, ["kb", "search", blank], env=env)
+        assert empty.exit_code == 2, empty.output  # a mistake, not a question nothing answers
+        assert "问题不能为空" in empty.output
 
     removed = runner.invoke(app, ["kb", "remove", str(docs / "faq.md")], env=env)
     assert removed.exit_code == 0, removed.output

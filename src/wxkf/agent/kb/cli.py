@@ -301,6 +301,9 @@ def search(
     k: Annotated[int, typer.Option("-k", help="最多返回几条 / at most this many results", min=1, max=50)] = 5,
 ) -> None:
     """检索知识库 / search the knowledge base (hybrid: vector + terms)."""
+    if not query.strip():
+        err_console.print("❌ 问题不能为空 / the question is empty", highlight=False, markup=False)
+        raise typer.Exit(2)
     passages = _run(lambda kb: kb.search(query, k))
     if not passages:
         console.print("没有足够相关的内容 / nothing relevant enough in the knowledge base")
