@@ -74,6 +74,15 @@ def test_the_reply_box_says_live_why_it_cannot_send(page: Page, console: Console
     send = page.locator("#reply-form button[type=submit]")
     expect(send).to_be_enabled()
     expect(page.locator("#reply-blocked")).to_be_hidden()
+    # WeCom counts 2048 bytes, not characters: 700 Chinese characters are 2100 bytes, said as typed.
+    box = page.locator("#reply-form textarea")
+    box.fill("好" * 700)
+    expect(page.locator("#reply-bytes")).to_contain_text("2100 / 2048")
+    expect(send).to_be_disabled()
+    box.fill("好" * 600)
+    expect(page.locator("#reply-bytes")).to_contain_text("1800 / 2048")
+    expect(send).to_be_enabled()
+    box.fill("")
     console.sim.control.take(customer, servicer)  # a servicer serves in WeCom: the console must not send
     expect(send).to_be_disabled()
     expect(page.locator("#reply-blocked")).to_contain_text(f"会话正由接待人员 {servicer} 在企业微信中接待")

@@ -499,6 +499,7 @@ async def conversation_page(
         servicers=servicer_list,
         servicer_error=servicer_error,
         reply_token=secrets.token_hex(12),
+        max_text_bytes=conv.MAX_TEXT_BYTES,
         **context,
     )
 

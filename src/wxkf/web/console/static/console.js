@@ -54,21 +54,41 @@
   }
 
   // The reply form stays as typed; what it says about the budget, and why it cannot send, follow the live panel.
+  // The send button is disabled while either the session or the budget refuses (the panel's reason) or the text
+  // is over WeCom's limit, which counts UTF-8 bytes (a Chinese character is 3), not characters.
   function followBudget() {
+    const form = document.getElementById("reply-form");
+    if (!form) return;
+    const send = form.querySelector("button[type=submit]");
+    const text = form.querySelector("textarea");
+    const bytes = document.getElementById("reply-bytes");
+    const encoder = new TextEncoder();
+    const sync = () => {
+      const max = Number(bytes ? bytes.dataset.max : 0);
+      const size = encoder.encode(text.value.trim()).length;
+      const tooLong = max > 0 && size > max;
+      if (bytes) {
+        bytes.querySelector(".count").textContent = `${size} / ${max} 字节 / bytes` + (tooLong ? "，过长 / too long" : "");
+        bytes.classList.toggle("error", tooLong);
+      }
+      if (send) send.disabled = (form.dataset.blocked || "") !== "" || tooLong;
+    };
+    text.addEventListener("input", sync);
     document.addEventListener("wxkf:refreshed", () => {
       const budget = document.getElementById("budget");
       const before = document.getElementById("budget-before");
       const blocked = document.getElementById("reply-blocked");
-      const send = document.querySelector("#reply-form button[type=submit]");
       if (!budget || !before) return;
       const why = budget.dataset.blocked || "";
       before.textContent = budget.dataset.explain;
+      form.dataset.blocked = why;
       if (blocked) {
         blocked.textContent = why;
         blocked.hidden = why === "";
       }
-      if (send) send.disabled = why !== "";
+      sync();
     });
+    sync();
   }
 
   function upload() {
