@@ -31,6 +31,7 @@ from openai.types.chat import ChatCompletionToolParam
 from pydantic import BaseModel, ValidationError
 
 from wxkf.db.engine import Database
+from wxkf.db.text import db_json
 from wxkf.kf.responder import Conversation
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class ToolAudit:
                     "open_kfid": conversation.open_kfid if conversation else None,
                     "external_userid": conversation.external_userid if conversation else None,
                     "actor": context.actor,
-                    "arguments": json.dumps(arguments, ensure_ascii=False, default=str),
+                    "arguments": db_json(arguments, ensure_ascii=False, default=str),
                     "result": outcome.content,
                     "status": outcome.status,
                     "error": error,

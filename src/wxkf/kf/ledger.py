@@ -8,7 +8,6 @@ messages) or `recalled`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection, AsyncCursor
 from psycopg.rows import dict_row
 
+from wxkf.db.text import db_json
 from wxkf.kf.budget import ReplyBudget
 from wxkf.kf.policy import Reason
 from wxkf.kf.responder import Conversation
@@ -109,7 +109,7 @@ async def record_messages(
                 event_type,
                 message.servicer_userid or (message.event.servicer_userid if message.event else None),
                 send_time,
-                json.dumps(message.model_dump(mode="json", by_alias=True, exclude_none=True)),
+                db_json(message.model_dump(mode="json", by_alias=True, exclude_none=True)),
                 status,
                 reason,
             )

@@ -14,7 +14,6 @@ duplicate on the first attempt is a real collision and marks the row `failed`.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -24,6 +23,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from pydantic import ValidationError
 
+from wxkf.db.text import db_json
 from wxkf.kf.budget import ReplyBudget
 from wxkf.kf.responder import Conversation, OutboxMessage
 from wxkf.validation import worded
@@ -118,7 +118,7 @@ async def enqueue_messages(
                 msgid,
                 kind,
                 msgtype,
-                json.dumps(body, ensure_ascii=False),
+                db_json(body, ensure_ascii=False),
                 source,
                 part,
             ),
@@ -228,7 +228,7 @@ async def enqueue_on_event(
             msgid,
             kind,
             msgtype,
-            json.dumps({"content": text} if body is None else body, ensure_ascii=False),
+            db_json({"content": text} if body is None else body, ensure_ascii=False),
             code,
             source,
         ),

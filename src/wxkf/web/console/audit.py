@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+
+from wxkf.db.text import db_json
 
 from .auth import Staff
 
@@ -64,7 +65,7 @@ async def record(
 ) -> None:
     await conn.execute(
         _INSERT,
-        (user_id, username, action, target, json.dumps(detail or {}, ensure_ascii=False), ip),
+        (user_id, username, action, target, db_json(detail or {}, ensure_ascii=False), ip),
     )
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from wxkf.db.text import without_nul
 from wxkf.kf.budget import MESSAGES_PER_WINDOW, WINDOW, BudgetState
 from wxkf.kf.inbound import render_text
 from wxkf.kf.ledger import ORIGIN_CUSTOMER, ORIGIN_SERVICER, ORIGIN_SYSTEM
@@ -310,7 +311,7 @@ async def learn_nicknames(pipeline: Pipeline, external_userids: Sequence[str]) -
     names.update(dict.fromkeys(response.invalid_external_userid, ""))
     async with pipeline.pool.connection() as conn, conn.transaction():
         for external_userid, nickname in names.items():
-            await conn.execute(_STORE_NICKNAME, (external_userid, nickname))
+            await conn.execute(_STORE_NICKNAME, (external_userid, without_nul(nickname)))
     return bool(names)
 
 
