@@ -246,6 +246,13 @@ def test_an_unknown_placeholder_is_refused_by_name() -> None:
     check(TextTemplate(content="{profile_name}（{score}%）{{原样的花括号}}"))
 
 
+@pytest.mark.parametrize("spec", ["{profile_name:>999999999}", "{score:.2f}", "{profile_name:{score}}"])
+def test_a_format_spec_is_refused_before_anything_renders_it(spec: str) -> None:
+    """A width like :>999999999 took 2 GB to render the sample when saved, and again at each push."""
+    with pytest.raises(TemplateError, match="不能带格式"):
+        check(TextTemplate(content=f"【{spec}】"))
+
+
 def test_several_matches_become_one_message_within_2048_bytes() -> None:
     items = [
         Item(

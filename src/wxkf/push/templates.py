@@ -105,7 +105,8 @@ _PLACES = {
 
 
 def placeholders(text: str) -> list[str]:
-    """The `{name}` placeholders of `text`; raises TemplateError for `{}`, `{0}`, `{a.b}` and bad braces."""
+    """The `{name}` placeholders of `text`; raises TemplateError for `{}`, `{0}`, `{a.b}`, a conversion
+    (`!r`), a format spec (`:>9`) and bad braces."""
     names: list[str] = []
     try:
         parsed = list(string.Formatter().parse(text))
@@ -113,7 +114,7 @@ def placeholders(text: str) -> list[str]:
         raise TemplateError(
             [f"花括号不成对（字面的花括号写成 {{{{ 或 }}}}）/ unbalanced braces: {exc}"]
         ) from None
-    for _literal, name, _spec, conversion in parsed:
+    for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
         if not name or name.isdigit() or "." in name or "[" in name:
@@ -122,6 +123,8 @@ def placeholders(text: str) -> list[str]:
             )
         if conversion:
             raise TemplateError([f"占位符「{{{name}}}」不能带 !{conversion} / no conversions"])
+        if spec:  # a width such as :>999999999 would take gigabytes to render, here and at every push
+            raise TemplateError([f"占位符「{{{name}}}」不能带格式「:{spec}」/ no format specs"])
         names.append(name)
     return names
 
