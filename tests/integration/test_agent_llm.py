@@ -346,11 +346,20 @@ async def test_the_tool_loop_is_bounded(fake: FakeOpenAI, responder: LLMResponde
     assert all(c.body["tool_choice"] == "auto" for c in chats[:-1])
 
 
-async def test_an_empty_answer_becomes_an_honest_handoff(fake: FakeOpenAI, responder: LLMResponder) -> None:
+async def test_an_empty_answer_is_the_knowledge_bases_answer_or_an_honest_handoff(
+    fake: FakeOpenAI, responder: LLMResponder
+) -> None:
+    """An empty completion (a reasoning model's, a content filter's) is no answer, not "I don't know":
+    the customer gets what the knowledge base holds, and a person only when it holds nothing."""
     fake.reply("")
-    reply = await responder.respond(request("你好"))
-    assert reply.text == HANDOFF_TEXT
-    assert reply.handoff
+    known = await responder.respond(request("怎么退货？"))
+    assert "7 天内" in known.text
+    assert known.sources == ["shop_faq.md · 退换货"]
+    assert not known.handoff
+    fake.reply("")
+    unknown = await responder.respond(request("你们支持分期付款吗？"))
+    assert unknown.text == HANDOFF_TEXT
+    assert unknown.handoff
 
 
 async def test_401_gives_the_troubleshooting_advice_without_the_key(fake: FakeOpenAI) -> None:

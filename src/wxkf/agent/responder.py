@@ -349,6 +349,14 @@ class LLMResponder:
             # The customer still gets what the knowledge base knows; the failure is on record.
             await self.failures.record(exc, request.conversation, llm.model)
             return _with_notes(self.offline.reply_from(query, passages, account), content.replies)
+        if not answer and not context.handoff:
+            # An empty completion (a reasoning model's, a content filter's) is no answer, not "I don't
+            # know": the customer gets what the knowledge base holds, as when the model fails.
+            log.warning(
+                "大模型返回了空回复，改用知识库回答 / the model answered nothing: the knowledge base answers",
+                extra={"decision": "llm_empty_answer"},
+            )
+            return _with_notes(self.offline.reply_from(query, passages, account), content.replies)
         if not answer or UNKNOWN_MARKER in answer:
             unknown = self.offline.unknown(query, account)
             if context.handoff and not unknown.handoff:
