@@ -99,17 +99,17 @@ class Settings(BaseSettings):
     embedding_api_key: SecretStr | None = None
     embedding_model: str | None = None
     embedding_dimensions: int | None = None
-    embedding_timeout_seconds: float = 30.0
+    embedding_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
     # LLM (OpenAI-compatible; DeepSeek by default)
     llm_base_url: str = DEEPSEEK_BASE_URL
     llm_api_key: SecretStr | None = Field(default=None)
     deepseek_api_key: SecretStr | None = None
     llm_model: str = "deepseek-chat"
-    llm_timeout_seconds: float = 30.0
-    llm_max_retries: int = 2
+    llm_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_persona: str = ""  # empty: the default persona in wxkf.agent.prompts
-    llm_max_tokens: int = 1024
+    llm_max_tokens: int = Field(default=1024, ge=1)
     llm_memory_tokens: int = 1500  # budget for the conversation's recent turns in the prompt
 
     # Customer contact (客户联系, wecom-api §9). WeCom caps how many group messages each customer
@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     stt_model: str = "whisper-1"
     stt_format: Literal["wav", "mp3", "flac"] = "wav"
     stt_language: str = "zh"
-    stt_timeout_seconds: float = 30.0
+    stt_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
     # The REST API under /api/ (push intents, profiles, …): callers send `Authorization: Bearer <key>`.
     # Unset: the API refuses every request (401) and says how to enable it.
@@ -280,6 +280,16 @@ class Settings(BaseSettings):
                         f"must be a directory, but {path} is a file"
                     )
                 break
+        return value
+
+    @field_validator("llm_base_url", "llm_vision_base_url", "embedding_base_url", "stt_base_url")
+    @classmethod
+    def _check_endpoint_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(
+                "须以 http:// 或 https:// 开头（如 https://api.deepseek.com/v1）/ "
+                "must be an http(s) URL such as https://api.deepseek.com/v1"
+            )
         return value
 
     @field_validator("wxkf_public_url")

@@ -26,6 +26,14 @@ def test_defaults_need_nothing_configured() -> None:
         ({"retention_contact_days": 7}, "RETENTION_CONTACT_DAYS"),  # under a month of receive cap
         ({"retention_cron": "every ten minutes"}, "RETENTION_CRON"),
         ({"database_pool_size": 1}, "DATABASE_POOL_SIZE"),
+        ({"llm_timeout_seconds": -5}, "LLM_TIMEOUT_SECONDS"),
+        ({"llm_max_retries": -3}, "LLM_MAX_RETRIES"),
+        ({"llm_max_tokens": 0}, "LLM_MAX_TOKENS"),
+        ({"embedding_timeout_seconds": 0}, "EMBEDDING_TIMEOUT_SECONDS"),
+        ({"stt_timeout_seconds": -1}, "STT_TIMEOUT_SECONDS"),
+        ({"llm_base_url": "notaurl"}, "LLM_BASE_URL"),
+        ({"embedding_base_url": "ftp://x"}, "EMBEDDING_BASE_URL"),
+        ({"stt_base_url": "localhost:9000"}, "STT_BASE_URL"),
     ],
 )
 def test_invalid_settings_name_the_variable(overrides: dict[str, str], variable: str) -> None:
