@@ -38,6 +38,15 @@ def test_accounts_set_show_and_list(database_url: str, tmp_path: Path) -> None:
         assert "kb_silent" in bad.stdout
         assert "Traceback" not in bad.stdout + bad.stderr
 
+        # A typo in the open_kfid: WeCom has no such account, so nothing is stored for it.
+        typo = _wxkf(sim, database_url, tmp_path, "accounts", "set", "wkNOPE", "persona=x")
+        assert typo.returncode == 1, typo.stdout + typo.stderr
+        assert "wkNOPE" in typo.stdout
+        assert "企业微信中没有这个客服账号" in typo.stdout
+        assert "wkNOPE" not in _wxkf(sim, database_url, tmp_path, "accounts", "list").stdout
+        unknown = _wxkf(sim, database_url, tmp_path, "accounts", "show", "wkNOPE")
+        assert "企业微信中没有这个客服账号" in unknown.stdout
+
 
 def test_upgrade_member_and_cancel(database_url: str, tmp_path: Path) -> None:
     with run_simulator() as sim:

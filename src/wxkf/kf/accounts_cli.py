@@ -32,6 +32,25 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+_NO_SUCH_ACCOUNT = (
+    "企业微信中没有这个客服账号：{open_kfid}（用 wxkf accounts list 查看）/ WeCom has no kf account "
+    "{open_kfid}: see wxkf accounts list"
+)
+
+
+async def _wecom_has(pipeline: Pipeline, open_kfid: str) -> bool | None:
+    """Whether kf/account/list names `open_kfid`; None when WeCom cannot be asked (not configured,
+    unreachable): the caller goes on, it cannot tell a typo from an account."""
+    from wxkf.kf.runtime import PipelineNotConfigured
+    from wxkf.wecom.errors import WeComError
+
+    try:
+        listed = await pipeline.client.list_accounts()
+    except (PipelineNotConfigured, WeComError):
+        return None
+    return any(a.open_kfid == open_kfid for a in listed.account_list)
+
+
 @accounts_app.command("list")
 def accounts_list() -> None:
     """列出客服账号（企业微信中的与有设置的）/ list the kf accounts (WeCom's and those with settings)."""
@@ -61,6 +80,8 @@ def accounts_show(open_kfid: OpenKfid) -> None:
     """显示账号生效的设置及来源 / the account's effective settings and where each comes from."""
 
     async def body(pipeline: Pipeline) -> None:
+        if await _wecom_has(pipeline, open_kfid) is False:
+            console.print(f"⚠️ {_NO_SUCH_ACCOUNT.format(open_kfid=open_kfid)}", markup=False)
         account = await pipeline.accounts.effective(open_kfid)
         table = Table("设置 setting", "值 value", "来源 source")
         for key, source in account.sources.items():
@@ -99,6 +120,9 @@ def accounts_set(
         raise _fail(str(exc)) from None
 
     async def body(pipeline: Pipeline) -> None:
+        known = open_kfid in dict(await pipeline.accounts.all())  # its settings can always be changed
+        if not known and await _wecom_has(pipeline, open_kfid) is False:
+            raise _fail(_NO_SUCH_ACCOUNT.format(open_kfid=open_kfid))
         try:
             stored = await pipeline.accounts.update(open_kfid, parsed)
         except AccountSettingsError as exc:
