@@ -7,6 +7,7 @@ JSON; failures and tool calls are checked in PostgreSQL.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -517,3 +518,35 @@ async def test_kf_tools_drive_the_real_client_against_the_simulator(database: Da
         ("transfer_to_human", "ok"),
         ("end_session", "ok"),
     ]
+
+
+async def test_after_a_timeout_the_knowledge_base_answers_at_once_until_the_llm_rests(
+    fake: FakeOpenAI, database: Database
+) -> None:
+    """An LLM that hangs cost every customer LLM_TIMEOUT_SECONDS × the attempts (93 s at the defaults),
+    even after /ready said it was degraded. After a timeout it rests: the next customers get the
+    knowledge base's answer with no call, and after the rest it is asked again."""
+    agent = LLMResponder(
+        make_llm(fake, timeout=0.5, retries=0),
+        retriever=KeywordRetriever(),
+        memory=None,
+        tools=ToolRegistry(ToolAudit(database)),
+        failures=FailureLog(database),
+        rest_seconds=60.0,
+    )
+    try:
+        fake.slow(5)
+        first = await agent.respond(request("怎么退货？"))
+        assert "7 天内" in first.text  # the knowledge base's answer, after the one timeout
+        calls = len(fake.chat_requests())
+        started = time.monotonic()
+        second = await agent.respond(request("怎么退货？"))
+        assert "7 天内" in second.text
+        assert len(fake.chat_requests()) == calls  # not asked while it rests
+        assert time.monotonic() - started < 0.4
+        agent.rest_seconds = 0.0  # the rest is over: asked again
+        fake.reply("签收后 7 天内可退。")
+        third = await agent.respond(request("怎么退货？"))
+        assert third.text == "签收后 7 天内可退。"
+    finally:
+        await agent.aclose()

@@ -286,6 +286,11 @@ def _turn_message(turn: Turn) -> ChatCompletionMessageParam:
     return {"role": "assistant", "content": turn.text}
 
 
+# After a call that timed out, the LLM rests this long: customers meanwhile get the knowledge base's
+# answer at once instead of waiting LLM_TIMEOUT_SECONDS × the attempts for the same fallback.
+LLM_REST_SECONDS = 60.0
+
+
 class LLMResponder:
     """Grounded answers from an LLM, with memory and tools."""
 
@@ -303,9 +308,12 @@ class LLMResponder:
         vision: LLMClient | None = None,
         accounts: Accounts | None = None,
         unknown_answer: UnknownAnswer = "handoff",
+        rest_seconds: float = LLM_REST_SECONDS,
     ) -> None:
         self.unknown_answer = unknown_answer
         self.llm = llm
+        self.rest_seconds = rest_seconds
+        self._timed_out_at: dict[int, float] = {}  # id(an LLMClient) → when its last call timed out
         self.latency = latency or LatencyLog(failures.database)
         self.retriever = retriever
         self.memory = memory
@@ -343,12 +351,26 @@ class LLMResponder:
             audience=Audience.CUSTOMER, conversation=request.conversation, reply_pending=True
         )
         llm = self.vision if content.images and self.vision is not None else self.llm
+        timed_out_at = self._timed_out_at.get(id(llm))
+        if timed_out_at is not None and time.monotonic() - timed_out_at < self.rest_seconds:
+            # It hung moments ago: another customer would wait the whole timeout for the same fallback.
+            log.info(
+                "大模型刚刚超时，%d 秒内直接用知识库回答 / the LLM timed out moments ago: the knowledge base "
+                "answers for %d s",
+                self.rest_seconds,
+                self.rest_seconds,
+                extra={"decision": "llm_resting"},
+            )
+            return _with_notes(self.offline.reply_from(query, passages, account), content.replies)
         try:
             answer = await self._converse(request, content, passages, context, account, llm)
         except LLMError as exc:
             # The customer still gets what the knowledge base knows; the failure is on record.
+            if exc.kind == "timeout":
+                self._timed_out_at[id(llm)] = time.monotonic()
             await self.failures.record(exc, request.conversation, llm.model)
             return _with_notes(self.offline.reply_from(query, passages, account), content.replies)
+        self._timed_out_at.pop(id(llm), None)
         if not answer and not context.handoff:
             # An empty completion (a reasoning model's, a content filter's) is no answer, not "I don't
             # know": the customer gets what the knowledge base holds, as when the model fails.
