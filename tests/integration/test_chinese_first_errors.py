@@ -74,6 +74,12 @@ async def test_a_bad_api_body_or_import_row_is_refused_chinese_first(run: PushRu
         assert broken.status_code == 422, broken.text
         [problem] = broken.json()["problems"]
         assert problem.startswith("请求体 / body: 不是有效的 JSON"), problem
+        garbled = await http.post(
+            "/api/intents", content=b'{"name": "\xff\xfe"}', headers={"Content-Type": "application/json"}
+        )
+        assert garbled.status_code == 422, garbled.text  # the documented shape, not FastAPI's 400
+        [undecodable] = garbled.json()["problems"]
+        assert undecodable.startswith("请求体 / body: 不是 UTF-8"), undecodable
         rows = "name,city,age\n张三,北京,35\n李四,上海,三十\n,广州,20\n"
         refused = await http.post(
             "/api/profiles/import", files={"file": ("people.csv", rows.encode(), "text/csv")}

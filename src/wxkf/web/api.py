@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import inspect
 import json
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wxkf.media.errors import MediaError, MediaNotFound, MediaStoreError
 from wxkf.push.errors import (
@@ -388,6 +391,9 @@ def _where(item: Mapping[str, Any]) -> str:
     return ".".join(str(p) for p in loc) or "请求体 / body"
 
 
+_UNPARSABLE = "There was an error parsing the body"  # fastapi.routing's detail for a body it cannot decode
+
+
 def install(app: FastAPI) -> None:
     """Add the /api routes and their error handlers to `app` (its state holds `push` and `settings`)."""
     app.include_router(router)
@@ -407,6 +413,28 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(WeComError)
     async def wecom_error(request: Request, exc: WeComError) -> JSONResponse:
         return _error(502, exc)
+
+    # FastAPI answers a body it cannot decode (not UTF-8) with its own 400; the API's callers get the
+    # shape every other refused body has. Every other HTTP error goes to the handler already in place
+    # (the console's pages for /console, FastAPI's own elsewhere).
+    outer = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
+
+    async def undecodable_body(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if request.url.path.startswith("/api/") and exc.status_code == 400 and exc.detail == _UNPARSABLE:
+            return JSONResponse(
+                {
+                    "error": "请求无效，未做任何修改 / invalid request, nothing was changed",
+                    "problems": [
+                        "请求体 / body: 不是 UTF-8 编码的 JSON / the body is not UTF-8 encoded JSON"
+                    ],
+                },
+                status_code=422,
+            )
+        answered = outer(request, exc)
+        return await answered if inspect.isawaitable(answered) else answered
+
+    app.add_exception_handler(StarletteHTTPException, undecodable_body)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
