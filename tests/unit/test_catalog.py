@@ -182,3 +182,10 @@ def test_error_for_errcode_attaches_the_catalog_hint() -> None:
     assert "仅智能助手接待" in session.hint
     assert "已有会话保持原来的状态" in session.hint  # why old sessions still fail after the change
     assert "existing sessions keep their state" in session.hint
+
+
+def test_an_errcode_written_with_a_leading_zero_or_a_plus_finds_its_own_entry() -> None:
+    entry = entry_for(95018)
+    assert entry is not None
+    assert entry_for("095018") is entry
+    assert entry_for(" +95018 ") is entry

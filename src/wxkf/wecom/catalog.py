@@ -862,13 +862,13 @@ def entry_for(code: int | str) -> CatalogEntry | None:
     Hand-written entries come first; any other official errcode gets an entry built from the table.
     """
     key = str(code).strip().lower()
-    entry = _index().get(key)
-    if entry is not None:
-        return entry
     try:
-        errcode = int(key)
+        errcode: int | None = int(key)
     except ValueError:
-        return None
+        errcode = None
+    entry = _index().get(key if errcode is None else str(errcode))  # 095018 and +95018 are 95018
+    if entry is not None or errcode is None:
+        return entry
     return official_entry(errcode)
 
 
