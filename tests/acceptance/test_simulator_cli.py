@@ -49,14 +49,19 @@ async def wait_listening(base_url: str) -> None:
             await asyncio.sleep(0.05)  # polling the port: uvicorn prints nothing we could wait on
 
 
-async def test_the_simulator_process_prints_its_world_and_answers_the_kf_api() -> None:
-    port = free_port()
+async def _start_simulator(port: int) -> asyncio.subprocess.Process:
+    """`wxkf simulator` with a fixed seed, as a user starts it, without the caller's WECOM_ settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "WXKF_"))}
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "wxkf.cli", "simulator", "--port", str(port), "--seed", "7", "--customers", "2",
         stdout=asyncio.subprocess.PIPE,
         env={**env, "COLUMNS": "200"},
     )  # fmt: skip
+
+
+async def test_the_simulator_process_prints_its_world_and_answers_the_kf_api() -> None:
+    port = free_port()
+    process = await _start_simulator(port)
     try:
         assert process.stdout is not None
         world = await read_world(process.stdout)
@@ -93,12 +98,7 @@ async def test_the_printed_wecom_lines_paste_into_dotenv_as_they_are(
     from wxkf.simulator.seed import AGENT_APP, CONTACT_APP, KF_APP, seed_world
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WECOM_", "WXKF_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wxkf.cli", "simulator", "--port", str(port), "--seed", "7", "--customers", "2",
-        stdout=asyncio.subprocess.PIPE,
-        env={**env, "COLUMNS": "200"},
-    )  # fmt: skip
+    process = await _start_simulator(port)
     try:
         assert process.stdout is not None
         lines: list[str] = []
