@@ -20,5 +20,7 @@ def without_nul(value: Any) -> Any:
 
 
 def db_json(value: Any, **options: Any) -> str:
-    """`json.dumps` of `value` without U+0000, for a jsonb or text column."""
-    return json.dumps(without_nul(value), **options)
+    """`json.dumps` of `value` without U+0000, for a jsonb or text column. On the sync's hot path the
+    value is walked only when its JSON holds the escape (a NUL, or a typed backslash-u0000)."""
+    text = json.dumps(value, **options)
+    return json.dumps(without_nul(value), **options) if "\\u0000" in text else text
